@@ -1,0 +1,50 @@
+//! Library error type. Every message names the file, field or value that is wrong.
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the rgshield library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {err}")]
+    Io {
+        path: PathBuf,
+        /// In the message rather than chained, so it is printed once.
+        err: std::io::Error,
+    },
+    /// A data set could not be loaded.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A model file is malformed or disagrees with itself.
+    #[error("{path}: {msg}")]
+    Model { path: PathBuf, msg: String },
+    /// Shapes or widths do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// An argument or configuration value is out of its domain.
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+    pub fn model(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+    pub fn shape(msg: impl Into<String>) -> Self {
+        Error::Shape(msg.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,85 @@
+//! Thin wrappers over faer for the dense products used by the samplers and trainers.
+//! All matrices are row-major `Vec<f32>` / `&[f32]`; products run with `Par::Seq` so the bits do
+//! not depend on the thread count (parallelism comes from rayon across inputs and chunks).
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// `out (m×n) = a (m×k) · bᵀ` where `b` is `n×k` (row-major), overwriting `out`.
+pub fn gemm_abt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    debug_assert_eq!(a.len(), m * k);
+    debug_assert_eq!(b.len(), n * k);
+    debug_assert_eq!(out.len(), m * n);
+    let am = MatRef::from_row_major_slice(a, m, k);
+    let bm = MatRef::from_row_major_slice(b, n, k);
+    let om = MatMut::from_row_major_slice_mut(out, m, n);
+    matmul(om, Accum::Replace, am, bm.transpose(), 1.0f32, Par::Seq);
+}
+
+/// `out (m×n) = a (m×k) · b` where `b` is `k×n` (row-major), overwriting `out`.
+pub fn gemm_ab(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    debug_assert_eq!(a.len(), m * k);
+    debug_assert_eq!(b.len(), k * n);
+    debug_assert_eq!(out.len(), m * n);
+    let am = MatRef::from_row_major_slice(a, m, k);
+    let bm = MatRef::from_row_major_slice(b, k, n);
+    let om = MatMut::from_row_major_slice_mut(out, m, n);
+    matmul(om, Accum::Replace, am, bm, 1.0f32, Par::Seq);
+}
+
+/// `out (m×n) += alpha · aᵀ · b` where `a` is `r×m` and `b` is `r×n` (row-major): the sum over
+/// rows of outer products, i.e. an (unnormalised) second-moment matrix.
+pub fn gemm_atb_acc(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    r: usize,
+    m: usize,
+    n: usize,
+    alpha: f32,
+) {
+    debug_assert_eq!(a.len(), r * m);
+    debug_assert_eq!(b.len(), r * n);
+    debug_assert_eq!(out.len(), m * n);
+    let am = MatRef::from_row_major_slice(a, r, m);
+    let bm = MatRef::from_row_major_slice(b, r, n);
+    let om = MatMut::from_row_major_slice_mut(out, m, n);
+    matmul(om, Accum::Add, am.transpose(), bm, alpha, Par::Seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_match_naive_loops() {
+        let (m, k, n) = (3, 4, 2);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i as f32).sin()).collect();
+        let mut out = vec![0.0; m * n];
+        gemm_abt(&mut out, &a, &b, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let e: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
+                assert!((out[i * n + j] - e).abs() < 1e-5);
+            }
+        }
+        let bt: Vec<f32> = (0..k * n).map(|i| (i as f32).cos()).collect();
+        gemm_ab(&mut out, &a, &bt, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let e: f32 = (0..k).map(|t| a[i * k + t] * bt[t * n + j]).sum();
+                assert!((out[i * n + j] - e).abs() < 1e-5);
+            }
+        }
+        let mut acc = vec![1.0; k * n];
+        // aᵀ (k×m)… use a as r×m with r = m rows: here r=3, m=4
+        gemm_atb_acc(&mut acc, &a, &b[..m * n], m, k, n, 0.5);
+        for i in 0..k {
+            for j in 0..n {
+                let e: f32 = 1.0 + 0.5 * (0..m).map(|r| a[r * k + i] * b[r * n + j]).sum::<f32>();
+                assert!((acc[i * n + j] - e).abs() < 1e-5);
+            }
+        }
+    }
+}

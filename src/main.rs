@@ -1,0 +1,526 @@
+//! The `rgshield` command line: a thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use rgshield::bench::{self, DepthBenchConfig};
+use rgshield::data::{self, Binarize, DataSpec, Dataset, LoadOptions};
+use rgshield::model::io::{self as model_io, ModelMeta};
+use rgshield::model::parse_widths;
+use rgshield::sample::{OutputMode, Predictor};
+use rgshield::train::{check_widths_fit, Method, SweepOrder, Targets, TrainConfig, Trainer};
+use rgshield::util::write_json;
+
+#[derive(Parser)]
+#[command(
+    name = "rgshield",
+    version,
+    about = "Deep RBM classifiers, their RG analysis, and RG poisoning against cloning"
+)]
+struct Cli {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a deep RBM classifier (SPEC §3) and write model.safetensors, model.json, train_report.json.
+    Train(TrainArgs),
+    /// Evaluate a saved model's accuracy on a data set's test split.
+    Eval(EvalArgs),
+    /// Train and evaluate on the embedded digits and print a summary (the main job).
+    Demo(DemoArgs),
+    /// Benchmarks that print tables.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data set: digits (embedded), fashion-mnist[:DIR], mnist:DIR, csv:FILE, ising[:L].
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Binarisation: "default" (the loader's documented threshold), "off", or a threshold on the
+    /// native pixel scale (value > t → 1).
+    #[arg(long, default_value = "default")]
+    binarize: String,
+    /// k×k mean pooling of image inputs before binarisation (e.g. 2 turns 28×28 into 14×14).
+    #[arg(long, default_value_t = 1)]
+    pool: usize,
+    /// Keep only the first n training rows.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Keep only the first n test rows.
+    #[arg(long)]
+    max_test: Option<usize>,
+    /// Seed for generated data sets (ising).
+    #[arg(long, default_value_t = 0)]
+    data_seed: u64,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<Dataset> {
+        let spec: DataSpec = self.data.parse()?;
+        let binarize: Binarize = self
+            .binarize
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--binarize: {e}"))?;
+        let opts = LoadOptions {
+            binarize,
+            pool: self.pool,
+            max_train: self.max_train,
+            max_test: self.max_test,
+            seed: self.data_seed,
+        };
+        Ok(data::load(&spec, &opts)?)
+    }
+}
+
+/// Parses [`TrainKnobs`] alone, to get `rgshield train`'s defaults in code.
+#[derive(Parser)]
+struct KnobsOnly {
+    #[command(flatten)]
+    knobs: TrainKnobs,
+}
+
+#[derive(Args, Clone)]
+struct TrainKnobs {
+    /// Training procedure: eq14 (the seed's rule after greedy pretraining) or hybrid
+    /// (pretraining, mean-field back-propagation fine-tuning, eq. 14 refinement).
+    #[arg(long, value_enum, default_value = "hybrid")]
+    method: Method,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Maximum eq. 14 sweeps (hybrid: refinement sweeps).
+    #[arg(long)]
+    sweeps: Option<usize>,
+    /// Eq. 14 learning rate (hybrid: refinement rate).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Greedy CD pretraining epochs per RBM 1…N-1.
+    #[arg(long)]
+    pretrain_epochs: Option<usize>,
+    /// Hybrid: maximum mean-field fine-tuning epochs.
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// Gibbs steps for the model moments.
+    #[arg(long)]
+    cd_k: Option<usize>,
+    /// Persistent chains instead of CD restarts.
+    #[arg(long)]
+    persistent: bool,
+    /// Eq. 14 targets in the last sampled step: samples or probs.
+    #[arg(long, value_enum)]
+    targets: Option<Targets>,
+    /// Layer order within a sweep.
+    #[arg(long, value_enum)]
+    sweep_order: Option<SweepOrder>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Sweeps without held-out improvement before stopping.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Passes over the data per layer within one sweep.
+    #[arg(long)]
+    epochs_per_layer: Option<usize>,
+    /// Multiplicative learning-rate decay per sweep.
+    #[arg(long)]
+    lr_decay: Option<f32>,
+    #[arg(long)]
+    momentum: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Greedy pretraining learning rate.
+    #[arg(long)]
+    pretrain_lr: Option<f32>,
+    /// Hybrid: Adam learning rate of the fine-tuning.
+    #[arg(long)]
+    finetune_lr: Option<f32>,
+    /// Standard deviation of the initial Gaussian weights.
+    #[arg(long)]
+    init_scale: Option<f32>,
+    /// Eq. 14 learning rate of RBMs 1…N-1 relative to the top RBM.
+    #[arg(long)]
+    lower_lr_factor: Option<f32>,
+}
+
+impl TrainKnobs {
+    /// The defaults of `rgshield train` for a method.
+    fn defaults(method: Method, seed: u64) -> Self {
+        let method = format!("{method:?}").to_lowercase();
+        KnobsOnly::parse_from(["rgshield", "--method", &method, "--seed", &seed.to_string()]).knobs
+    }
+
+    fn config(&self) -> TrainConfig {
+        let mut c = TrainConfig {
+            method: self.method,
+            seed: self.seed,
+            ..TrainConfig::default()
+        };
+        if self.method == Method::Eq14 {
+            c.lr = 0.1;
+            c.lr_decay = 0.99;
+            c.epochs_per_layer = 3;
+            c.sweeps = 60;
+            c.patience = 10;
+        } else {
+            c.lr = 0.002;
+            c.sweeps = 10;
+        }
+        macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* } }
+        set!(
+            sweeps,
+            lr,
+            pretrain_epochs,
+            finetune_epochs,
+            cd_k,
+            targets,
+            sweep_order,
+            batch,
+            patience,
+            epochs_per_layer,
+            lr_decay,
+            momentum,
+            weight_decay,
+            pretrain_lr,
+            finetune_lr,
+            init_scale,
+            lower_lr_factor
+        );
+        c.persistent |= self.persistent;
+        c
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Layer widths n_0,…,n_N (first = input size, last = number of classes); default
+    /// INPUT,64,64,CLASSES.
+    #[arg(long)]
+    widths: Option<String>,
+    #[command(flatten)]
+    knobs: TrainKnobs,
+    /// Samples S of the served output for the reported accuracies.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model directory (holding model.json and model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Samples S of the served output.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Seed of the served output's sampler.
+    #[arg(long, default_value_t = 0)]
+    serve_seed: u64,
+    /// Use the deterministic mean-field output instead of the served one.
+    #[arg(long)]
+    mean_field: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the demo writes its model and reports.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Train depths N = 1…6 (hidden width 64) with eq. 14 and the hybrid; print accuracy and time.
+    Depth(DepthArgs),
+}
+
+#[derive(Args)]
+struct DepthArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Depths to train, e.g. 1,2,3,4,5,6.
+    #[arg(long, default_value = "1,2,3,4,5,6")]
+    depths: String,
+    /// Hidden width.
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Methods to compare.
+    #[arg(long, value_delimiter = ',', default_value = "eq14,hybrid")]
+    methods: Vec<Method>,
+    /// Training settings (the method flag is overridden by --methods).
+    #[command(flatten)]
+    knobs: TrainKnobs,
+    /// Samples S of the served output for the test accuracy.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+        {
+            eprintln!("error: --threads {t}: {e}");
+            std::process::exit(2);
+        }
+    }
+    let res = match cli.cmd {
+        Cmd::Train(a) => cmd_train(a).map(|_| ()),
+        Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Demo(a) => cmd_demo(a),
+        Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(a),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn default_widths(data: &Dataset) -> Vec<usize> {
+    vec![data.n_features(), 64, 64, data.n_classes()]
+}
+
+/// Train, save and report; returns the train report as JSON.
+fn train_and_save(
+    data: &Dataset,
+    widths: &[usize],
+    cfg: &TrainConfig,
+    samples: usize,
+    out: &Path,
+) -> Result<serde_json::Value> {
+    check_widths_fit(widths, data)?;
+    let t0 = Instant::now();
+    let bar = progress(0, &format!("train {:?} {:?}", cfg.method, widths));
+    let (model, outcome) = Trainer::new(data, cfg)?.with_progress(bar).train(widths)?;
+    let predictor = Predictor::new(&model, OutputMode::Served { samples, seed: 0 });
+    let test_accuracy = predictor.accuracy(&data.test);
+    let train_accuracy = predictor.accuracy(&data.train);
+    let mf = Predictor::new(&model, OutputMode::MeanField);
+    let test_accuracy_mean_field = mf.accuracy(&data.test);
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut meta = ModelMeta::new(&model, data.class_names.clone());
+    meta.dataset = Some(data.info());
+    meta.training = Some(serde_json::to_value(cfg)?);
+    meta.metrics.insert("test_accuracy".into(), test_accuracy);
+    meta.metrics.insert("train_accuracy".into(), train_accuracy);
+    meta.metrics
+        .insert("test_accuracy_mean_field".into(), test_accuracy_mean_field);
+    meta.metrics.insert("served_samples".into(), samples as f64);
+    model_io::save(out, &model, &meta)?;
+    let report = json!({
+        "test_accuracy": test_accuracy,
+        "train_accuracy": train_accuracy,
+        "test_accuracy_mean_field": test_accuracy_mean_field,
+        "holdout_accuracy": outcome.holdout_accuracy,
+        "served_output": {"samples": samples, "seed": 0},
+        "widths": widths,
+        "method": cfg.method,
+        "stages": outcome.stages,
+        "history": outcome.history,
+        "seconds": seconds,
+        "dataset": data.info(),
+        "config": cfg,
+    });
+    write_json(&out.join("train_report.json"), &report)?;
+    Ok(report)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<serde_json::Value> {
+    let data = a.data.load()?;
+    let widths = match &a.widths {
+        Some(w) => parse_widths(w)?,
+        None => default_widths(&data),
+    };
+    check_widths_fit(&widths, &data)?;
+    let cfg = a.knobs.config();
+    cfg.validate()?;
+    let r = train_and_save(&data, &widths, &cfg, a.samples, &a.out)?;
+    println!(
+        "trained {:?} on {} ({} train / {} test) by {:?} in {:.1} s",
+        widths,
+        data.name,
+        data.train.len(),
+        data.test.len(),
+        cfg.method,
+        r["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
+        "test accuracy {:.4} (served, S = {}), train accuracy {:.4}; wrote {}",
+        r["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+        a.samples,
+        r["train_accuracy"].as_f64().unwrap_or(f64::NAN),
+        a.out.display()
+    );
+    Ok(r)
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let _: DataSpec = a.data.data.parse()?; // a bad --data fails before any file is read
+    let (model, meta) = model_io::load(&a.model)?;
+    let data = a.data.load()?;
+    if model.n_inputs() != data.n_features() {
+        bail!(
+            "model {} takes {} inputs but data set '{}' has {} features",
+            a.model.display(),
+            model.n_inputs(),
+            data.name,
+            data.n_features()
+        );
+    }
+    if model.n_outputs() != data.n_classes() {
+        bail!(
+            "model {} has {} outputs but data set '{}' has {} classes",
+            a.model.display(),
+            model.n_outputs(),
+            data.name,
+            data.n_classes()
+        );
+    }
+    if let Some(d) = &meta.dataset {
+        if d.fingerprint != data.fingerprint {
+            eprintln!(
+                "warning: the model was trained on data with fingerprint {} ({}), evaluating on {} ({})",
+                d.fingerprint, d.name, data.fingerprint, data.name
+            );
+        }
+    }
+    let mode = if a.mean_field {
+        OutputMode::MeanField
+    } else {
+        OutputMode::Served {
+            samples: a.samples,
+            seed: a.serve_seed,
+        }
+    };
+    let p = Predictor::new(&model, mode);
+    let test_accuracy = p.accuracy(&data.test);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "test_accuracy": test_accuracy,
+                "n_test": data.test.len(),
+                "output": mode,
+                "model": a.model,
+                "widths": model.widths(),
+                "dataset": data.name,
+            }))?
+        );
+    } else {
+        println!(
+            "{}: test accuracy {:.4} on {} ({} inputs, {:?})",
+            a.model.display(),
+            test_accuracy,
+            data.name,
+            data.test.len(),
+            mode
+        );
+    }
+    Ok(())
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let data = data::load(&DataSpec::Digits, &LoadOptions::default())?;
+    println!("rgshield demo: {} — {}", data.name, data.description);
+    let widths = vec![data.n_features(), 64, 64, data.n_classes()];
+    let mut rows = Vec::new();
+    for method in [Method::Eq14, Method::Hybrid] {
+        let knobs = TrainKnobs::defaults(method, a.seed);
+        let dir = a.out.join(format!("{method:?}").to_lowercase());
+        let r = train_and_save(&data, &widths, &knobs.config(), 64, &dir)
+            .with_context(|| format!("training {method:?}"))?;
+        rows.push((method, dir, r));
+    }
+    println!("\n| method | widths | test accuracy (served, S=64) | mean-field | seconds | model |");
+    println!("|---|---|---|---|---|---|");
+    for (m, dir, r) in &rows {
+        println!(
+            "| {:?} | {:?} | {:.4} | {:.4} | {:.1} | {} |",
+            m,
+            widths,
+            r["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            r["test_accuracy_mean_field"].as_f64().unwrap_or(f64::NAN),
+            r["seconds"].as_f64().unwrap_or(f64::NAN),
+            dir.display()
+        );
+    }
+    println!(
+        "\nEvaluate again with: rgshield eval --model {} --data digits",
+        rows[1].1.display()
+    );
+    Ok(())
+}
+
+fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
+    let data = a.data.load()?;
+    let depths: Vec<usize> = a
+        .depths
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--depths: '{t}' is not a depth"))
+        })
+        .collect::<Result<_>>()?;
+    if depths.contains(&0) {
+        bail!("--depths: depth 0 is not a network");
+    }
+    let cfg = DepthBenchConfig {
+        depths,
+        width: a.width,
+        methods: a.methods.clone(),
+        seed: a.knobs.seed,
+        samples: a.samples,
+    };
+    let configs = |m: Method| {
+        TrainKnobs {
+            method: m,
+            ..a.knobs.clone()
+        }
+        .config()
+    };
+    let rows = bench::depth_bench(&data, &cfg, configs, |d, m| {
+        progress(0, &format!("N={d} {m:?}"))
+    })?;
+    println!("{}", bench::depth_table(&data, &rows));
+    if let Some(p) = a.json {
+        write_json(&p, &rows)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The command line end to end: train → files → eval, and clear errors on bad input.
+#![allow(clippy::needless_range_loop)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn rgshield(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rgshield"))
+        .args(args)
+        .output()
+        .expect("run rgshield");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_then_eval_reproduces_the_reported_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let out_s = out.to_str().unwrap();
+    let (ok, stdout, stderr) = rgshield(&[
+        "train",
+        "--data",
+        "digits",
+        "--widths",
+        "64,32,10",
+        "--method",
+        "hybrid",
+        "--seed",
+        "3",
+        "--finetune-epochs",
+        "60",
+        "--sweeps",
+        "2",
+        "--pretrain-epochs",
+        "3",
+        "--samples",
+        "32",
+        "--out",
+        out_s,
+    ]);
+    assert!(ok, "train failed: {stdout}\n{stderr}");
+    for f in ["model.safetensors", "model.json", "train_report.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let report = json(&out.join("train_report.json"));
+    let acc = report["test_accuracy"].as_f64().unwrap();
+    // a trained two-layer classifier on binarised digits is far above chance (10%)
+    assert!(acc > 0.85, "test accuracy {acc}");
+    assert!(report["train_accuracy"].as_f64().unwrap() > 0.85);
+    assert!(report["history"].as_array().unwrap().len() >= 3);
+    assert!(report["seconds"].as_f64().unwrap() > 0.0);
+    let meta = json(&out.join("model.json"));
+    assert_eq!(meta["widths"], serde_json::json!([64, 32, 10]));
+    assert_eq!(meta["dataset"]["name"], "digits");
+
+    let (ok, stdout, stderr) = rgshield(&[
+        "eval",
+        "--model",
+        out_s,
+        "--data",
+        "digits",
+        "--samples",
+        "32",
+        "--json",
+    ]);
+    assert!(ok, "eval failed: {stderr}");
+    let ev: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        ev["test_accuracy"].as_f64().unwrap(),
+        acc,
+        "eval disagrees with train_report"
+    );
+    // text mode and thread count do not change the answer
+    let (ok, stdout, _) = rgshield(&[
+        "--threads",
+        "1",
+        "eval",
+        "--model",
+        out_s,
+        "--samples",
+        "32",
+    ]);
+    assert!(ok);
+    assert!(stdout.contains(&format!("{acc:.4}")), "{stdout}");
+}
+
+#[test]
+fn widths_that_do_not_fit_the_data_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let (ok, _, stderr) = rgshield(&["train", "--widths", "63,10", "--out", out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("widths start with 63") && stderr.contains("64 input features"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = rgshield(&[
+        "train",
+        "--widths",
+        "64,32,9",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("end with 9") && stderr.contains("10 classes"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = rgshield(&[
+        "train",
+        "--widths",
+        "64,abc,10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("'abc'"), "{stderr}");
+    assert!(!out.exists(), "nothing may be written on a failed start");
+}
+
+#[test]
+fn bad_model_and_data_arguments_give_clear_errors() {
+    let (ok, _, stderr) = rgshield(&["eval", "--model", "/nonexistent/dir"]);
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/dir/model.json"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.json"), "{ not json").unwrap();
+    let (ok, _, stderr) = rgshield(&["eval", "--model", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("model.json") && stderr.contains("malformed JSON"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = rgshield(&["eval", "--model", "x", "--data", "imagenet"]);
+    assert!(!ok);
+    assert!(stderr.contains("imagenet"), "{stderr}");
+
+    let (ok, _, stderr) = rgshield(&["train", "--out", "/tmp/x", "--lr", "NaN"]);
+    assert!(!ok);
+    assert!(stderr.contains("lr"), "{stderr}");
+}
