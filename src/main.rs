@@ -149,6 +149,12 @@ struct TrainKnobs {
     /// Eq. 14 learning rate of RBMs 1…N-1 relative to the top RBM.
     #[arg(long)]
     lower_lr_factor: Option<f32>,
+    /// Hybrid: fine-tune through sampled hidden states (true) or the mean field (false).
+    #[arg(long)]
+    finetune_stochastic: Option<bool>,
+    /// Hybrid: probability of flipping each input value in fine-tuning batches (augmentation).
+    #[arg(long)]
+    finetune_input_noise: Option<f32>,
 }
 
 impl TrainKnobs {
@@ -164,15 +170,29 @@ impl TrainKnobs {
             seed: self.seed,
             ..TrainConfig::default()
         };
-        if self.method == Method::Eq14 {
-            c.lr = 0.1;
-            c.lr_decay = 0.99;
-            c.epochs_per_layer = 3;
-            c.sweeps = 60;
-            c.patience = 10;
-        } else {
-            c.lr = 0.002;
-            c.sweeps = 10;
+        match self.method {
+            // Measured on digits (README, "Training"): strong greedy pretraining, then eq. 14 sweeps
+            // with the lower layers at 5% of the top layer's rate.
+            Method::Eq14 => {
+                c.pretrain_epochs = 60;
+                c.pretrain_lr = 0.1;
+                c.lr = 0.1;
+                c.lr_decay = 0.99;
+                c.lower_lr_factor = 0.05;
+                c.epochs_per_layer = 3;
+                c.sweeps = 60;
+                c.patience = 10;
+            }
+            // Random start at sigmoid-Glorot scale, stochastic back-propagation fine-tuning with 5%
+            // input bit flips, then a few eq. 14 refinement sweeps at a small rate.
+            Method::Hybrid => {
+                c.init_scale = 0.5;
+                c.pretrain_epochs = 0;
+                c.finetune_stochastic = true;
+                c.finetune_input_noise = 0.05;
+                c.lr = 0.002;
+                c.sweeps = 10;
+            }
         }
         macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* } }
         set!(
@@ -192,7 +212,9 @@ impl TrainKnobs {
             pretrain_lr,
             finetune_lr,
             init_scale,
-            lower_lr_factor
+            lower_lr_factor,
+            finetune_stochastic,
+            finetune_input_noise
         );
         c.persistent |= self.persistent;
         c

@@ -180,24 +180,35 @@ impl<'m> Predictor<'m> {
         let input_seed = self.input_seed(x);
         let p1 = m.rbm(1).up_probs(x, 1);
         let n1 = p1.len();
-        let mut sum = vec![0.0f64; top.n_up];
-        let chunks = samples.div_ceil(CHUNK);
-        for c in 0..chunks {
-            let b = CHUNK.min(samples - c * CHUNK);
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(input_seed, c as u64));
-            let mut h = vec![0.0f32; b * n1];
-            for row in h.chunks_exact_mut(n1) {
-                bernoulli_into(&p1, &mut rng, row);
-            }
-            for k in 2..n {
-                let p = m.rbm(k).up_probs(&h, b);
-                h = bernoulli(&p, &mut rng);
-            }
-            let py = top.up_probs(&h, b);
-            for row in py.chunks_exact(top.n_up) {
-                for (s, &v) in sum.iter_mut().zip(row) {
-                    *s += v as f64;
+        // Chunks run in parallel, each on its own stream; their sums are added in chunk order, so
+        // the result does not depend on the thread count.
+        let chunk_sums: Vec<Vec<f64>> = (0..samples.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let b = CHUNK.min(samples - c * CHUNK);
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(input_seed, c as u64));
+                let mut h = vec![0.0f32; b * n1];
+                for row in h.chunks_exact_mut(n1) {
+                    bernoulli_into(&p1, &mut rng, row);
                 }
+                for k in 2..n {
+                    let p = m.rbm(k).up_probs(&h, b);
+                    h = bernoulli(&p, &mut rng);
+                }
+                let py = top.up_probs(&h, b);
+                let mut sum = vec![0.0f64; top.n_up];
+                for row in py.chunks_exact(top.n_up) {
+                    for (s, &v) in sum.iter_mut().zip(row) {
+                        *s += v as f64;
+                    }
+                }
+                sum
+            })
+            .collect();
+        let mut sum = vec![0.0f64; top.n_up];
+        for cs in &chunk_sums {
+            for (s, v) in sum.iter_mut().zip(cs) {
+                *s += v;
             }
         }
         sum.iter().map(|s| (s / samples as f64) as f32).collect()

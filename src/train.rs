@@ -102,6 +102,11 @@ pub struct TrainConfig {
     pub finetune_epochs: usize,
     /// Hybrid: Adam learning rate of the fine-tuning.
     pub finetune_lr: f32,
+    /// Hybrid: fine-tune through sampled hidden states (straight-through) instead of mean field.
+    pub finetune_stochastic: bool,
+    /// Hybrid: probability of flipping each input value (x → 1 − x) in fine-tuning batches, a
+    /// data augmentation for binary images (0 = none).
+    pub finetune_input_noise: f32,
 }
 
 impl Default for TrainConfig {
@@ -129,6 +134,8 @@ impl Default for TrainConfig {
             eval_samples: 16,
             finetune_epochs: 200,
             finetune_lr: 0.003,
+            finetune_stochastic: false,
+            finetune_input_noise: 0.0,
         }
     }
 }
@@ -160,6 +167,12 @@ impl TrainConfig {
                 format!("{} (must be in [0, 0.9))", self.holdout_frac),
             );
         }
+        if !(0.0..=0.5).contains(&self.finetune_input_noise) {
+            return bad(
+                "finetune_input_noise",
+                format!("{} (must be in [0, 0.5])", self.finetune_input_noise),
+            );
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad("momentum", format!("{} (must be in [0, 1))", self.momentum));
         }
@@ -176,6 +189,8 @@ pub struct HistoryRow {
     pub step: usize,
     pub train_accuracy: f64,
     pub holdout_accuracy: f64,
+    /// Held-out mean per-unit Bernoulli cross-entropy of the one-hot label under the served ŷ.
+    pub holdout_loss: f64,
     /// Per RBM k = 1…N: mean conditional cross-entropy per unit of the eq. 14 data pairs,
     /// `−[log t_k(h_k|h_{k-1}) + log t_k(h_{k-1}|h_k)] / (n_k + n_{k-1})` (a KL proxy).
     pub layer_proxy: Vec<f64>,
@@ -453,7 +468,7 @@ impl<'a> Trainer<'a> {
         }
         let mut stages = Vec::new();
         self.pretrain(&mut model);
-        let h = self.record(&model, "pretrain", 0);
+        let h = self.record(&model, "pretrain", 0).0;
         stages.push(("pretrain".to_string(), h));
         match self.cfg.method {
             Method::Eq14 => {
@@ -498,26 +513,29 @@ impl<'a> Trainer<'a> {
     }
 
     /// Append a history row; returns the held-out accuracy.
-    fn record(&mut self, model: &DeepRbm, phase: &str, step: usize) -> f64 {
+    /// Append a history row; returns the held-out (accuracy, loss) of the served output.
+    fn record(&mut self, model: &DeepRbm, phase: &str, step: usize) -> (f64, f64) {
         let p = self.predictor(model);
         let hold = if self.prep.holdout.is_empty() {
-            p.accuracy(&self.prep.fit)
+            &self.prep.fit
         } else {
-            p.accuracy(&self.prep.holdout)
+            &self.prep.holdout
         };
+        let (accuracy, loss) = served_scores(&p, hold, self.prep.n_classes);
         let row = HistoryRow {
             phase: phase.to_string(),
             step,
             train_accuracy: p.accuracy(&self.prep.fit),
-            holdout_accuracy: hold,
+            holdout_accuracy: accuracy,
+            holdout_loss: loss,
             layer_proxy: self.layer_proxy(model),
             seconds: self.start.elapsed().as_secs_f64(),
         };
         if let Some(bar) = &self.progress {
-            bar.set_message(format!("{phase} {step}: held-out {:.3}", hold));
+            bar.set_message(format!("{phase} {step}: held-out {accuracy:.3}"));
         }
         self.history.push(row);
-        hold
+        (accuracy, loss)
     }
 
     /// Mean conditional cross-entropy of eq. 14 data pairs under each RBM (see [`HistoryRow`]).
@@ -635,7 +653,7 @@ impl<'a> Trainer<'a> {
     fn eq14_sweeps(&mut self, model: &mut DeepRbm, phase: &str, lr0: f32) -> Result<f64> {
         let cfg = self.cfg;
         let n = model.depth();
-        let mut best = (self.record(model, phase, 0), model.clone());
+        let mut best = (self.record(model, phase, 0).0, model.clone());
         let mut vels: Vec<Velocity> = model.layers.iter().map(Velocity::new).collect();
         let mut chains: Vec<Option<Vec<f32>>> = vec![None; n];
         let mut since = 0;
@@ -661,7 +679,7 @@ impl<'a> Trainer<'a> {
             })?;
             lr *= cfg.lr_decay;
             self.tick();
-            let hold = self.record(model, phase, sweep);
+            let hold = self.record(model, phase, sweep).0;
             if hold > best.0 {
                 best = (hold, model.clone());
                 since = 0;
@@ -679,10 +697,10 @@ impl<'a> Trainer<'a> {
     /// Mean-field back-propagation fine-tuning of all `W_k, a_k` with Adam (hybrid only).
     fn finetune(&mut self, model: &mut DeepRbm) -> f64 {
         let cfg = self.cfg;
-        let n = model.depth();
         let rows = self.prep.fit.len();
         let (n0, nc) = (self.prep.fit.n_features, self.prep.n_classes);
         let mut adam = Adam::new(model, cfg.finetune_lr);
+        // Selection by held-out loss: smoother than the accuracy of a small held-out set.
         let mut best = (self.record(model, "finetune", 0), model.clone());
         let mut since = 0;
         for epoch in 1..=cfg.finetune_epochs {
@@ -690,9 +708,20 @@ impl<'a> Trainer<'a> {
             shuffle(&mut order, &mut self.rng);
             for chunk in order.chunks(cfg.batch.min(32)) {
                 let b = chunk.len();
-                let x = batch_rows(&self.prep.fit.x, chunk, n0);
+                let mut x = batch_rows(&self.prep.fit.x, chunk, n0);
+                if cfg.finetune_input_noise > 0.0 {
+                    for v in &mut x {
+                        if crate::sample::uniform_f32(&mut self.rng) < cfg.finetune_input_noise {
+                            *v = 1.0 - *v;
+                        }
+                    }
+                }
                 let y = batch_rows(&self.prep.fit_onehot, chunk, nc);
-                let grads = mean_field_gradient(model, &x, &y, b);
+                let grads = if cfg.finetune_stochastic {
+                    backprop_gradient(model, &x, &y, b, Some(&mut self.rng))
+                } else {
+                    mean_field_gradient(model, &x, &y, b)
+                };
                 adam.step(model, &grads, cfg.weight_decay);
             }
             self.tick();
@@ -700,7 +729,7 @@ impl<'a> Trainer<'a> {
             // served output is what users get: check it every 5 epochs.
             if epoch % 5 == 0 || epoch == cfg.finetune_epochs {
                 let hold = self.record(model, "finetune", epoch);
-                if hold > best.0 {
+                if hold.1 < best.0 .1 {
                     best = (hold, model.clone());
                     since = 0;
                 } else {
@@ -711,10 +740,34 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        let _ = n;
         *model = best.1;
-        best.0
+        best.0 .0
     }
+}
+
+/// Accuracy and mean per-unit Bernoulli cross-entropy of the one-hot labels under `p`'s outputs.
+pub fn served_scores(p: &Predictor, split: &Split, n_classes: usize) -> (f64, f64) {
+    if split.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let out = p.outputs(&split.x, split.len());
+    let mut hits = 0usize;
+    let mut loss = 0.0f64;
+    for (row, &c) in out.chunks_exact(n_classes).zip(&split.y) {
+        if crate::sample::argmax(row) == c as usize {
+            hits += 1;
+        }
+        for (i, &v) in row.iter().enumerate() {
+            let q = (v as f64).clamp(1e-7, 1.0 - 1e-7);
+            loss -= if i == c as usize {
+                q.ln()
+            } else {
+                (1.0 - q).ln()
+            };
+        }
+    }
+    let n = split.len() as f64;
+    (hits as f64 / n, loss / (n * n_classes as f64))
 }
 
 /// Gradients of the mean per-unit Bernoulli cross-entropy of one-hot `y` under the mean-field
@@ -725,8 +778,36 @@ pub fn mean_field_gradient(
     y: &[f32],
     batch: usize,
 ) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mus = crate::sample::mean_field_layers(model, x, batch);
+    backprop_gradient(model, x, y, batch, None::<&mut Xoshiro256PlusPlus>)
+}
+
+/// Back-propagated gradients of the per-unit Bernoulli cross-entropy of one-hot `y` under the
+/// output layer's conditional `σ(W_N s_{N-1} + a_N)`. With `rng = None`, `s_k = μ_k` (mean field).
+/// With an `rng`, the hidden states are sampled, `s_k ~ Bern(σ(W_k s_{k-1} + a_k))`, as in the
+/// served network, and the gradient passes through the sampling by the straight-through rule
+/// (`∂s_k/∂μ_k = 1`): the loss is then the expected cross-entropy of one ancestral sample, an
+/// upper bound (Jensen) on the cross-entropy of the served `ŷ`.
+pub fn backprop_gradient<R: rand::Rng>(
+    model: &DeepRbm,
+    x: &[f32],
+    y: &[f32],
+    batch: usize,
+    mut rng: Option<&mut R>,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
     let n = model.depth();
+    // forward: probabilities μ_k and the states s_k fed to the next layer
+    let mut mus: Vec<Vec<f32>> = Vec::with_capacity(n);
+    let mut states: Vec<Vec<f32>> = Vec::with_capacity(n);
+    for k in 1..=n {
+        let below: &[f32] = if k == 1 { x } else { &states[k - 2] };
+        let mu = model.rbm(k).up_probs(below, batch);
+        let st = match rng.as_deref_mut() {
+            Some(r) if k < n => bernoulli(&mu, r),
+            _ => mu.clone(),
+        };
+        mus.push(mu);
+        states.push(st);
+    }
     let mut grads = vec![(Vec::new(), Vec::new()); n];
     // δ_N = (μ_N − y) / B
     let mut delta: Vec<f32> = mus[n - 1]
@@ -736,7 +817,7 @@ pub fn mean_field_gradient(
         .collect();
     for k in (1..=n).rev() {
         let r = model.rbm(k);
-        let below: &[f32] = if k == 1 { x } else { &mus[k - 2] };
+        let below: &[f32] = if k == 1 { x } else { &states[k - 2] };
         let mut gw = vec![0.0; r.w.len()];
         gemm_atb_acc(&mut gw, &delta, below, batch, r.n_up, r.n_down, 1.0);
         let ga = column_means(&delta, batch, r.n_up)
@@ -746,7 +827,7 @@ pub fn mean_field_gradient(
         if k > 1 {
             let mut back = vec![0.0; batch * r.n_down];
             crate::linalg::gemm_ab(&mut back, &delta, &r.w, batch, r.n_up, r.n_down);
-            for (d, &m) in back.iter_mut().zip(below) {
+            for (d, &m) in back.iter_mut().zip(&mus[k - 2]) {
                 *d *= m * (1.0 - m);
             }
             delta = back;

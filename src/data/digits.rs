@@ -149,14 +149,7 @@ pub fn load(opts: &LoadOptions) -> Result<Dataset, DataError> {
         opts.pool,
         scale,
     );
-    let pool_note = if opts.pool > 1 {
-        format!(
-            ", {0}×{0} mean-pooled to {1}×{2}",
-            opts.pool, shape.0, shape.1
-        )
-    } else {
-        String::new()
-    };
+    let pool_note = super::pool_note(opts.pool, shape);
     let description = format!(
         "scikit-learn digits (embedded, {} images of 8×8{pool_note}); {}; fixed stratified \
          70/30 split (seed {SPLIT_SEED}): {n_train_full} train / {n_test_full} test{}",

@@ -361,14 +361,7 @@ pub fn load_dir(kind: IdxKind, dir: &Path, opts: &LoadOptions) -> Result<Dataset
         opts.pool,
         scale,
     );
-    let pool_note = if opts.pool > 1 {
-        format!(
-            ", {0}×{0} mean-pooled to {1}×{2}",
-            opts.pool, shape.0, shape.1
-        )
-    } else {
-        String::new()
-    };
+    let pool_note = super::pool_note(opts.pool, shape);
     let description = format!(
         "{} IDX files in {} ({rows}×{cols} images{pool_note}); {}; the files' own split: {} train / {} test{}",
         kind.name(),

@@ -66,15 +66,7 @@ pub fn wolff_update<R: Rng + ?Sized>(
     stack.push(start);
     let mut size = 1;
     while let Some(i) = stack.pop() {
-        let (r, c) = (i / side, i % side);
-        let up = if r == 0 { i + n - side } else { i - side };
-        let down = if r + 1 == side {
-            i + side - n
-        } else {
-            i + side
-        };
-        let left = if c == 0 { i + side - 1 } else { i - 1 };
-        let right = if c + 1 == side { i + 1 - side } else { i + 1 };
+        let [up, down, left, right] = neighbours(i, side);
         for j in [up, down, left, right] {
             if spins[j] == s0 && unit_f64(rng) < p_add {
                 spins[j] = -s0;
@@ -84,6 +76,21 @@ pub fn wolff_update<R: Rng + ?Sized>(
         }
     }
     size
+}
+
+/// The four periodic nearest neighbours (up, down, left, right) of site `i` on a `side × side` lattice.
+fn neighbours(i: usize, side: usize) -> [usize; 4] {
+    let n = side * side;
+    let (r, c) = (i / side, i % side);
+    let up = if r == 0 { i + n - side } else { i - side };
+    let down = if r + 1 == side {
+        i + side - n
+    } else {
+        i + side
+    };
+    let left = if c == 0 { i + side - 1 } else { i - 1 };
+    let right = if c + 1 == side { i + 1 - side } else { i + 1 };
+    [up, down, left, right]
 }
 
 /// One sequential Metropolis sweep over all sites, in index order. `accept[k]` is
@@ -96,15 +103,7 @@ pub fn metropolis_sweep<R: Rng + ?Sized>(
 ) {
     let n = side * side;
     for i in 0..n {
-        let (r, c) = (i / side, i % side);
-        let up = if r == 0 { i + n - side } else { i - side };
-        let down = if r + 1 == side {
-            i + side - n
-        } else {
-            i + side
-        };
-        let left = if c == 0 { i + side - 1 } else { i - 1 };
-        let right = if c + 1 == side { i + 1 - side } else { i + 1 };
+        let [up, down, left, right] = neighbours(i, side);
         let field = i32::from(spins[up])
             + i32::from(spins[down])
             + i32::from(spins[left])

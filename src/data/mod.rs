@@ -752,6 +752,15 @@ pub(crate) fn maybe_gunzip(bytes: Vec<u8>, path: &std::path::Path) -> Result<Vec
     Ok(out)
 }
 
+/// The description's note on pooling (empty when there is none).
+pub(crate) fn pool_note(pool: usize, shape: (usize, usize)) -> String {
+    if pool > 1 {
+        format!(", {pool}×{pool} mean-pooled to {}×{}", shape.0, shape.1)
+    } else {
+        String::new()
+    }
+}
+
 /// Reads a whole file, mapping errors to [`DataError::Io`] with the path.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|err| DataError::Io {
