@@ -351,6 +351,449 @@ fn softplus(z: f64) -> f64 {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exact references for the RG estimators (SPEC §5–7, RG-NOTES Appendix): Fisher matrices by
+// propagating dq/dθ through the kernels, and connected correlators of any operator basis under the
+// exact joint distribution of consecutive layers.
+// ---------------------------------------------------------------------------------------------
+
+/// Direction of a kernel step: up `t_k(h_k|h_{k-1})` or down `t_k(h_{k-1}|h_k)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Up,
+    Down,
+}
+
+/// Widths (source, target) of a kernel step.
+fn step_widths(rbm: &Rbm, dir: Dir) -> (usize, usize) {
+    match dir {
+        Dir::Up => (rbm.n_down, rbm.n_up),
+        Dir::Down => (rbm.n_up, rbm.n_down),
+    }
+}
+
+/// Unit probabilities of the target layer given a source state vector.
+fn step_probs(rbm: &Rbm, dir: Dir, h: &[f64]) -> Vec<f64> {
+    match dir {
+        Dir::Up => up_probs(rbm, h),
+        Dir::Down => down_probs(rbm, h),
+    }
+}
+
+/// Push `cols` columns of functions on the source layer (row-major `2^{n_src} × cols`) through the
+/// kernel: `out[t, c] = Σ_s K(t|s) in[s, c]`.
+fn push_columns(rbm: &Rbm, dir: Dir, input: &[f64], cols: usize) -> Result<Vec<f64>> {
+    let (ns, nt) = step_widths(rbm, dir);
+    check_width(ns, "a kernel's source layer")?;
+    check_width(nt, "a kernel's target layer")?;
+    let (ss, st) = (1usize << ns, 1usize << nt);
+    if input.len() != ss * cols {
+        return Err(Error::shape(format!(
+            "push: {} values for {ss} states × {cols} columns",
+            input.len()
+        )));
+    }
+    let mut out = vec![0.0; st * cols];
+    for s in 0..ss {
+        let row = &input[s * cols..(s + 1) * cols];
+        if row.iter().all(|&v| v == 0.0) {
+            continue;
+        }
+        let t = product_bernoulli(&step_probs(rbm, dir, &state(s, ns)));
+        for (ti, &k) in t.iter().enumerate() {
+            let o = &mut out[ti * cols..(ti + 1) * cols];
+            for (oc, &ic) in o.iter_mut().zip(row) {
+                *oc += k * ic;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `F = Σ_h dq dqᵀ / q` from `q` and the columns of `dq` (row-major `2^n × p`), row-major `p × p`.
+fn fisher_from(q: &[f64], dq: &[f64], p: usize) -> Vec<f64> {
+    let mut f = vec![0.0; p * p];
+    for (s, &qs) in q.iter().enumerate() {
+        if qs <= 0.0 {
+            continue;
+        }
+        let d = &dq[s * p..(s + 1) * p];
+        for a in 0..p {
+            if d[a] == 0.0 {
+                continue;
+            }
+            let da = d[a] / qs;
+            for b in 0..p {
+                f[a * p + b] += da * d[b];
+            }
+        }
+    }
+    // Symmetrise exactly.
+    for a in 0..p {
+        for b in (a + 1)..p {
+            let m = 0.5 * (f[a * p + b] + f[b * p + a]);
+            f[a * p + b] = m;
+            f[b * p + a] = m;
+        }
+    }
+    f
+}
+
+/// Exact Fisher information w.r.t. x of `q_k(·|x)` at every depth k = 1…N (element `k−1`,
+/// row-major `n_0 × n_0`; SPEC §6, RG-NOTES Appendix (i)): `F_k = Σ_h q_k s sᵀ`,
+/// `s = ∂ log q_k(h|x)/∂x`, from `∂q_1/∂x = q_1(h) (h − μ_1)ᵀ W_1` pushed through the kernels.
+/// `F_1 = W_1ᵀ diag(μ_1(1−μ_1)) W_1`, and `F_k ⪯ F_{k−1}` (data-processing inequality).
+pub fn fisher_input_layers(model: &DeepRbm, x: &[f32]) -> Result<Vec<Vec<f64>>> {
+    model.validate().map_err(Error::shape)?;
+    let r1 = model.rbm(1);
+    if x.len() != r1.n_down {
+        return Err(Error::shape(format!(
+            "input has {} values, the model {} inputs",
+            x.len(),
+            r1.n_down
+        )));
+    }
+    check_width(r1.n_up, "layer 1")?;
+    let n0 = r1.n_down;
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mu = up_probs(r1, &x64);
+    let q1 = product_bernoulli(&mu);
+    // Columns: [q, ∂q/∂x_0, …, ∂q/∂x_{n0−1}].
+    let cols = 1 + n0;
+    let mut cur = vec![0.0; q1.len() * cols];
+    for (s, &qs) in q1.iter().enumerate() {
+        let h = state(s, r1.n_up);
+        cur[s * cols] = qs;
+        for c in 0..n0 {
+            let g: f64 = (0..r1.n_up)
+                .map(|i| (h[i] - mu[i]) * r1.w[i * n0 + c] as f64)
+                .sum();
+            cur[s * cols + 1 + c] = qs * g;
+        }
+    }
+    let split = |cur: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let q = cur.iter().step_by(cols).copied().collect();
+        let dq = cur
+            .chunks_exact(cols)
+            .flat_map(|r| r[1..].iter().copied())
+            .collect();
+        (q, dq)
+    };
+    let mut out = Vec::with_capacity(model.depth());
+    let (q, dq) = split(&cur);
+    out.push(fisher_from(&q, &dq, n0));
+    for k in 2..=model.depth() {
+        cur = push_columns(model.rbm(k), Dir::Up, &cur, cols)?;
+        let (q, dq) = split(&cur);
+        out.push(fisher_from(&q, &dq, n0));
+    }
+    Ok(out)
+}
+
+/// Exact Fisher information w.r.t. x of the output distribution `q_N(·|x)` (row-major
+/// `n_0 × n_0`), SPEC §6 "independent check".
+pub fn fisher_input(model: &DeepRbm, x: &[f32]) -> Result<Vec<f64>> {
+    fisher_input_layers(model, x)?
+        .pop()
+        .ok_or_else(|| Error::invalid("a model without layers"))
+}
+
+/// The layer-(N−1) distribution of the generation network and its derivative w.r.t. y, as
+/// columns `[q, ∂q/∂y_0, …]` (row-major `2^{n_{N−1}} × (1 + n_N)`).
+fn generation_top(
+    model: &DeepRbm,
+    y: &[f32],
+    reading: crate::rg::OutputReading,
+) -> Result<Vec<f64>> {
+    model.validate().map_err(Error::shape)?;
+    let top = model.rbm(model.depth());
+    let (nn, nd) = (top.n_up, top.n_down);
+    if y.len() != nn {
+        return Err(Error::shape(format!(
+            "output has {} values, the model {nn} outputs",
+            y.len()
+        )));
+    }
+    check_width(nd, "layer N-1")?;
+    let cols = 1 + nn;
+    let ss = 1usize << nd;
+    let mut cur = vec![0.0; ss * cols];
+    match reading {
+        crate::rg::OutputReading::PlugIn => {
+            let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+            let mu = down_probs(top, &y64);
+            let q = product_bernoulli(&mu);
+            for (s, &qs) in q.iter().enumerate() {
+                let h = state(s, nd);
+                cur[s * cols] = qs;
+                for c in 0..nn {
+                    let g: f64 = (0..nd)
+                        .map(|j| (h[j] - mu[j]) * top.w[c * nd + j] as f64)
+                        .sum();
+                    cur[s * cols + 1 + c] = qs * g;
+                }
+            }
+        }
+        crate::rg::OutputReading::Mixture => {
+            let w = crate::rg::mixture_weights(y)?;
+            for c in 0..nn {
+                let mut e = vec![0.0; nn];
+                e[c] = 1.0;
+                let t = product_bernoulli(&down_probs(top, &e));
+                for (s, &ts) in t.iter().enumerate() {
+                    cur[s * cols] += w[c] * ts;
+                    cur[s * cols + 1 + c] = ts;
+                }
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// Exact layer distributions of the generation network under reading (C) of SPEC §7,
+/// `q̃_{N−1}(h|y) = Σ_c y_c t_N(h|e_c)` (y a probability vector): element 0 is layer N−1, …, the
+/// last `q̃_0(x|y)`.
+pub fn generation_marginals_mixture(model: &DeepRbm, y: &[f32]) -> Result<Vec<Vec<f64>>> {
+    let cur = generation_top(model, y, crate::rg::OutputReading::Mixture)?;
+    let cols = 1 + model.n_outputs();
+    let mut out = vec![cur.iter().step_by(cols).copied().collect::<Vec<f64>>()];
+    let n = model.depth();
+    for k in (1..n).rev() {
+        let next = push_down(model.rbm(k), &out[n - k - 1])?;
+        out.push(next);
+    }
+    Ok(out)
+}
+
+/// Exact Fisher information w.r.t. y of `q̃_k(·|y)` at layers k = N−1, N−2, …, 0 (element 0 is
+/// layer N−1; row-major `n_N × n_N`), SPEC §7. Reading (P): `∂q̃_{N−1}/∂y = q̃ (h − μ)ᵀ W_Nᵀ`.
+/// Reading (C): `∂q̃_{N−1}/∂y_c = t_N(·|e_c)` (the literal derivative of the mixture; only its
+/// sum-zero projection `P F̃ P` is a Fisher information of normalised distributions).
+pub fn fisher_output_layers(
+    model: &DeepRbm,
+    y: &[f32],
+    reading: crate::rg::OutputReading,
+) -> Result<Vec<Vec<f64>>> {
+    let nn = model.n_outputs();
+    let cols = 1 + nn;
+    let mut cur = generation_top(model, y, reading)?;
+    let split = |cur: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let q = cur.iter().step_by(cols).copied().collect();
+        let dq = cur
+            .chunks_exact(cols)
+            .flat_map(|r| r[1..].iter().copied())
+            .collect();
+        (q, dq)
+    };
+    let (q, dq) = split(&cur);
+    let mut out = vec![fisher_from(&q, &dq, nn)];
+    for k in (1..model.depth()).rev() {
+        cur = push_columns(model.rbm(k), Dir::Down, &cur, cols)?;
+        let (q, dq) = split(&cur);
+        out.push(fisher_from(&q, &dq, nn));
+    }
+    Ok(out)
+}
+
+/// Exact Fisher information w.r.t. y of `q̃_0(·|y)` (row-major `n_N × n_N`), SPEC §7 eq. 20.
+pub fn fisher_output(
+    model: &DeepRbm,
+    y: &[f32],
+    reading: crate::rg::OutputReading,
+) -> Result<Vec<f64>> {
+    fisher_output_layers(model, y, reading)?
+        .pop()
+        .ok_or_else(|| Error::invalid("a model without layers"))
+}
+
+/// Operator values at every state of a layer: `2^n × m` (row-major in a `Mat`).
+fn operator_table(basis: &crate::rg::OperatorBasis) -> Result<faer::Mat<f64>> {
+    let n = basis.width();
+    check_width(n, "an operator layer")?;
+    let mut t = faer::Mat::<f64>::zeros(1 << n, basis.len());
+    let mut v = vec![0.0; basis.len()];
+    for s in 0..(1usize << n) {
+        basis.evaluate_one(&state(s, n), &mut v);
+        for (a, &x) in v.iter().enumerate() {
+            t[(s, a)] = x;
+        }
+    }
+    Ok(t)
+}
+
+/// `Σ_s q(s) (A_s − ā)(B_s − b̄)ᵀ` with `ā = Σ q A`, `b̄ = Σ q B` (rows of A, B indexed by state).
+fn weighted_cov(q: &[f64], a: &faer::Mat<f64>, b: &faer::Mat<f64>) -> faer::Mat<f64> {
+    let mean = |m: &faer::Mat<f64>| -> Vec<f64> {
+        (0..m.ncols())
+            .map(|j| q.iter().enumerate().map(|(s, &w)| w * m[(s, j)]).sum())
+            .collect()
+    };
+    let (ma, mb) = (mean(a), mean(b));
+    let mut c = faer::Mat::<f64>::zeros(a.ncols(), b.ncols());
+    for (s, &w) in q.iter().enumerate() {
+        if w == 0.0 {
+            continue;
+        }
+        for i in 0..a.ncols() {
+            let da = w * (a[(s, i)] - ma[i]);
+            if da == 0.0 {
+                continue;
+            }
+            for j in 0..b.ncols() {
+                c[(i, j)] += da * (b[(s, j)] - mb[j]);
+            }
+        }
+    }
+    c
+}
+
+/// Exact correlators of a flow: `q1` the distribution of `L_1`, `steps[j−2]` the kernel from `L_{j−1}`
+/// to `L_j`, `bases[j−1]` the basis of `L_j`.
+fn flow_correlators(
+    q1: Vec<f64>,
+    steps: &[(&Rbm, Dir)],
+    bases: &[crate::rg::OperatorBasis],
+    direct: bool,
+) -> Result<crate::rg::FlowCorrelators> {
+    let m = bases.len();
+    if steps.len() + 1 != m {
+        return Err(Error::shape(format!(
+            "exact correlators: {m} bases for {} layers",
+            steps.len() + 1
+        )));
+    }
+    for (j, (r, d)) in steps.iter().enumerate() {
+        let (ns, nt) = step_widths(r, *d);
+        if bases[j].width() != ns || bases[j + 1].width() != nt {
+            return Err(Error::shape(format!(
+                "exact correlators: bases of widths {} → {} for a {ns} → {nt} kernel",
+                bases[j].width(),
+                bases[j + 1].width()
+            )));
+        }
+    }
+    if q1.len() != 1usize << bases[0].width() {
+        return Err(Error::shape("exact correlators: q_1 has the wrong length"));
+    }
+    // Layer distributions.
+    let mut qs = vec![q1];
+    for (j, (r, d)) in steps.iter().enumerate() {
+        let next = push_columns(r, *d, &qs[j], 1)?;
+        qs.push(next);
+    }
+    let tables = bases
+        .iter()
+        .map(operator_table)
+        .collect::<Result<Vec<_>>>()?;
+    // Conditional means E[O(L_j) | L_{j−1} = s] for every source state, j = 2…M.
+    let cond = |j: usize| -> Result<faer::Mat<f64>> {
+        let (r, d) = steps[j - 2];
+        let ns = bases[j - 2].width();
+        let mut t = faer::Mat::<f64>::zeros(1 << ns, bases[j - 1].len());
+        for s in 0..(1usize << ns) {
+            let mu = bases[j - 1].conditional_means_one(&step_probs(r, d, &state(s, ns)))?;
+            for (a, v) in mu.into_iter().enumerate() {
+                t[(s, a)] = v;
+            }
+        }
+        Ok(t)
+    };
+    let self_cov: Vec<faer::Mat<f64>> = (0..m)
+        .map(|j| weighted_cov(&qs[j], &tables[j], &tables[j]))
+        .collect();
+    let mut cross_cov = Vec::with_capacity(m.saturating_sub(1));
+    for j in 2..=m {
+        let mu = cond(j)?;
+        cross_cov.push(weighted_cov(&qs[j - 2], &mu, &tables[j - 2]));
+    }
+    let direct_cov = if !direct {
+        None
+    } else if m == 1 {
+        Some(self_cov[0].clone())
+    } else if m == 2 {
+        Some(cross_cov[0].clone())
+    } else {
+        // P(L_{M−1} = t | L_1 = s) for all s: push the identity through the kernels 2…M−1.
+        let n1 = 1usize << bases[0].width();
+        let mut p = vec![0.0; n1 * n1];
+        for s in 0..n1 {
+            p[s * n1 + s] = 1.0;
+        }
+        for (r, d) in &steps[..m - 2] {
+            p = push_columns(r, *d, &p, n1)?;
+        }
+        let mu = cond(m)?; // rows: states of L_{M−1}
+        let nt = mu.nrows();
+        // E[O(L_M) | L_1 = s] = Σ_t P(t|s) μ(t).
+        let e = faer::Mat::from_fn(n1, mu.ncols(), |s, a| {
+            (0..nt).map(|t| p[t * n1 + s] * mu[(t, a)]).sum()
+        });
+        Some(weighted_cov(&qs[0], &e, &tables[0]))
+    };
+    Ok(crate::rg::FlowCorrelators {
+        self_cov,
+        cross_cov,
+        direct_cov,
+    })
+}
+
+/// Exact correlators of the classification flow given x (SPEC §5): `bases[k−1]` is the basis of
+/// layer k = 1…N; `C_{k,k}` under `q_k(·|x)`, `C_{k,k−1}` under the joint
+/// `t_k(h_k|h_{k−1}) q_{k−1}(h_{k−1}|x)`, and with `direct` also `Cov(O(h_N), O(h_1))`.
+pub fn classification_correlators(
+    model: &DeepRbm,
+    x: &[f32],
+    bases: &[crate::rg::OperatorBasis],
+    direct: bool,
+) -> Result<crate::rg::FlowCorrelators> {
+    model.validate().map_err(Error::shape)?;
+    if x.len() != model.n_inputs() {
+        return Err(Error::shape(format!(
+            "input has {} values, the model {} inputs",
+            x.len(),
+            model.n_inputs()
+        )));
+    }
+    let n = model.depth();
+    if bases.len() != n {
+        return Err(Error::shape(format!(
+            "exact classification correlators: {n} layers need {n} bases, got {}",
+            bases.len()
+        )));
+    }
+    let q1 = classification_marginals(&DeepRbm::new(vec![model.rbm(1).clone()])?, x)?
+        .pop()
+        .ok_or_else(|| Error::invalid("no layer 1"))?;
+    let steps: Vec<(&Rbm, Dir)> = (2..=n).map(|k| (model.rbm(k), Dir::Up)).collect();
+    flow_correlators(q1, &steps, bases, direct)
+}
+
+/// Exact correlators of the generation flow given y (SPEC §5, §7), in flow order (layer N−1
+/// first): `bases[k]` is the basis of layer k = 0…N−1. `C̃_{k−1,k}` is under the joint
+/// `t_k(h_{k−1}|h_k) q̃_k(h_k|y)`; reading (P) or (C) fixes `q̃_{N−1}`. With `direct`, also
+/// `Cov(O(h_0), O(h_{N−1}))`.
+pub fn generation_correlators(
+    model: &DeepRbm,
+    y: &[f32],
+    bases: &[crate::rg::OperatorBasis],
+    reading: crate::rg::OutputReading,
+    direct: bool,
+) -> Result<crate::rg::FlowCorrelators> {
+    let n = model.depth();
+    if bases.len() != n {
+        return Err(Error::shape(format!(
+            "exact generation correlators: layers 0…N−1 need {n} bases, got {}",
+            bases.len()
+        )));
+    }
+    let top = generation_top(model, y, reading)?;
+    let cols = 1 + model.n_outputs();
+    let q1: Vec<f64> = top.iter().step_by(cols).copied().collect();
+    let steps: Vec<(&Rbm, Dir)> = (1..n).rev().map(|k| (model.rbm(k), Dir::Down)).collect();
+    let flow: Vec<crate::rg::OperatorBasis> = bases.iter().rev().cloned().collect();
+    flow_correlators(q1, &steps, &flow, direct)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exact;
 pub mod linalg;
 pub mod model;
+pub mod rg;
 pub mod sample;
 pub mod train;
 pub mod util;

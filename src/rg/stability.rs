@@ -1,0 +1,598 @@
+//! Stability matrices by Monte Carlo RG and their spectra (SPEC §5, seed eq. 6 and 13,
+//! RG-NOTES §1.4, §3, §4 items 3–4 and §5 rows A5, A7, A11).
+//!
+//! `T = C_tt^{-1} C_ts`, where `t` is the layer a kernel produces and `s` the layer it is conditioned
+//! on: classification `T^{(k)} = C_{k,k}^{-1} C_{k,k−1}` (rows = layer k), generation
+//! `T̃^{(k)} = C̃_{k−1,k−1}^{-1} C̃_{k−1,k}` (rows = layer k−1). The minus signs of
+//! `∂⟨O⟩/∂g = −C` cancel, so T does not depend on writing `exp(−H)` or `exp(+H)`.
+
+use faer::{Mat, MatRef};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::{Error, Result};
+use crate::model::DeepRbm;
+use crate::rg::correlators::{Estimator, FlowCorrelators, FlowMoments};
+use crate::rg::dense;
+use crate::rg::operators::OperatorBasis;
+use crate::rg::OutputReading;
+use crate::sample::{sample_down, sample_up, uniform_f32, LayerBatch};
+use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
+
+/// How `C_tt` is inverted (SPEC §5: "regularise (ridge relative to its trace, or a pseudo-inverse
+/// with a cut-off) and report its condition number").
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Regularisation {
+    /// Plain inverse; an error if `C` is not positive definite.
+    None,
+    /// `(C + λI)^{-1}` with `λ = rho · tr(C)/m`.
+    Ridge {
+        /// Ridge relative to the mean eigenvalue `tr(C)/m`.
+        rho: f64,
+    },
+    /// Pseudo-inverse: eigen-directions with `λ_i ≤ rcond · λ_max` are cut (counted in `cut`).
+    PseudoInverse {
+        /// Relative cut-off.
+        rcond: f64,
+    },
+}
+
+impl Default for Regularisation {
+    /// **decision:** a tiny relative ridge, `rho = 1e-10`: harmless on well-conditioned estimates,
+    /// keeps the solve finite when a unit never flips.
+    fn default() -> Self {
+        Regularisation::Ridge { rho: 1e-10 }
+    }
+}
+
+/// The regularised inverse of a symmetric covariance: from its eigendecomposition
+/// ([`RegularisedInverse::new`], which also reports the conditioning), or, for the jackknife
+/// replicates where only the solve matters, from a Cholesky factor ([`RegularisedInverse::fast`]).
+#[derive(Clone, Debug)]
+pub struct RegularisedInverse {
+    factor: Factor,
+    /// Eigenvalues of `C` (ascending; empty for the Cholesky form).
+    pub eigenvalues: Vec<f64>,
+    /// `cond(C) = λ_max/λ_min` before regularisation (∞ when `λ_min ≤ 0`; NaN for the Cholesky
+    /// form, which does not compute it).
+    pub cond: f64,
+    /// Number of directions cut by the pseudo-inverse (0 otherwise).
+    pub cut: usize,
+    /// The ridge added (0 unless [`Regularisation::Ridge`]).
+    pub lambda: f64,
+}
+
+#[derive(Clone, Debug)]
+enum Factor {
+    Eigen { u: Mat<f64>, inv: Vec<f64> },
+    Cholesky(Mat<f64>),
+}
+
+fn ridge_lambda(c: MatRef<'_, f64>, rho: f64) -> Result<f64> {
+    if !(rho >= 0.0 && rho.is_finite()) {
+        return Err(Error::invalid(format!("ridge rho = {rho} must be ≥ 0")));
+    }
+    let m = c.nrows();
+    let tr: f64 = (0..m).map(|i| c[(i, i)]).sum();
+    Ok(rho * tr / m as f64)
+}
+
+impl RegularisedInverse {
+    /// Decompose `c` (symmetrised) and prepare the regularised inverse; reports `cond(C)`.
+    pub fn new(c: MatRef<'_, f64>, reg: Regularisation) -> Result<Self> {
+        let (vals, u) = dense::sym_eigen(c)?;
+        let m = vals.len();
+        if m == 0 {
+            return Err(Error::invalid("regularised inverse of an empty matrix"));
+        }
+        let lmax = vals[m - 1];
+        let lmin = vals[0];
+        let cond = if lmin > 0.0 {
+            lmax / lmin
+        } else {
+            f64::INFINITY
+        };
+        let mut cut = 0;
+        let mut lambda = 0.0;
+        let inv = match reg {
+            Regularisation::None => {
+                if lmin <= 0.0 {
+                    return Err(Error::invalid(format!(
+                        "covariance ({m}×{m}) is not positive definite (λ_min = {lmin:e}, \
+                         λ_max = {lmax:e}); use a ridge or pseudo-inverse"
+                    )));
+                }
+                vals.iter().map(|v| 1.0 / v).collect()
+            }
+            Regularisation::Ridge { rho } => {
+                lambda = ridge_lambda(c, rho)?;
+                let inv: Vec<f64> = vals.iter().map(|v| 1.0 / (v + lambda)).collect();
+                if inv.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+                    return Err(Error::invalid(format!(
+                        "covariance ({m}×{m}) is singular even with ridge λ = {lambda:e} \
+                         (λ_min = {lmin:e})"
+                    )));
+                }
+                inv
+            }
+            Regularisation::PseudoInverse { rcond } => {
+                if !(rcond >= 0.0 && rcond.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "pseudo-inverse rcond = {rcond} must be ≥ 0"
+                    )));
+                }
+                let tol = rcond * lmax.max(0.0);
+                vals.iter()
+                    .map(|&v| {
+                        if v > tol && v > 0.0 {
+                            1.0 / v
+                        } else {
+                            cut += 1;
+                            0.0
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Ok(RegularisedInverse {
+            factor: Factor::Eigen { u, inv },
+            eigenvalues: vals,
+            cond,
+            cut,
+            lambda,
+        })
+    }
+
+    /// As [`RegularisedInverse::new`] but, for `None` and `Ridge`, by a Cholesky factorisation
+    /// (about 10× cheaper; `cond` is not computed). `PseudoInverse` needs the eigendecomposition.
+    pub fn fast(c: MatRef<'_, f64>, reg: Regularisation) -> Result<Self> {
+        let lambda = match reg {
+            Regularisation::PseudoInverse { .. } => return Self::new(c, reg),
+            Regularisation::None => 0.0,
+            Regularisation::Ridge { rho } => ridge_lambda(c, rho)?,
+        };
+        if c.nrows() == 0 {
+            return Err(Error::invalid("regularised inverse of an empty matrix"));
+        }
+        Ok(RegularisedInverse {
+            factor: Factor::Cholesky(dense::cholesky(c, lambda)?),
+            eigenvalues: Vec::new(),
+            cond: f64::NAN,
+            cut: 0,
+            lambda,
+        })
+    }
+
+    /// `C^{-1} B` (regularised).
+    pub fn solve(&self, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        match &self.factor {
+            Factor::Eigen { u, inv } => {
+                let utb = dense::mul_tn(u.as_ref(), b)?;
+                let scaled = Mat::from_fn(utb.nrows(), utb.ncols(), |i, j| inv[i] * utb[(i, j)]);
+                dense::mul(u.as_ref(), scaled.as_ref())
+            }
+            Factor::Cholesky(l) => dense::cholesky_solve(l.as_ref(), b),
+        }
+    }
+}
+
+/// A stability matrix with the diagnostics SPEC §5 asks for.
+#[derive(Clone, Debug)]
+pub struct Stability {
+    /// `T = C_tt^{-1} C_ts` (`m_t × m_s`).
+    pub t: Mat<f64>,
+    /// `cond(C_tt)` before regularisation.
+    pub cond: f64,
+    /// Directions of `C_tt` cut by the pseudo-inverse.
+    pub cut: usize,
+    /// Ridge added to `C_tt`.
+    pub lambda: f64,
+}
+
+/// `T = C_tt^{-1} C_ts` with regularisation (SPEC §5, seed eq. 6/13, RG-NOTES §1.4): classification
+/// `stability_matrix(C_{k,k}, C_{k,k−1}, reg)`, generation `stability_matrix(C̃_{k−1,k−1},
+/// C̃_{k−1,k}, reg)`.
+pub fn stability_matrix(
+    c_tt: MatRef<'_, f64>,
+    c_ts: MatRef<'_, f64>,
+    reg: Regularisation,
+) -> Result<Stability> {
+    Ok(stability_matrix_with(c_tt, c_ts, reg, false)?.0)
+}
+
+/// [`stability_matrix`], also returning the inverse of `C_tt` (Cholesky form when `fast`).
+pub(crate) fn stability_matrix_with(
+    c_tt: MatRef<'_, f64>,
+    c_ts: MatRef<'_, f64>,
+    reg: Regularisation,
+    fast: bool,
+) -> Result<(Stability, RegularisedInverse)> {
+    if c_tt.nrows() != c_tt.ncols() || c_ts.nrows() != c_tt.nrows() {
+        return Err(Error::shape(format!(
+            "stability matrix: C_tt is {}×{}, C_ts {}×{}",
+            c_tt.nrows(),
+            c_tt.ncols(),
+            c_ts.nrows(),
+            c_ts.ncols()
+        )));
+    }
+    let inv = if fast {
+        RegularisedInverse::fast(c_tt, reg)?
+    } else {
+        RegularisedInverse::new(c_tt, reg)?
+    };
+    let st = Stability {
+        t: inv.solve(c_ts)?,
+        cond: inv.cond,
+        cut: inv.cut,
+        lambda: inv.lambda,
+    };
+    Ok((st, inv))
+}
+
+/// Spectra of a stability matrix or of a product of them (SPEC §5 last paragraph, RG-NOTES §5 A7).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Spectra {
+    /// Eigenvalues `(re, im)` by decreasing modulus — only when the matrix is square.
+    pub eigenvalues: Option<Vec<(f64, f64)>>,
+    /// True whenever `eigenvalues` is given: eig(T) depends on the arbitrary labelling of hidden
+    /// units (and on the operator identification between layers), RG-NOTES §5 A7.
+    pub labelling_dependent: bool,
+    /// Number of eigenvalues with `|λ| > 1` (the paper's "relevant directions"; a coordinate
+    /// statement, RG-NOTES §4 item 6).
+    pub n_relevant: Option<usize>,
+    /// Largest `|λ|`.
+    pub spectral_radius: Option<f64>,
+    /// Euclidean singular values (labelling-invariant), non-increasing.
+    pub singular_values: Vec<f64>,
+    /// Singular values of `C_tt^{-1/2} C_ts C_ss^{-1/2}` (canonical correlations, basis-invariant,
+    /// ≤ 1; RG-NOTES §4 item 3), non-increasing; absent for products.
+    pub canonical_correlations: Option<Vec<f64>>,
+}
+
+/// Spectra of `t`; with `whitening = Some((C_tt, C_ts, C_ss))` also the canonical correlations,
+/// using pseudo-inverse square roots that cut eigenvalues `≤ rcond · λ_max`.
+pub fn spectra(
+    t: MatRef<'_, f64>,
+    whitening: Option<(MatRef<'_, f64>, MatRef<'_, f64>, MatRef<'_, f64>)>,
+    rcond: f64,
+) -> Result<Spectra> {
+    let (eigenvalues, n_relevant, spectral_radius) = if t.nrows() == t.ncols() {
+        let e = dense::eigenvalues(t)?;
+        let rel = e.iter().filter(|(r, i)| r.hypot(*i) > 1.0).count();
+        let rad = e.first().map(|(r, i)| r.hypot(*i));
+        (Some(e), Some(rel), rad)
+    } else {
+        (None, None, None)
+    };
+    let canonical_correlations = match whitening {
+        Some((ctt, cts, css)) => Some(canonical_correlations(ctt, cts, css, rcond)?),
+        None => None,
+    };
+    Ok(Spectra {
+        labelling_dependent: eigenvalues.is_some(),
+        eigenvalues,
+        n_relevant,
+        spectral_radius,
+        singular_values: dense::singular_values(t)?,
+        canonical_correlations,
+    })
+}
+
+/// `C^{-1/2}` by eigendecomposition, cutting eigenvalues `≤ rcond · λ_max`.
+fn inv_sqrt(c: MatRef<'_, f64>, rcond: f64) -> Result<Mat<f64>> {
+    let (vals, u) = dense::sym_eigen(c)?;
+    let lmax = vals.last().copied().unwrap_or(0.0).max(0.0);
+    let d: Vec<f64> = vals
+        .iter()
+        .map(|&v| {
+            if v > rcond * lmax && v > 0.0 {
+                1.0 / v.sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let ud = Mat::from_fn(u.nrows(), u.ncols(), |i, j| u[(i, j)] * d[j]);
+    dense::mul(ud.as_ref(), u.transpose())
+}
+
+/// Canonical correlations between the operator sets of two layers: singular values of
+/// `C_tt^{-1/2} C_ts C_ss^{-1/2}` (RG-NOTES §4 item 3; ≤ 1 by Cauchy–Schwarz for any joint
+/// distribution). Eigen-directions with eigenvalue `≤ rcond · λ_max` are projected out.
+pub fn canonical_correlations(
+    c_tt: MatRef<'_, f64>,
+    c_ts: MatRef<'_, f64>,
+    c_ss: MatRef<'_, f64>,
+    rcond: f64,
+) -> Result<Vec<f64>> {
+    if c_ts.nrows() != c_tt.nrows() || c_ts.ncols() != c_ss.nrows() {
+        return Err(Error::shape(format!(
+            "canonical correlations: C_tt {}×{}, C_ts {}×{}, C_ss {}×{}",
+            c_tt.nrows(),
+            c_tt.ncols(),
+            c_ts.nrows(),
+            c_ts.ncols(),
+            c_ss.nrows(),
+            c_ss.ncols()
+        )));
+    }
+    let a = inv_sqrt(c_tt, rcond)?;
+    let b = inv_sqrt(c_ss, rcond)?;
+    let k = dense::mul(dense::mul(a.as_ref(), c_ts)?.as_ref(), b.as_ref())?;
+    dense::singular_values(k.as_ref())
+}
+
+/// The product of stability matrices given in application order: `steps = [T_a, T_b, …, T_z]`
+/// gives `T_z ⋯ T_b T_a` (e.g. `[T^{(2)}, …, T^{(N)}]` → `T^{(N)}⋯T^{(2)}`, SPEC §5).
+pub fn chain_product(steps: &[Mat<f64>]) -> Result<Mat<f64>> {
+    let first = steps
+        .first()
+        .ok_or_else(|| Error::invalid("chain_product of no matrices"))?;
+    let mut p = first.clone();
+    for t in &steps[1..] {
+        p = dense::mul(t.as_ref(), p.as_ref())?;
+    }
+    Ok(p)
+}
+
+/// Settings of the per-input Monte Carlo RG analysis (SPEC §5, RG-NOTES §5 A11).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlowConfig {
+    /// Ancestral samples S per input (RG-NOTES A11: S ≥ 10 × operators per layer).
+    pub samples: usize,
+    /// User seed; the stream is seeded from (model fingerprint, seed, input), SPEC §1.
+    pub seed: u64,
+    /// Correlator estimator.
+    pub estimator: Estimator,
+    /// Jackknife blocks (≥ 2 for error bars; 1 for none).
+    pub blocks: usize,
+    /// Inversion of `C_tt`.
+    pub reg: Regularisation,
+    /// Relative cut-off of the whitening in the canonical correlations.
+    pub cc_rcond: f64,
+}
+
+impl Default for FlowConfig {
+    /// S = 20 000 Rao-Blackwellised samples, 20 jackknife blocks, default ridge, cc cut 1e-12.
+    fn default() -> Self {
+        FlowConfig {
+            samples: 20_000,
+            seed: 0,
+            estimator: Estimator::RaoBlackwell,
+            blocks: 20,
+            reg: Regularisation::default(),
+            cc_rcond: 1e-12,
+        }
+    }
+}
+
+fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> Xoshiro256PlusPlus {
+    let h = fnv1a64_f32(fnv1a64(tag), v);
+    Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
+}
+
+fn check_config(cfg: &FlowConfig) -> Result<()> {
+    if cfg.blocks == 0 || cfg.samples < 2 * cfg.blocks {
+        return Err(Error::invalid(format!(
+            "flow config: {} samples cannot fill {} jackknife blocks",
+            cfg.samples, cfg.blocks
+        )));
+    }
+    Ok(())
+}
+
+/// S ancestral samples up the classification network from x (SPEC §1; exact, no burn-in), in flow
+/// order: element `k−1` is layer k = 1…N. Seeded from (model, `cfg.seed`, x).
+pub fn sample_classification(
+    model: &DeepRbm,
+    x: &[f32],
+    cfg: &FlowConfig,
+) -> Result<Vec<LayerBatch>> {
+    model.validate().map_err(Error::shape)?;
+    check_config(cfg)?;
+    if x.len() != model.n_inputs() {
+        return Err(Error::shape(format!(
+            "input has {} values, the model {} inputs",
+            x.len(),
+            model.n_inputs()
+        )));
+    }
+    let mut rng = stream(model, cfg.seed, b"rg-classification", x);
+    let xs = x.repeat(cfg.samples);
+    Ok(sample_up(model, &xs, cfg.samples, model.depth(), &mut rng))
+}
+
+/// S ancestral samples down the generation network from y (SPEC §2), in flow order: element 0 is
+/// layer N−1, …, element N−1 is layer 0. Reading (P) plugs y into `σ(W_Nᵀ y + b_N)`; reading (C)
+/// draws a class `c ~ y` per sample and starts from `e_c` (y must be a probability vector).
+pub fn sample_generation(
+    model: &DeepRbm,
+    y: &[f32],
+    reading: OutputReading,
+    cfg: &FlowConfig,
+) -> Result<Vec<LayerBatch>> {
+    model.validate().map_err(Error::shape)?;
+    check_config(cfg)?;
+    let nn = model.n_outputs();
+    if y.len() != nn {
+        return Err(Error::shape(format!(
+            "output has {} values, the model {nn} outputs",
+            y.len()
+        )));
+    }
+    let tag: &[u8] = match reading {
+        OutputReading::PlugIn => b"rg-generation-P",
+        OutputReading::Mixture => b"rg-generation-C",
+    };
+    let mut rng = stream(model, cfg.seed, tag, y);
+    let s = cfg.samples;
+    let ys = match reading {
+        OutputReading::PlugIn => y.repeat(s),
+        OutputReading::Mixture => {
+            let w = crate::rg::mixture_weights(y)?;
+            let mut cdf = Vec::with_capacity(nn);
+            let mut acc = 0.0f64;
+            for &v in &w {
+                acc += v;
+                cdf.push(acc);
+            }
+            let mut ys = vec![0.0f32; s * nn];
+            for r in 0..s {
+                let u = uniform_f32(&mut rng) as f64 * acc;
+                let c = cdf.iter().position(|&c| u < c).unwrap_or(nn - 1);
+                ys[r * nn + c] = 1.0;
+            }
+            ys
+        }
+    };
+    Ok(sample_down(model, &ys, s, 0, &mut rng))
+}
+
+/// Check a basis list against the flow layer widths.
+pub(crate) fn check_bases(bases: &[OperatorBasis], widths: &[usize], what: &str) -> Result<()> {
+    if bases.len() != widths.len() {
+        return Err(Error::shape(format!(
+            "{what}: {} layers need {} bases, got {}",
+            widths.len(),
+            widths.len(),
+            bases.len()
+        )));
+    }
+    for (j, (b, &w)) in bases.iter().zip(widths).enumerate() {
+        if b.width() != w {
+            return Err(Error::shape(format!(
+                "{what}: basis {j} is for {} units, the layer has {w}",
+                b.width()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Flow-order bases of the classification network: `bases[k−1]` is layer k (k = 1…N).
+pub(crate) fn classification_bases(model: &DeepRbm, bases: &[OperatorBasis]) -> Result<()> {
+    model.validate().map_err(Error::shape)?;
+    let w = model.widths();
+    check_bases(bases, &w[1..], "classification bases (layers 1…N)")
+}
+
+/// Generation bases are given by layer, `bases[k]` for k = 0…N−1; returns them in flow order
+/// (layer N−1 first).
+pub(crate) fn generation_flow_bases(
+    model: &DeepRbm,
+    bases: &[OperatorBasis],
+) -> Result<Vec<OperatorBasis>> {
+    model.validate().map_err(Error::shape)?;
+    let w = model.widths();
+    check_bases(bases, &w[..w.len() - 1], "generation bases (layers 0…N−1)")?;
+    Ok(bases.iter().rev().cloned().collect())
+}
+
+/// Sampled moments of the classification flow given x (SPEC §5): `bases[k−1]` is the basis of
+/// layer k = 1…N. `direct` also accumulates `Cov(O(h_N), O(h_1))`.
+pub fn classification_moments(
+    model: &DeepRbm,
+    x: &[f32],
+    bases: &[OperatorBasis],
+    cfg: &FlowConfig,
+    direct: bool,
+) -> Result<FlowMoments> {
+    classification_bases(model, bases)?;
+    let layers = sample_classification(model, x, cfg)?;
+    FlowMoments::accumulate(
+        &layers,
+        bases,
+        cfg.samples,
+        cfg.estimator,
+        cfg.blocks,
+        direct,
+    )
+}
+
+/// Sampled moments of the generation flow given y (SPEC §5, §7): `bases[k]` is the basis of layer
+/// k = 0…N−1 (the moments are in flow order, layer N−1 first). `direct` also accumulates
+/// `Cov(O(h_0), O(h_{N−1}))`.
+pub fn generation_moments(
+    model: &DeepRbm,
+    y: &[f32],
+    bases: &[OperatorBasis],
+    reading: OutputReading,
+    cfg: &FlowConfig,
+    direct: bool,
+) -> Result<FlowMoments> {
+    let flow = generation_flow_bases(model, bases)?;
+    let layers = sample_generation(model, y, reading, cfg)?;
+    FlowMoments::accumulate(
+        &layers,
+        &flow,
+        cfg.samples,
+        cfg.estimator,
+        cfg.blocks,
+        direct,
+    )
+}
+
+/// One stability matrix of a flow with its diagnostics.
+#[derive(Clone, Debug)]
+pub struct StabilityStep {
+    /// The paper's index: `T^{(k)}` (classification, rows = layer k) or `T̃^{(k)}` (generation,
+    /// rows = layer k−1).
+    pub k: usize,
+    /// The matrix and the conditioning of `C_tt`.
+    pub stability: Stability,
+    /// Its spectra, canonical correlations included.
+    pub spectra: Spectra,
+}
+
+/// All stability matrices of a flow from its correlators, in application order (flow steps
+/// j = 2…M). `k_of_step(j)` names the paper's index of flow step j.
+pub fn flow_stability(
+    corr: &FlowCorrelators,
+    reg: Regularisation,
+    cc_rcond: f64,
+    k_of_step: impl Fn(usize) -> usize,
+) -> Result<Vec<StabilityStep>> {
+    corr.validate()?;
+    let mut out = Vec::with_capacity(corr.depth().saturating_sub(1));
+    for j in 2..=corr.depth() {
+        let ctt = corr.self_cov[j - 1].as_ref();
+        let cts = corr.cross_cov[j - 2].as_ref();
+        let css = corr.self_cov[j - 2].as_ref();
+        let stability = stability_matrix(ctt, cts, reg)?;
+        let spectra = spectra(stability.t.as_ref(), Some((ctt, cts, css)), cc_rcond)?;
+        out.push(StabilityStep {
+            k: k_of_step(j),
+            stability,
+            spectra,
+        });
+    }
+    Ok(out)
+}
+
+/// Per-input stability matrices of the classification network, `T^{(k)}` for k = 2…N (SPEC §5;
+/// the first layer is exact, RG-NOTES A5, so there is no `T^{(1)}`). `bases[k−1]` is layer k's
+/// basis.
+pub fn classification_stability(
+    model: &DeepRbm,
+    x: &[f32],
+    bases: &[OperatorBasis],
+    cfg: &FlowConfig,
+) -> Result<Vec<StabilityStep>> {
+    let fm = classification_moments(model, x, bases, cfg, false)?;
+    flow_stability(&fm.correlators(None)?, cfg.reg, cfg.cc_rcond, |j| j)
+}
+
+/// Per-input stability matrices of the generation network, `T̃^{(k)}` for k = N−1 down to 1 (in
+/// that, the application, order; SPEC §5, §7). `bases[k]` is layer k's basis, k = 0…N−1.
+pub fn generation_stability(
+    model: &DeepRbm,
+    y: &[f32],
+    bases: &[OperatorBasis],
+    reading: OutputReading,
+    cfg: &FlowConfig,
+) -> Result<Vec<StabilityStep>> {
+    let n = model.depth();
+    let fm = generation_moments(model, y, bases, reading, cfg, false)?;
+    flow_stability(&fm.correlators(None)?, cfg.reg, cfg.cc_rcond, |j| n + 1 - j)
+}
