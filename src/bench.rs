@@ -36,6 +36,7 @@ pub fn depth_bench(
     cfg: &DepthBenchConfig,
     config_for: impl Fn(Method) -> TrainConfig,
     bar_for: impl Fn(usize, Method) -> indicatif::ProgressBar,
+    mut on_row: impl FnMut(&DepthRow),
 ) -> Result<Vec<DepthRow>> {
     let mut rows = Vec::new();
     for &depth in &cfg.depths {
@@ -67,6 +68,7 @@ pub fn depth_bench(
                 stages: outcome.stages,
                 seconds,
             });
+            on_row(&rows[rows.len() - 1]);
         }
     }
     Ok(rows)
@@ -75,43 +77,41 @@ pub fn depth_bench(
 /// The goal of the depth benchmark on digits (issue: ≥ 92% at every depth).
 pub const DEPTH_GOAL: f64 = 0.92;
 
-/// Markdown table of the depth benchmark, with the goal beside each accuracy.
-pub fn depth_table(data: &Dataset, rows: &[DepthRow]) -> String {
-    let mut s = format!(
-        "depth benchmark on {} ({} train / {} test); goal: test accuracy ≥ {:.0}% at every depth\n\n",
+/// Header of the depth benchmark's Markdown table, with the goal.
+pub fn depth_table_header(data: &Dataset) -> String {
+    format!(
+        "depth benchmark on {} ({} train / {} test); goal: test accuracy ≥ {:.0}% at every depth\n\n\
+         | N | method | widths | test acc (served) | test acc (mean-field) | train acc | goal | held-out by stage | seconds |\n\
+         |---|---|---|---|---|---|---|---|---|",
         data.name,
         data.train.len(),
         data.test.len(),
         DEPTH_GOAL * 100.0
-    );
-    s.push_str("| N | method | widths | test acc (served) | test acc (mean-field) | train acc | goal | held-out by stage | seconds |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
-    for r in rows {
-        let stages: Vec<String> = r
-            .stages
-            .iter()
-            .map(|(n, a)| format!("{n} {:.3}", a))
-            .collect();
-        s.push_str(&format!(
-            "| {} | {:?} | {} | {:.4} | {:.4} | {:.4} | {} | {} | {:.1} |\n",
-            r.depth,
-            r.method,
-            r.widths
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-"),
-            r.test_accuracy,
-            r.test_accuracy_mean_field,
-            r.train_accuracy,
-            if r.test_accuracy >= DEPTH_GOAL {
-                "met"
-            } else {
-                "MISSED"
-            },
-            stages.join(", "),
-            r.seconds
-        ));
-    }
-    s
+    )
+}
+
+/// One Markdown row of the depth benchmark.
+pub fn depth_table_row(r: &DepthRow) -> String {
+    let stages: Vec<String> = r
+        .stages
+        .iter()
+        .map(|(n, a)| format!("{n} {a:.3}"))
+        .collect();
+    let widths: Vec<String> = r.widths.iter().map(|w| w.to_string()).collect();
+    format!(
+        "| {} | {:?} | {} | {:.4} | {:.4} | {:.4} | {} | {} | {:.1} |",
+        r.depth,
+        r.method,
+        widths.join("-"),
+        r.test_accuracy,
+        r.test_accuracy_mean_field,
+        r.train_accuracy,
+        if r.test_accuracy >= DEPTH_GOAL {
+            "met"
+        } else {
+            "MISSED"
+        },
+        stages.join(", "),
+        r.seconds
+    )
 }

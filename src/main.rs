@@ -465,13 +465,17 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             }))?
         );
     } else {
+        let how = match mode {
+            OutputMode::MeanField => "mean-field output".to_string(),
+            OutputMode::Served { samples, seed } => {
+                format!("served output, S = {samples}, seed {seed}")
+            }
+        };
         println!(
-            "{}: test accuracy {:.4} on {} ({} inputs, {:?})",
+            "{}: test accuracy {test_accuracy:.4} on {} ({} inputs, {how})",
             a.model.display(),
-            test_accuracy,
             data.name,
-            data.test.len(),
-            mode
+            data.test.len()
         );
     }
     Ok(())
@@ -537,10 +541,14 @@ fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
         }
         .config()
     };
-    let rows = bench::depth_bench(&data, &cfg, configs, |d, m| {
-        progress(0, &format!("N={d} {m:?}"))
-    })?;
-    println!("{}", bench::depth_table(&data, &rows));
+    println!("{}", bench::depth_table_header(&data));
+    let rows = bench::depth_bench(
+        &data,
+        &cfg,
+        configs,
+        |d, m| progress(0, &format!("N={d} {m:?}")),
+        |row| println!("{}", bench::depth_table_row(row)),
+    )?;
     if let Some(p) = a.json {
         write_json(&p, &rows)?;
     }
