@@ -8,6 +8,7 @@
 // Index loops read like the formulas they implement (W[i][j] against SPEC equations).
 #![allow(clippy::needless_range_loop)]
 
+pub mod analyze;
 pub mod bench;
 pub mod data;
 pub mod error;

@@ -37,6 +37,9 @@ enum Cmd {
     Eval(EvalArgs),
     /// Train and evaluate on the embedded digits and print a summary (the main job).
     Demo(DemoArgs),
+    /// RG analysis of a model (SPEC §4-7): stability spectra, input and output Fisher information,
+    /// poison directions; writes analysis.json.
+    Analyze(AnalyzeArgs),
     /// Benchmarks that print tables.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -261,6 +264,57 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct AnalyzeArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Test-split inputs to analyse: a range A..B or a comma list.
+    #[arg(long, default_value = "0..20")]
+    inputs: String,
+    /// Ancestral samples S per input and per class.
+    #[arg(long, default_value_t = 20_000)]
+    samples: usize,
+    /// Hidden-layer operator basis: order1, order2 (all pairs: 2080 operators at width 64, slow and
+    /// memory-hungry), or order2:M (order 1 plus the M pairs of largest |covariance|, frozen).
+    #[arg(long, default_value = "order2:200")]
+    basis: String,
+    /// Jackknife blocks for the error bars.
+    #[arg(long, default_value_t = 20)]
+    blocks: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (default: MODEL/analysis).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_inputs(s: &str) -> Result<Vec<usize>> {
+    if let Some((a, b)) = s.split_once("..") {
+        let a: usize = a
+            .trim()
+            .parse()
+            .with_context(|| format!("--inputs '{s}': bad start"))?;
+        let b: usize = b
+            .trim()
+            .parse()
+            .with_context(|| format!("--inputs '{s}': bad end"))?;
+        if b <= a {
+            bail!("--inputs '{s}': empty range");
+        }
+        return Ok((a..b).collect());
+    }
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--inputs '{s}': '{t}' is not an index"))
+        })
+        .collect()
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Where the demo writes its model and reports.
     #[arg(long, default_value = "runs/demo")]
@@ -314,6 +368,7 @@ fn main() {
         Cmd::Train(a) => cmd_train(a).map(|_| ()),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Demo(a) => cmd_demo(a),
+        Cmd::Analyze(a) => cmd_analyze(a),
         Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(a),
     };
     if let Err(e) = res {
@@ -478,6 +533,61 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             data.test.len()
         );
     }
+    Ok(())
+}
+
+fn cmd_analyze(a: AnalyzeArgs) -> Result<()> {
+    let basis: rgshield::analyze::BasisChoice = a.basis.parse()?;
+    let inputs = parse_inputs(&a.inputs)?;
+    let (model, _meta) = model_io::load(&a.model)?;
+    let data = a.data.load()?;
+    let cfg = rgshield::analyze::AnalyzeConfig {
+        inputs,
+        samples: a.samples,
+        seed: a.seed,
+        basis,
+        blocks: a.blocks,
+        pilot_samples: 4_000,
+    };
+    let out = a.out.clone().unwrap_or_else(|| a.model.join("analysis"));
+    let bar = progress((cfg.inputs.len() + data.n_classes()) as u64, "analyze");
+    let report = rgshield::analyze::analyze(&model, &data, &cfg, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_json(&out.join("analysis.json"), &report)?;
+    let med = |f: &dyn Fn(&rgshield::analyze::InputAnalysis) -> f64| {
+        let mut v: Vec<f64> = report
+            .inputs
+            .iter()
+            .map(f)
+            .filter(|x| x.is_finite())
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "analysed {} inputs of {} with model {:?} in {:.1} s; operators per layer {:?}",
+        report.inputs.len(),
+        data.name,
+        report.widths,
+        report.seconds,
+        report.classification_operators
+    );
+    println!(
+        "median ratio of the top input-Fisher eigenvalue to the first-layer bound: chain {:.3}, direct {:.3}, mean-field {:.3}",
+        med(&|i| i.fisher.ratio_chain),
+        med(&|i| i.fisher.ratio_direct),
+        med(&|i| i.fisher.ratio_mean_field)
+    );
+    let warned = report
+        .inputs
+        .iter()
+        .filter(|i| !i.warnings.is_empty())
+        .count();
+    if warned > 0 {
+        println!("{warned} inputs carry warnings (see analysis.json)");
+    }
+    println!("wrote {}", out.join("analysis.json").display());
     Ok(())
 }
 
