@@ -15,6 +15,7 @@ pub mod error;
 pub mod exact;
 pub mod linalg;
 pub mod model;
+pub mod report;
 pub mod rg;
 pub mod sample;
 pub mod train;

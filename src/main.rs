@@ -555,6 +555,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<()> {
     bar.finish_and_clear();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write_json(&out.join("analysis.json"), &report)?;
+    let plots = rgshield::analyze::write_plots(&report, &out, data.image_shape)?;
     let med = |f: &dyn Fn(&rgshield::analyze::InputAnalysis) -> f64| {
         let mut v: Vec<f64> = report
             .inputs
@@ -587,7 +588,12 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<()> {
     if warned > 0 {
         println!("{warned} inputs carry warnings (see analysis.json)");
     }
-    println!("wrote {}", out.join("analysis.json").display());
+    println!(
+        "wrote {} and {} plots in {}",
+        out.join("analysis.json").display(),
+        plots.len(),
+        out.display()
+    );
     Ok(())
 }
 
