@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod correlators;
+pub mod couplings;
 pub mod dense;
 pub mod fisher;
 pub mod operators;
