@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::rg::couplings::{coupling_flow, CouplingFit, PseudoLikelihoodConfig};
 use crate::rg::fisher::{input_fisher, output_fisher, top_eigen};
 use crate::rg::stability::sample_classification;
 use crate::rg::{FlowConfig, OperatorBasis, OutputReading, Spectra, StabilityStep};
@@ -132,6 +133,22 @@ pub struct InputFisherSummary {
     pub top_eigenvector: Vec<f64>,
 }
 
+/// The couplings of one layer fitted by maximum pseudo-likelihood (SPEC §4, the coupling flow).
+#[derive(Clone, Debug, Serialize)]
+pub struct CouplingSummary {
+    /// Layer k = 1…N.
+    pub k: usize,
+    /// RMS of the determined order-1 couplings (fields).
+    pub field_rms: f64,
+    /// RMS of the determined higher-order couplings in the basis (0 when there are none).
+    pub higher_rms: f64,
+    /// Largest |coupling| among the determined ones.
+    pub max_abs: f64,
+    /// Couplings left out because their standard error exceeds [`COUPLING_SE_MAX`].
+    pub undetermined: usize,
+    pub converged: bool,
+}
+
 /// Analysis of one input.
 #[derive(Clone, Debug, Serialize)]
 pub struct InputAnalysis {
@@ -140,6 +157,8 @@ pub struct InputAnalysis {
     pub label: u32,
     pub predicted: usize,
     pub layers: Vec<LayerReport>,
+    /// The coupling flow: couplings of every layer in its basis, fitted from min(S, 5000) samples.
+    pub couplings: Vec<CouplingSummary>,
     pub fisher: InputFisherSummary,
     pub warnings: Vec<String>,
 }
@@ -187,6 +206,48 @@ pub struct AnalysisReport {
     pub inputs: Vec<InputAnalysis>,
     pub classes: Vec<ClassAnalysis>,
     pub seconds: f64,
+}
+
+/// Samples used for the pseudo-likelihood coupling fits.
+pub const COUPLING_SAMPLES: usize = 5_000;
+/// Ridge of the coupling fits (on the mean pseudo-log-likelihood).
+pub const COUPLING_RIDGE: f64 = 1e-6;
+/// Couplings whose standard error exceeds this are "undetermined" (e.g. units that never flip
+/// given x: their couplings are unbounded, RG-NOTES §4 item 5) and left out of the RMS summaries.
+pub const COUPLING_SE_MAX: f64 = 0.5;
+
+fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> CouplingSummary {
+    let (mut f, mut nf, mut h, mut nh) = (0.0, 0usize, 0.0, 0usize);
+    let mut undetermined = 0;
+    let mut max_abs = 0.0f64;
+    for ((v, se), m) in fit
+        .couplings
+        .iter()
+        .zip(&fit.std_err)
+        .zip(basis.monomials())
+    {
+        if !(se.is_finite() && *se <= COUPLING_SE_MAX) {
+            undetermined += 1;
+            continue;
+        }
+        max_abs = max_abs.max(v.abs());
+        if m.len() == 1 {
+            f += v * v;
+            nf += 1;
+        } else {
+            h += v * v;
+            nh += 1;
+        }
+    }
+    let rms = |s: f64, n: usize| if n == 0 { 0.0 } else { (s / n as f64).sqrt() };
+    CouplingSummary {
+        k,
+        field_rms: rms(f, nf),
+        higher_rms: rms(h, nh),
+        max_abs,
+        undetermined,
+        converged: fit.converged,
+    }
 }
 
 /// Conditioning beyond which a solve is flagged as untrustworthy.
@@ -343,12 +404,30 @@ pub fn analyze(
             let layers: Vec<LayerReport> = r.steps.iter().map(layer_report).collect();
             let mf_top = top_eigen(r.mean_field.fisher.as_ref())?.0;
             let warnings = warnings_for(&layers, &c_ops, cfg.samples);
+            let fits = coupling_flow(
+                model,
+                x,
+                &cbases,
+                cfg.samples.min(COUPLING_SAMPLES),
+                cfg.seed,
+                &PseudoLikelihoodConfig {
+                    ridge: COUPLING_RIDGE,
+                    ..PseudoLikelihoodConfig::default()
+                },
+            )?;
+            let couplings = fits
+                .iter()
+                .zip(&cbases)
+                .enumerate()
+                .map(|(j, (f, b))| coupling_summary(j + 1, f, b))
+                .collect();
             tick();
             Ok(InputAnalysis {
                 index: i,
                 label: data.test.y[i],
                 predicted: crate::sample::argmax(&predictor.output(x)),
                 layers,
+                couplings,
                 fisher: InputFisherSummary {
                     chain_top: r.chain.top,
                     chain_top_std_err: r.chain.top_std_err,
@@ -475,6 +554,34 @@ pub fn write_plots(
         )?;
         files.push(p);
     }
+    let n_layers = r.widths.len() - 1;
+    let flow = |f: &dyn Fn(&CouplingSummary) -> f64| -> Vec<(f64, f64)> {
+        (0..n_layers)
+            .filter_map(|j| {
+                median(
+                    r.inputs
+                        .iter()
+                        .filter_map(|i| i.couplings.get(j))
+                        .map(f)
+                        .collect(),
+                )
+                .map(|m| ((j + 1) as f64, m))
+            })
+            .collect()
+    };
+    let p = dir.join("coupling_flow.png");
+    line_plot(
+        &p,
+        "Coupling flow: RMS of the determined couplings (median over inputs)",
+        "layer k",
+        "RMS coupling",
+        &[
+            ("order 1 (fields)".to_string(), flow(&|c| c.field_rms)),
+            ("order 2 (pairs)".to_string(), flow(&|c| c.higher_rms)),
+        ],
+        false,
+    )?;
+    files.push(p);
     let idx = |f: &dyn Fn(&InputAnalysis) -> f64| -> Vec<(f64, f64)> {
         r.inputs.iter().map(|i| (i.index as f64, f(i))).collect()
     };
