@@ -157,7 +157,8 @@ pub struct InputAnalysis {
     pub label: u32,
     pub predicted: usize,
     pub layers: Vec<LayerReport>,
-    /// The coupling flow: couplings of every layer in its basis, fitted from min(S, 5000) samples.
+    /// The coupling flow: couplings of every layer in its basis (order 2 on the output layer),
+    /// fitted from min(S, 5000) samples.
     pub couplings: Vec<CouplingSummary>,
     pub fisher: InputFisherSummary,
     pub warnings: Vec<String>,
@@ -380,6 +381,15 @@ pub fn analyze(
     let cbases = classification_bases(model, &pilot, cfg)?;
     let gbases = generation_bases(model, &cbases, data.image_shape)?;
     let c_ops: Vec<usize> = cbases.iter().map(|b| b.len()).collect();
+    // The coupling flow uses order 2 on the output layer rather than its complete basis: the same
+    // kind of operators on every layer, and a fit that costs little.
+    let coupling_bases: Vec<OperatorBasis> = cbases
+        .iter()
+        .map(|b| match b.kind() {
+            crate::rg::BasisKind::Complete => OperatorBasis::order2(b.width()),
+            _ => Ok(b.clone()),
+        })
+        .collect::<Result<_>>()?;
     let g_ops: Vec<usize> = gbases.iter().map(|b| b.len()).collect();
     let fc = FlowConfig {
         samples: cfg.samples,
@@ -407,7 +417,7 @@ pub fn analyze(
             let fits = coupling_flow(
                 model,
                 x,
-                &cbases,
+                &coupling_bases,
                 cfg.samples.min(COUPLING_SAMPLES),
                 cfg.seed,
                 &PseudoLikelihoodConfig {
@@ -417,7 +427,7 @@ pub fn analyze(
             )?;
             let couplings = fits
                 .iter()
-                .zip(&cbases)
+                .zip(&coupling_bases)
                 .enumerate()
                 .map(|(j, (f, b))| coupling_summary(j + 1, f, b))
                 .collect();
