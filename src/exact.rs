@@ -77,34 +77,12 @@ pub fn down_probs(rbm: &Rbm, h: &[f64]) -> Vec<f64> {
 
 /// Push a distribution over the lower layer through the up kernel `t_k(h_k|h_{k-1})`.
 pub fn push_up(rbm: &Rbm, q_down: &[f64]) -> Result<Vec<f64>> {
-    check_width(rbm.n_up, "an upper layer")?;
-    let mut q = vec![0.0; 1 << rbm.n_up];
-    for (s, &w) in q_down.iter().enumerate() {
-        if w == 0.0 {
-            continue;
-        }
-        let t = product_bernoulli(&up_probs(rbm, &state(s, rbm.n_down)));
-        for (qi, ti) in q.iter_mut().zip(t) {
-            *qi += w * ti;
-        }
-    }
-    Ok(q)
+    push_columns(rbm, Dir::Up, q_down, 1)
 }
 
 /// Push a distribution over the upper layer through the down kernel `t_k(h_{k-1}|h_k)`.
 pub fn push_down(rbm: &Rbm, q_up: &[f64]) -> Result<Vec<f64>> {
-    check_width(rbm.n_down, "a lower layer")?;
-    let mut q = vec![0.0; 1 << rbm.n_down];
-    for (s, &w) in q_up.iter().enumerate() {
-        if w == 0.0 {
-            continue;
-        }
-        let t = product_bernoulli(&down_probs(rbm, &state(s, rbm.n_up)));
-        for (qi, ti) in q.iter_mut().zip(t) {
-            *qi += w * ti;
-        }
-    }
-    Ok(q)
+    push_columns(rbm, Dir::Down, q_up, 1)
 }
 
 /// Exact layer distributions of the classification network (eq. 2) given a real input x:
@@ -357,12 +335,8 @@ fn softplus(z: f64) -> f64 {
 // exact joint distribution of consecutive layers.
 // ---------------------------------------------------------------------------------------------
 
-/// Direction of a kernel step: up `t_k(h_k|h_{k-1})` or down `t_k(h_{k-1}|h_k)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dir {
-    Up,
-    Down,
-}
+// Direction of a kernel step: up `t_k(h_k|h_{k-1})` or down `t_k(h_{k-1}|h_k)`.
+use crate::rg::correlators::StepDir as Dir;
 
 /// Widths (source, target) of a kernel step.
 fn step_widths(rbm: &Rbm, dir: Dir) -> (usize, usize) {
@@ -372,8 +346,8 @@ fn step_widths(rbm: &Rbm, dir: Dir) -> (usize, usize) {
     }
 }
 
-/// Unit probabilities of the target layer given a source state vector.
-fn step_probs(rbm: &Rbm, dir: Dir, h: &[f64]) -> Vec<f64> {
+/// Unit probabilities (f64) of the target layer of a kernel step given a source state vector.
+pub fn step_probs(rbm: &Rbm, dir: Dir, h: &[f64]) -> Vec<f64> {
     match dir {
         Dir::Up => up_probs(rbm, h),
         Dir::Down => down_probs(rbm, h),
@@ -408,6 +382,16 @@ fn push_columns(rbm: &Rbm, dir: Dir, input: &[f64], cols: usize) -> Result<Vec<f
         }
     }
     Ok(out)
+}
+
+/// Columns `[q, ∂q/∂θ_0, …]` (row-major, `cols` per state) split into `q` and the row-major `dq`.
+fn split_columns(cur: &[f64], cols: usize) -> (Vec<f64>, Vec<f64>) {
+    let q = cur.iter().step_by(cols).copied().collect();
+    let dq = cur
+        .chunks_exact(cols)
+        .flat_map(|r| r[1..].iter().copied())
+        .collect();
+    (q, dq)
 }
 
 /// `F = Σ_h dq dqᵀ / q` from `q` and the columns of `dq` (row-major `2^n × p`), row-major `p × p`.
@@ -471,20 +455,12 @@ pub fn fisher_input_layers(model: &DeepRbm, x: &[f32]) -> Result<Vec<Vec<f64>>> 
             cur[s * cols + 1 + c] = qs * g;
         }
     }
-    let split = |cur: &[f64]| -> (Vec<f64>, Vec<f64>) {
-        let q = cur.iter().step_by(cols).copied().collect();
-        let dq = cur
-            .chunks_exact(cols)
-            .flat_map(|r| r[1..].iter().copied())
-            .collect();
-        (q, dq)
-    };
     let mut out = Vec::with_capacity(model.depth());
-    let (q, dq) = split(&cur);
+    let (q, dq) = split_columns(&cur, cols);
     out.push(fisher_from(&q, &dq, n0));
     for k in 2..=model.depth() {
         cur = push_columns(model.rbm(k), Dir::Up, &cur, cols)?;
-        let (q, dq) = split(&cur);
+        let (q, dq) = split_columns(&cur, cols);
         out.push(fisher_from(&q, &dq, n0));
     }
     Ok(out)
@@ -577,19 +553,11 @@ pub fn fisher_output_layers(
     let nn = model.n_outputs();
     let cols = 1 + nn;
     let mut cur = generation_top(model, y, reading)?;
-    let split = |cur: &[f64]| -> (Vec<f64>, Vec<f64>) {
-        let q = cur.iter().step_by(cols).copied().collect();
-        let dq = cur
-            .chunks_exact(cols)
-            .flat_map(|r| r[1..].iter().copied())
-            .collect();
-        (q, dq)
-    };
-    let (q, dq) = split(&cur);
+    let (q, dq) = split_columns(&cur, cols);
     let mut out = vec![fisher_from(&q, &dq, nn)];
     for k in (1..model.depth()).rev() {
         cur = push_columns(model.rbm(k), Dir::Down, &cur, cols)?;
-        let (q, dq) = split(&cur);
+        let (q, dq) = split_columns(&cur, cols);
         out.push(fisher_from(&q, &dq, nn));
     }
     Ok(out)
@@ -604,6 +572,53 @@ pub fn fisher_output(
     fisher_output_layers(model, y, reading)?
         .pop()
         .ok_or_else(|| Error::invalid("a model without layers"))
+}
+
+/// Exact couplings of a strictly positive distribution `q` over the 2^n states of a layer on the
+/// monomials of `basis` (any subset of the complete basis), by Möbius inversion of
+/// `log q(h) = −Σ_S g_S O_S(h) − log Z` (RG-NOTES §1.3):
+/// `g_S = −Σ_{R⊆S} (−1)^{|S|−|R|} log q(1_R)`, `1_R` the state with exactly the units of R on.
+/// Independent of every correlator: the reference the stability matrices are checked against.
+pub fn couplings_from_distribution(
+    q: &[f64],
+    basis: &crate::rg::OperatorBasis,
+) -> Result<Vec<f64>> {
+    let n = basis.width();
+    check_width(n, "a coupling layer")?;
+    if q.len() != 1usize << n {
+        return Err(Error::shape(format!(
+            "couplings: {} probabilities for {} states",
+            q.len(),
+            1usize << n
+        )));
+    }
+    if let Some(s) = q.iter().position(|&v| !(v > 0.0 && v.is_finite())) {
+        return Err(Error::invalid(format!(
+            "couplings need a strictly positive distribution; q[{s}] = {}",
+            q[s]
+        )));
+    }
+    let mut g = Vec::with_capacity(basis.len());
+    for mono in basis.monomials() {
+        let bits: usize = mono.iter().map(|&i| 1usize << i).sum();
+        // Enumerate the subsets R of S as sub-masks of `bits`.
+        let mut acc = 0.0;
+        let mut r = bits;
+        loop {
+            let sign = if (bits.count_ones() - r.count_ones()).is_multiple_of(2) {
+                1.0
+            } else {
+                -1.0
+            };
+            acc += sign * q[r].ln();
+            if r == 0 {
+                break;
+            }
+            r = (r - 1) & bits;
+        }
+        g.push(-acc);
+    }
+    Ok(g)
 }
 
 /// Operator values at every state of a layer: `2^n × m` (row-major in a `Mat`).

@@ -9,15 +9,19 @@ use faer::Mat;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgshield::exact;
+use rgshield::linalg::dense::{from_row_major, mul, rel_frobenius, sym_eigen};
 use rgshield::model::standard_normal;
-use rgshield::rg::dense::{from_row_major, mul, rel_frobenius, sym_eigen};
+use rgshield::rg::correlators::jackknife;
 use rgshield::rg::fisher::{
     chain_fisher, direct_fisher, input_fisher, input_source_jacobian, output_fisher,
     output_source_jacobian, project_sum_zero,
 };
-use rgshield::rg::stability::{canonical_correlations, spectra, stability_matrix};
+use rgshield::rg::stability::{
+    canonical_correlations, sample_classification, spectra, stability_matrix,
+};
 use rgshield::rg::{
-    Estimator, FlowConfig, FlowCorrelators, OperatorBasis, OutputReading, Regularisation,
+    Estimator, FlowConfig, FlowCorrelators, FlowMoments, OperatorBasis, OutputReading,
+    Regularisation,
 };
 use rgshield::DeepRbm;
 
@@ -133,9 +137,9 @@ fn complete_basis_chain_and_direct_reproduce_the_exact_input_fisher() {
         "input side, complete bases, exact correlators: worst chain {worst_chain:.1e}, \
          direct {worst_direct:.1e}, per-layer {worst_layer:.1e}"
     );
-    assert!(worst_chain <= 1e-9, "chain {worst_chain}");
-    assert!(worst_direct <= 1e-9, "direct {worst_direct}");
-    assert!(worst_layer <= 1e-9, "per-layer {worst_layer}");
+    assert!(worst_chain <= 1e-11, "chain {worst_chain}");
+    assert!(worst_direct <= 1e-11, "direct {worst_direct}");
+    assert!(worst_layer <= 1e-11, "per-layer {worst_layer}");
 }
 
 #[test]
@@ -197,9 +201,9 @@ fn complete_basis_chain_reproduces_the_exact_output_fisher() {
         "output side, complete bases, exact correlators: (P) chain {worst_p:.1e}, \
          (P) direct {worst_direct:.1e}, (C) projected chain {worst_c:.1e}"
     );
-    assert!(worst_p <= 1e-9, "(P) chain {worst_p}");
-    assert!(worst_direct <= 1e-9, "(P) direct {worst_direct}");
-    assert!(worst_c <= 1e-9, "(C) chain {worst_c}");
+    assert!(worst_p <= 1e-11, "(P) chain {worst_p}");
+    assert!(worst_direct <= 1e-11, "(P) direct {worst_direct}");
+    assert!(worst_c <= 1e-11, "(C) chain {worst_c}");
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn data_processing_inequality_holds_in_exact_enumeration() {
                         w[0][(i, j)] - w[1][(i, j)]
                     });
                     let (l, _) = sym_eigen(d.as_ref()).unwrap();
-                    let norm = rgshield::rg::dense::frobenius(w[0].as_ref());
+                    let norm = rgshield::linalg::dense::frobenius(w[0].as_ref());
                     worst = worst.min(l[0] / norm);
                 }
             }
@@ -311,7 +315,7 @@ fn inverse(a: &Mat<f64>) -> Mat<f64> {
 }
 
 #[test]
-fn stability_matrices_obey_the_true_sign_and_encoding_invariances() {
+fn stability_matrices_transform_under_reparametrisation_and_relabelling() {
     let m = stack(&WIDTHS, 1.5, 1);
     let x = input(6, 1);
     let bases = complete(&WIDTHS[1..]);
@@ -326,22 +330,9 @@ fn stability_matrices_obey_the_true_sign_and_encoding_invariances() {
         .t
     };
     let t2 = t(&corr, 2);
-    // (1) exp(−H) vs exp(+H): writing H' = −H means g' = −g on every layer, i.e. the same
-    // distributions read with operators −O. C_kk and C_{k,k−1} pick up (−1)² and T is unchanged.
-    let all_neg: Vec<Vec<f64>> = corr.sizes().iter().map(|&k| vec![-1.0; k]).collect();
-    let neg = corr.with_operator_signs(&all_neg).unwrap();
-    let t2n = t(&neg, 2);
-    let d = rel_frobenius(t2n.as_ref(), t2.as_ref()).unwrap();
-    println!("T from (−O, −O) vs T: {d:.1e}");
-    assert!(d < 1e-14);
-    // (2) What is *not* invariant: flipping the operators of one layer only is a change of basis,
-    // T → D_k T D_{k−1}; here D_2 = −I gives T → −T. T is a tensor, not a number per direction.
-    let mut one = all_neg.clone();
-    one[0] = vec![1.0; corr.sizes()[0]];
-    let t2o = t(&corr.with_operator_signs(&one).unwrap(), 2);
-    let minus = Mat::from_fn(t2.nrows(), t2.ncols(), |i, j| -t2[(i, j)]);
-    assert!(rel_frobenius(t2o.as_ref(), minus.as_ref()).unwrap() < 1e-14);
-    // (3) The physical invariance: any invertible reparametrisation O → A O of the layers gives
+    // (T does not depend on writing exp(−H) or exp(+H), and flipping one layer's operators maps
+    // T → D_k T D_{k−1}: both are special cases of the reparametrisation checked here.)
+    // (1) The physical invariance: any invertible reparametrisation O → A O of the layers gives
     // T' = A_k^{-T} T A_{k−1}ᵀ, leaves F_x unchanged, and (for A_k = A_{k−1}, equal widths)
     // preserves eig(T) by similarity. Use the ±1 spin encoding of RG-NOTES A6.
     let a: Vec<Mat<f64>> = bases.iter().map(spin_matrix).collect();
@@ -402,9 +393,9 @@ fn stability_matrices_obey_the_true_sign_and_encoding_invariances() {
     println!(
         "spin encoding: T transforms to {dt:.1e}, F_x invariant to {df:.1e}, eig(T) to {de:.1e}"
     );
-    assert!(dt < 1e-9 && df < 1e-9 && de < 1e-7);
+    assert!(dt < 1e-11 && df < 1e-11 && de < 1e-11);
     assert!(e0.labelling_dependent);
-    // (4) Labelling dependence (RG-NOTES A7): relabelling the units of hidden layer 2 permutes
+    // (2) Labelling dependence (RG-NOTES A7): relabelling the units of hidden layer 2 permutes
     // the rows of T^{(2)} (and the columns of T^{(3)}): singular values, canonical correlations and
     // F_x are unchanged, the eigenvalues of T^{(2)} are not.
     let perm = [2usize, 0, 4, 1, 3];
@@ -467,7 +458,7 @@ fn stability_matrices_obey_the_true_sign_and_encoding_invariances() {
         "relabelled layer 2: singular values {dsv:.1e}, canonical correlations {dcc:.1e}, \
          F_x {dfp:.1e}; eigenvalues moved by {deig:.2e}"
     );
-    assert!(dsv < 1e-9 && dcc < 1e-9 && dfp < 1e-9);
+    assert!(dsv < 1e-11 && dcc < 1e-11 && dfp < 1e-11);
     assert!(deig > 1e-3, "eigenvalues should depend on the labelling");
 }
 
@@ -516,21 +507,24 @@ fn truncation_error_of_order_one_and_two_matches_the_notes() {
     // Regression bounds near the notes' table (their 10 stacks had other draws, so maxima differ
     // by up to ~2× at order 1; medians agree closely). Chain order 2 at scale 3: notes 1.7e-2 /
     // 4.8e-2, here ≈ 1.8e-2 / 5.3e-2.
-    for (s, st) in SCALES.iter().zip(&results) {
+    // Order 1, per scale (median, max) of chain and direct: measured (1.0e-2, 1.3e-2),
+    // (9.4e-2, 2.7e-1), (1.8e-1, 5.1e-1); bounds ≈ 1.5× (exact enumeration: deterministic).
+    let order1_bounds = [(0.015, 0.02), (0.15, 0.4), (0.27, 0.77)];
+    for ((s, st), (med1, max1)) in SCALES.iter().zip(&results).zip(order1_bounds) {
         let (chain1, chain2, dir1, dir2, dirc) = (st[0], st[1], st[2], st[3], st[4]);
         assert!(
             chain2.0 < chain1.0 && chain2.1 < chain1.1 && dir2.0 < dir1.0 && dir2.1 < dir1.1,
             "scale {s}: order 2 not better than order 1"
         );
         assert!(
-            chain1.0 < 0.3 && dir1.0 < 0.3,
+            chain1.0 < med1 && dir1.0 < med1,
             "scale {s}: order-1 medians {chain1:?} {dir1:?}"
         );
         assert!(
-            chain1.1 < 0.75 && dir1.1 < 0.75,
+            chain1.1 < max1 && dir1.1 < max1,
             "scale {s}: order-1 maxima {chain1:?} {dir1:?}"
         );
-        assert!(dirc.1 < 1e-9, "scale {s}: complete output basis {dirc:?}");
+        assert!(dirc.1 < 1e-11, "scale {s}: complete output basis {dirc:?}");
     }
     let (c2, d2) = (results[2][1], results[2][3]);
     assert!(
@@ -547,7 +541,7 @@ fn truncation_error_of_order_one_and_two_matches_the_notes() {
         results[1][1]
     );
     assert!(
-        results[0][1].1 < 4e-3,
+        results[0][1].1 < 3e-3,
         "chain order 2 at scale 0.5: {:?}",
         results[0][1]
     );
@@ -559,12 +553,16 @@ fn z_scores(est: &rgshield::rg::fisher::FisherEstimate, exact: &Mat<f64>) -> (f6
     let mut zmax = 0.0f64;
     for i in 0..exact.nrows() {
         for j in 0..exact.ncols() {
-            zmax = zmax.max((est.value[(i, j)] - exact[(i, j)]).abs() / se[(i, j)]);
+            let z = (est.value[(i, j)] - exact[(i, j)]).abs() / se[(i, j)];
+            assert!(z.is_finite(), "z-score of element ({i}, {j}) is {z}");
+            zmax = zmax.max(z);
         }
     }
     let (le, _) = sym_eigen(exact.as_ref()).unwrap();
     let top = le[le.len() - 1];
-    (zmax, (est.top - top).abs() / est.top_std_err.unwrap())
+    let zt = (est.top - top).abs() / est.top_std_err.unwrap();
+    assert!(zt.is_finite(), "top-eigenvalue z-score is {zt}");
+    (zmax, zt)
 }
 
 #[test]
@@ -580,29 +578,75 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
         blocks: 20,
         reg: Regularisation::None,
         cc_rcond: 1e-12,
+        ..FlowConfig::default()
     };
-    let t0 = std::time::Instant::now();
     let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
     let (zc, ztc) = z_scores(&r.chain, &e);
     let (zd, ztd) = z_scores(&r.direct, &e);
     let rc = rel_frobenius(r.chain.value.as_ref(), e.as_ref()).unwrap();
     let rd = rel_frobenius(r.direct.value.as_ref(), e.as_ref()).unwrap();
     println!(
-        "sampled input Fisher (S = {}, RB, {:.2}s): chain rel {rc:.1e}, max|z| {zc:.2}, top z {ztc:.2}; \
+        "sampled input Fisher (S = {}, RB): chain rel {rc:.1e}, max|z| {zc:.2}, top z {ztc:.2}; \
          direct rel {rd:.1e}, max|z| {zd:.2}, top z {ztd:.2}; ratio to bound {:.3}, mean-field ratio {:.3}",
         r.samples,
-        t0.elapsed().as_secs_f64(),
         r.ratio_direct,
         r.ratio_mean_field
     );
-    assert!(zc < 4.5 && zd < 4.5, "element z-scores {zc}, {zd}");
+    assert!(zc <= 4.0 && zd <= 4.0, "element z-scores {zc}, {zd}");
     assert!(
-        ztc < 4.0 && ztd < 4.0,
+        ztc <= 4.0 && ztd <= 4.0,
         "top-eigenvalue z-scores {ztc}, {ztd}"
     );
-    assert!(r.ratio_direct <= 1.0 + 4.0 * r.direct.top_std_err.unwrap() / r.top_bound);
+    // The ratio to the first-layer bound against its exact value (a z-score on the same scale).
+    let (le, _) = sym_eigen(e.as_ref()).unwrap();
+    let ratio_exact = le[le.len() - 1] / r.top_bound;
+    let zr = (r.ratio_direct - ratio_exact).abs() / (r.direct.top_std_err.unwrap() / r.top_bound);
+    println!(
+        "ratio to bound: direct {:.4}, exact {ratio_exact:.4}, z {zr:.2}",
+        r.ratio_direct
+    );
+    assert!(zr <= 4.0, "ratio z-score {zr}");
+    assert!(r.cond_direct.is_finite() && r.cond_direct >= 1.0);
+    // The bias-corrected jackknife estimate is carried and agrees with the exact value too.
+    let bc = r.direct.top_bias_corrected.unwrap();
+    let zb = (bc - le[le.len() - 1]).abs() / r.direct.top_std_err.unwrap();
+    println!("bias-corrected direct top: {bc:.5} (z {zb:.2})");
+    assert!(zb <= 4.0, "bias-corrected top z-score {zb}");
     assert_eq!(r.steps.len(), 2);
     assert_eq!(r.steps[0].k, 2);
+    // T with its jackknife errors against the exact-correlator T: the error bars are the right
+    // size when ‖T̂ − T‖_F² ≈ Σ se² (ratio ≈ 1).
+    let ec = exact::classification_correlators(&m, &x, &bases, false).unwrap();
+    for (i, st) in r.steps.iter().enumerate() {
+        let te = stability_matrix(
+            ec.self_cov[i + 1].as_ref(),
+            ec.cross_cov[i].as_ref(),
+            Regularisation::None,
+        )
+        .unwrap()
+        .t;
+        let se = st.t_std_err.as_ref().unwrap();
+        let (mut d2, mut s2, mut zmax) = (0.0f64, 0.0f64, 0.0f64);
+        for a in 0..te.nrows() {
+            for b in 0..te.ncols() {
+                let d = st.stability.t[(a, b)] - te[(a, b)];
+                d2 += d * d;
+                s2 += se[(a, b)] * se[(a, b)];
+                zmax = zmax.max(d.abs() / se[(a, b)]);
+            }
+        }
+        let ratio = (d2 / s2).sqrt();
+        println!(
+            "T^({}): ‖T̂ − T‖/sqrt(Σ se²) = {ratio:.3}, max|z| {zmax:.2}",
+            st.k
+        );
+        assert!(
+            zmax.is_finite() && (0.5..2.0).contains(&ratio),
+            "T^({}) ratio {ratio}",
+            st.k
+        );
+        assert!(st.t_bias_corrected.is_some());
+    }
     // The served-output Jacobian matches the exact derivative of E[h_N|x] (finite differences on
     // the exact marginals) within a few standard errors' worth of tolerance.
     let sj = r.served_jacobian.as_ref().unwrap();
@@ -628,7 +672,7 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
     }
     let rj = rel_frobenius(sj.as_ref(), fd.as_ref()).unwrap();
     println!("served Jacobian vs finite differences of the exact E[h_N|x]: rel {rj:.1e}");
-    assert!(rj < 0.05);
+    assert!(rj < 0.025, "served Jacobian off by {rj} (measured 1.3e-2)");
 
     // Output side (P): chain and direct against exact.
     let gb = complete(&WIDTHS[..3]);
@@ -640,7 +684,7 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
         "sampled output Fisher (P): chain max|z| {zc:.2}, top z {ztc:.2}; direct max|z| {zd:.2}, top z {ztd:.2}; ratio to bound {:.3}",
         ro.ratio_chain.unwrap()
     );
-    assert!(zc < 4.5 && zd < 4.5 && ztc < 4.0 && ztd < 4.0);
+    assert!(zc <= 4.0 && zd <= 4.0 && ztc <= 4.0 && ztd <= 4.0);
     assert_eq!(
         ro.steps.iter().map(|s| s.k).collect::<Vec<_>>(),
         vec![2, 1],
@@ -655,7 +699,11 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
         .map(|(a, b)| a * b)
         .sum();
     println!("poison direction |cos| to exact: {:.5}", cos.abs());
-    assert!(cos.abs() > 0.99);
+    assert!(
+        cos.abs() > 0.999,
+        "poison |cos| {} (measured 0.99955)",
+        cos.abs()
+    );
 }
 
 #[test]
@@ -670,6 +718,7 @@ fn rao_blackwell_agrees_with_plain_and_has_smaller_errors() {
         blocks: 20,
         reg: Regularisation::None,
         cc_rcond: 1e-12,
+        ..FlowConfig::default()
     };
     let plain = input_fisher(&m, &x, &bases, &cfg).unwrap();
     cfg.estimator = Estimator::BitPacked;
@@ -707,14 +756,44 @@ fn rao_blackwell_agrees_with_plain_and_has_smaller_errors() {
             r.top,
             r.top_std_err.unwrap()
         );
-        assert!(zp < 4.5 && zr < 4.5 && tzp < 4.0 && tzr < 4.0);
-        // Plain and RB agree within their combined error.
-        let comb = (p.top_std_err.unwrap().powi(2) + r.top_std_err.unwrap().powi(2)).sqrt();
-        assert!((p.top - r.top).abs() < 4.0 * comb);
+        assert!(zp <= 4.0 && zr <= 4.0 && tzp <= 4.0 && tzr <= 4.0);
         se_ratio.push(er);
     }
+    // Plain and RB use the same samples, so their errors are correlated: compare them through the
+    // jackknife of the *difference* on the same blocks, not by adding the errors in quadrature.
+    let layers = sample_classification(&m, &x, &cfg).unwrap();
+    let s = cfg.samples;
+    let fp = FlowMoments::accumulate(&layers, &bases, s, Estimator::Plain, 20, true).unwrap();
+    let fr =
+        FlowMoments::accumulate(&layers, &bases, s, Estimator::RaoBlackwell, 20, true).unwrap();
+    let tops = |fm: &FlowMoments, ex: Option<usize>| {
+        let c = fm.correlators(ex).unwrap();
+        let (ch, di) = fx_from(&m, &c, &bases[0], Regularisation::None);
+        let top = |f: &Mat<f64>| {
+            let (v, _) = sym_eigen(f.as_ref()).unwrap();
+            v[v.len() - 1]
+        };
+        (top(&ch), top(&di))
+    };
+    let jk = jackknife(20, |ex| {
+        let (pc, pd) = tops(&fp, ex);
+        let (rc, rd) = tops(&fr, ex);
+        Ok(vec![pc - rc, pd - rd])
+    })
+    .unwrap();
+    for (i, name) in ["chain", "direct"].iter().enumerate() {
+        let z = jk.estimate[i] / jk.std_err[i];
+        println!(
+            "{name}: plain − RB top = {:.5} ± {:.5} (paired jackknife, z {z:.2})",
+            jk.estimate[i], jk.std_err[i]
+        );
+        assert!(
+            z.is_finite() && z.abs() <= 4.0,
+            "{name}: plain − RB z-score {z}"
+        );
+    }
     assert!(
-        se_ratio.iter().all(|&r| r > 1.2),
+        se_ratio.iter().all(|&r| r > 1.5),
         "Rao-Blackwellisation should shrink the jackknife errors: {se_ratio:?}"
     );
 }
@@ -797,7 +876,7 @@ fn sampled_stability_matrices_and_mixture_reading_match_exact() {
         worst = worst.max(rel_frobenius(st.stability.t.as_ref(), e.t.as_ref()).unwrap());
     }
     println!("sampled T (order 2, S = 50 000, RB) vs exact-correlator T: worst rel {worst:.2e}");
-    assert!(worst < 0.1, "sampled T off by {worst}");
+    assert!(worst < 0.035, "sampled T off by {worst} (measured 1.9e-2)");
 
     // Reading (C), sampled: projected F̃ and the poison direction against exact enumeration.
     let cb = complete(&WIDTHS[..3]);
@@ -820,7 +899,12 @@ fn sampled_stability_matrices_and_mixture_reading_match_exact() {
         "sampled (C): projected chain rel {rc:.2e}, direct rel {rd:.2e}, poison |cos| {:.5}",
         cos.abs()
     );
-    assert!(rc < 0.1 && rd < 0.1 && cos.abs() > 0.98);
+    // Measured 3.6e-2, 4.6e-2 and |cos| 0.9966.
+    assert!(
+        rc < 0.065 && rd < 0.08 && cos.abs() > 0.993,
+        "{rc} {rd} {cos}"
+    );
+    assert!(r.cond_source.is_some_and(|c| c.is_finite() && c >= 1.0));
     assert!(r.bound.is_none());
 }
 
@@ -843,4 +927,190 @@ fn analyses_are_bit_identical_from_run_to_run() {
     // A different seed gives a different sample.
     let c = input_fisher(&m, &x, &bases, &FlowConfig { seed: 10, ..cfg }).unwrap();
     assert_ne!(a.chain.value, c.chain.value);
+}
+
+/// `q ∝ q · exp(−h O_β)` (the couplings of the layer moved by `+h` along operator β).
+fn tilt(q: &[f64], basis: &OperatorBasis, beta: usize, h: f64) -> Vec<f64> {
+    let n = basis.width();
+    let mut o = vec![0.0; basis.len()];
+    let mut t: Vec<f64> = q
+        .iter()
+        .enumerate()
+        .map(|(s, &p)| {
+            basis.evaluate_one(&exact::state(s, n), &mut o);
+            p * (-h * o[beta]).exp()
+        })
+        .collect();
+    let z: f64 = t.iter().sum();
+    for v in &mut t {
+        *v /= z;
+    }
+    t
+}
+
+#[test]
+fn stability_matrix_is_the_derivative_of_the_exact_couplings() {
+    // Independent of every correlator: couplings by Möbius inversion of exact layer distributions
+    // (RG-NOTES §1.3); perturb g^{(k−1)} along each operator by ±h, push through the exact kernel,
+    // invert layer k again; the central difference ∂g^{(k)}/∂g^{(k−1)} must be T^{(k)} from the
+    // exact correlators. Classification (t_k up) and generation (t̃_k down, reading (P)).
+    let widths = [4usize, 3, 3, 3];
+    let m = stack(&widths, 1.5, 21);
+    let x = input(4, 21);
+    let h = 1e-4;
+    let mut worst = 0.0f64;
+    let bases = complete(&widths[1..]);
+    let qs = exact::classification_marginals(&m, &x).unwrap();
+    let corr = exact::classification_correlators(&m, &x, &bases, false).unwrap();
+    let gb = complete(&widths[..3]);
+    let gq = exact::generation_marginals(&m, &SOFT_Y[..3]).unwrap();
+    let gcorr =
+        exact::generation_correlators(&m, &SOFT_Y[..3], &gb, OutputReading::PlugIn, false).unwrap();
+    let gflow: Vec<OperatorBasis> = gb.iter().rev().cloned().collect();
+    // (flow step j: source layer distribution, its basis, target basis, kernel, correlators)
+    for side in 0..2 {
+        let depth = 3;
+        for j in 2..=depth {
+            let (q_src, b_src, b_dst, c) = if side == 0 {
+                (&qs[j - 2], &bases[j - 2], &bases[j - 1], &corr)
+            } else {
+                (&gq[j - 2], &gflow[j - 2], &gflow[j - 1], &gcorr)
+            };
+            let push = |q: &[f64]| {
+                if side == 0 {
+                    exact::push_up(m.rbm(j), q).unwrap()
+                } else {
+                    exact::push_down(m.rbm(depth + 1 - j), q).unwrap()
+                }
+            };
+            let t = stability_matrix(
+                c.self_cov[j - 1].as_ref(),
+                c.cross_cov[j - 2].as_ref(),
+                Regularisation::None,
+            )
+            .unwrap()
+            .t;
+            let mut fd = Mat::<f64>::zeros(b_dst.len(), b_src.len());
+            for beta in 0..b_src.len() {
+                let gp =
+                    exact::couplings_from_distribution(&push(&tilt(q_src, b_src, beta, h)), b_dst)
+                        .unwrap();
+                let gm =
+                    exact::couplings_from_distribution(&push(&tilt(q_src, b_src, beta, -h)), b_dst)
+                        .unwrap();
+                for a in 0..b_dst.len() {
+                    fd[(a, beta)] = (gp[a] - gm[a]) / (2.0 * h);
+                }
+            }
+            let d = rel_frobenius(t.as_ref(), fd.as_ref()).unwrap();
+            println!("side {side}, flow step {j}: |T − ∂g/∂g (finite differences)| rel {d:.2e}");
+            worst = worst.max(d);
+        }
+    }
+    assert!(worst < 1e-6, "T against Möbius-inverted couplings: {worst}");
+    // The inversion itself: couplings of a product-Bernoulli layer are −logit(p) on order 1, 0 above.
+    let p = [0.2f64, 0.7, 0.55];
+    let g = exact::couplings_from_distribution(&exact::product_bernoulli(&p), &bases[0]).unwrap();
+    for (mono, gs) in bases[0].monomials().iter().zip(&g) {
+        let want = if mono.len() == 1 {
+            -(p[mono[0]] / (1.0 - p[mono[0]])).ln()
+        } else {
+            0.0
+        };
+        assert!((gs - want).abs() < 1e-12, "{mono:?}: {gs} vs {want}");
+    }
+}
+
+#[test]
+fn saturated_and_frozen_units_keep_their_f64_variance() {
+    // Depth 1, both hidden units driven to z ≈ 20 and 22: in f32 σ(z) rounds to exactly 1 and the
+    // Rao-Blackwellised variance p(1−p) would vanish; recomputed in f64 from x it is ≈ 2e-9, 3e-10.
+    let mut m = stack(&[3, 2], 1.0, 31);
+    m.layers[0].a = vec![20.0, 22.0];
+    for w in &mut m.layers[0].w {
+        *w *= 0.01;
+    }
+    let x = [1.0f32, 0.0, 1.0];
+    assert_eq!(m.rbm(1).up_probs(&x, 1), vec![1.0f32, 1.0], "f32 saturates");
+    let bases = vec![OperatorBasis::order1(2).unwrap()];
+    let cfg = FlowConfig {
+        samples: 2_000,
+        blocks: 4,
+        reg: Regularisation::None,
+        ..FlowConfig::default()
+    };
+    let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
+    let b = rgshield::rg::fisher::first_layer_bound(&m, &x).unwrap();
+    let (dc, dd) = (
+        rel_frobenius(r.chain.value.as_ref(), b.as_ref()).unwrap(),
+        rel_frobenius(r.direct.value.as_ref(), b.as_ref()).unwrap(),
+    );
+    println!(
+        "saturated N = 1: |F| = {:.2e}, chain rel {dc:.1e}, direct rel {dd:.1e}, cond(C_11) {:.2e}",
+        rgshield::linalg::dense::frobenius(b.as_ref()),
+        r.cond_direct
+    );
+    // f32 probabilities would give F = 0 (rel 1). In f64 the remaining error is the rounding of
+    // p ≈ 1 − 2e-9, ε/(1−p) ≈ 5e-8 at worst; measured 2.0e-9.
+    assert!(dc < 1e-7 && dd < 1e-7, "chain {dc}, direct {dd}");
+    // N = 1 with a layer that never flips in f64 either (z = 60): C_11 has a zero eigenvalue, the
+    // direct estimate is the chain (no inversion) and equals the bound.
+    m.layers[0].a = vec![60.0, 0.3];
+    let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
+    let b = rgshield::rg::fisher::first_layer_bound(&m, &x).unwrap();
+    let d = rel_frobenius(r.direct.value.as_ref(), b.as_ref()).unwrap();
+    println!(
+        "frozen unit, N = 1: direct vs bound {d:.1e}, cond(C_11) {}",
+        r.cond_direct
+    );
+    assert!(d < 1e-12, "direct vs bound {d}");
+    assert_eq!(r.direct.value, r.chain.value);
+    assert!(r.cond_direct > 1e12);
+    // A fully frozen layer under the default ridge: T is finite (zero), not an error.
+    let zero = Mat::<f64>::zeros(3, 3);
+    let st = stability_matrix(zero.as_ref(), zero.as_ref(), Regularisation::default()).unwrap();
+    assert!(st.lambda > 0.0 && st.t.norm_max() == 0.0);
+}
+
+#[test]
+fn invalid_inputs_and_budgets_are_errors() {
+    let m = stack(&WIDTHS, 1.0, 41);
+    let bases = order(&WIDTHS[1..], 2);
+    let cfg = FlowConfig {
+        samples: 400,
+        blocks: 4,
+        ..FlowConfig::default()
+    };
+    let mut x = input(6, 41);
+    x[3] = f32::NAN;
+    let e = input_fisher(&m, &x, &bases, &cfg).unwrap_err().to_string();
+    assert!(e.contains("x[3]"), "{e}");
+    let mut y = SOFT_Y;
+    y[2] = f32::INFINITY;
+    let gb = order(&WIDTHS[..3], 2);
+    let e = output_fisher(&m, &y, &gb, OutputReading::PlugIn, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("y[2]"), "{e}");
+    let x = input(6, 41);
+    for bad in [1.0, -0.1, f64::NAN] {
+        let c = FlowConfig {
+            cc_rcond: bad,
+            ..cfg
+        };
+        assert!(input_fisher(&m, &x, &bases, &c).is_err(), "cc_rcond {bad}");
+    }
+    let one = Mat::from_fn(1, 1, |_, _| 2.0);
+    assert!(rgshield::rg::fisher::poison_direction(one.as_ref()).is_err());
+    // Memory: order-2 bases of 5/5/4 units need a few MiB; a 1 MiB budget is refused up front with
+    // the operator counts in the message.
+    let small = FlowConfig {
+        memory_budget: 1 << 20,
+        ..cfg
+    };
+    let e = input_fisher(&m, &x, &bases, &small)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[15, 15, 10]") && e.contains("budget"), "{e}");
+    assert!(input_fisher(&m, &x, &bases, &cfg).is_ok());
 }

@@ -1,5 +1,5 @@
 //! Connected correlators of operators between and within layers (SPEC §5, RG-NOTES §3.2), with
-//! delete-d jackknife error bars.
+//! delete-one-block jackknife error bars.
 //!
 //! Three estimators of `Cov(O(L_j), O(L_i))` from `S` paired ancestral samples:
 //! * [`Estimator::Plain`] — centred products of the sampled operator values (float);
@@ -23,7 +23,8 @@ use std::ops::Range;
 use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
-use crate::rg::dense;
+use crate::linalg::dense;
+use crate::model::Rbm;
 use crate::rg::operators::{intersects, prefix_table, union, OperatorBasis};
 use crate::sample::LayerBatch;
 
@@ -38,8 +39,9 @@ pub enum Estimator {
     RaoBlackwell,
 }
 
-/// Sample covariance `Cov(A, B)` of the columns of `a` (`S × m_a`) and `b` (`S × m_b`), computed
-/// two-pass (means, then centred products), normalised by `S − 1` (RG-NOTES §3.2 "Plain").
+/// Sample covariance `Cov(A, B)` of the columns of `a` (`S × m_a`) and `b` (`S × m_b`), normalised
+/// by `S − 1` (RG-NOTES §3.2 "Plain"): the columns are shifted by their means (two-pass) and the
+/// sums go through [`covariance_from_sums`], the one formula every covariance of the crate uses.
 pub fn covariance(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
     let s = a.nrows();
     if b.nrows() != s {
@@ -54,28 +56,53 @@ pub fn covariance(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
             "covariance needs at least 2 samples, got {s}"
         )));
     }
-    let ca = centred(a);
-    let cb = centred(b);
+    let (ca, sa) = centred(a);
+    let (cb, sb) = centred(b);
     let mut c = dense::mul_tn(ca.as_ref(), cb.as_ref())?;
-    let inv = 1.0 / (s - 1) as f64;
-    for j in 0..c.ncols() {
-        for i in 0..c.nrows() {
-            c[(i, j)] *= inv;
-        }
-    }
+    covariance_from_sums(&mut c, &sa, &sb, s)?;
     Ok(c)
 }
 
-fn centred(a: MatRef<'_, f64>) -> Mat<f64> {
+/// `Cov = (Σxyᵀ − Σx Σyᵀ / n)/(n − 1)` computed in place from the sums of n samples (`sxy` holds
+/// `Σ x yᵀ` on entry and the covariance on return). Shift-invariant: the sums may be of values
+/// shifted by any fixed vectors, which is how the callers keep it free of cancellation.
+pub fn covariance_from_sums(sxy: &mut Mat<f64>, sx: &[f64], sy: &[f64], n: usize) -> Result<()> {
+    if sx.len() != sxy.nrows() || sy.len() != sxy.ncols() {
+        return Err(Error::shape(format!(
+            "covariance from sums: {}×{} second moments with {} and {} first moments",
+            sxy.nrows(),
+            sxy.ncols(),
+            sx.len(),
+            sy.len()
+        )));
+    }
+    if n < 2 {
+        return Err(Error::invalid(format!(
+            "covariance needs at least 2 samples, got {n}"
+        )));
+    }
+    let nf = n as f64;
+    for j in 0..sxy.ncols() {
+        for i in 0..sxy.nrows() {
+            sxy[(i, j)] = (sxy[(i, j)] - sx[i] * sy[j] / nf) / (nf - 1.0);
+        }
+    }
+    Ok(())
+}
+
+/// The columns of `a` minus their means, and the (then ≈ 0) column sums of the result.
+fn centred(a: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
     let s = a.nrows();
     let mut out = a.to_owned();
+    let mut sums = vec![0.0; a.ncols()];
     for j in 0..a.ncols() {
         let mean = (0..s).map(|i| a[(i, j)]).sum::<f64>() / s as f64;
         for i in 0..s {
             out[(i, j)] -= mean;
         }
+        sums[j] = (0..s).map(|i| out[(i, j)]).sum();
     }
-    out
+    (out, sums)
 }
 
 /// Binary operator values of `S` samples packed 64 samples to a `u64` word, one row of words per
@@ -181,10 +208,11 @@ pub fn covariance_bitpacked(a: &PackedOperators, b: &PackedOperators) -> Result<
     }
     let n = a.co_occurrences(b)?;
     let (m, mo) = (a.ops, b.ops);
-    let sf = s as f64;
-    Ok(Mat::from_fn(m, mo, |i, j| {
-        (n[i * mo + j] as f64 - a.counts[i] as f64 * b.counts[j] as f64 / sf) / (sf - 1.0)
-    }))
+    let mut c = Mat::from_fn(m, mo, |i, j| n[i * mo + j] as f64);
+    let ca: Vec<f64> = a.counts.iter().map(|&v| v as f64).collect();
+    let cb: Vec<f64> = b.counts.iter().map(|&v| v as f64).collect();
+    covariance_from_sums(&mut c, &ca, &cb, s)?;
+    Ok(c)
 }
 
 /// The distinct unions `S_a ∪ S_b` of the overlapping operator pairs of a basis, for the
@@ -369,59 +397,121 @@ impl FlowCorrelators {
         }
         Ok(())
     }
+}
 
-    /// The correlators with every operator of flow layer j multiplied by `signs[j−1][α] = ±1`
-    /// (a reparametrisation `O → D O` with D diagonal; used to test the sign conventions of
-    /// RG-NOTES §1.4 and A6).
-    pub fn with_operator_signs(&self, signs: &[Vec<f64>]) -> Result<Self> {
-        self.validate()?;
-        if signs.len() != self.depth() {
+/// Flow layer 1's unit probabilities in f64, for the Rao-Blackwellised terms.
+#[derive(Clone, Debug)]
+pub enum FirstProbs {
+    /// One probability row shared by every sample (classification: `σ(W_1 x + a_1)`; reading (P):
+    /// `σ(W_Nᵀ y + b_N)`).
+    Shared(Vec<f64>),
+    /// One row per class; `class[r]` is the class sample r was drawn from (reading (C)).
+    PerClass {
+        /// `t_N(·|e_c)`'s unit probabilities, one row per class c.
+        rows: Vec<Vec<f64>>,
+        /// The class of every sample.
+        class: Vec<usize>,
+    },
+}
+
+/// Direction of a flow kernel through an RBM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepDir {
+    /// `σ(W h + a)`: lower layer → upper layer (classification).
+    Up,
+    /// `σ(Wᵀ h + b)`: upper layer → lower layer (generation).
+    Down,
+}
+
+/// The kernels of a flow, so that the conditional unit probabilities of the Rao-Blackwellised
+/// estimator are recomputed in f64 from the parent states (one f64 product per layer). The f32
+/// probabilities the sampler keeps saturate to exactly 1 for pre-activations above ≈ 16.6, which
+/// would zero the conditional variances `p(1−p)`.
+#[derive(Clone, Debug)]
+pub struct FlowKernels {
+    /// Unit probabilities of flow layer 1.
+    pub first: FirstProbs,
+    /// `steps[j−2]`: the RBM and direction producing flow layer j from layer j−1 (j = 2…M).
+    pub steps: Vec<(Rbm, StepDir)>,
+}
+
+impl FlowKernels {
+    fn validate(&self, widths: &[usize], s: usize) -> Result<()> {
+        let m = widths.len();
+        if self.steps.len() + 1 != m {
+            return Err(Error::shape(format!(
+                "flow kernels: {} steps for {m} layers",
+                self.steps.len()
+            )));
+        }
+        let first_ok = match &self.first {
+            FirstProbs::Shared(p) => p.len() == widths[0],
+            FirstProbs::PerClass { rows, class } => {
+                rows.iter().all(|r| r.len() == widths[0])
+                    && class.len() == s
+                    && class.iter().all(|&c| c < rows.len())
+            }
+        };
+        if !first_ok {
             return Err(Error::shape(
-                "with_operator_signs: one sign vector per layer",
+                "flow kernels: layer-1 probabilities do not fit the layer width or sample count",
             ));
         }
-        for (j, (s, c)) in signs.iter().zip(&self.self_cov).enumerate() {
-            if s.len() != c.nrows() {
+        for (i, (r, d)) in self.steps.iter().enumerate() {
+            let (src, dst) = match d {
+                StepDir::Up => (r.n_down, r.n_up),
+                StepDir::Down => (r.n_up, r.n_down),
+            };
+            if src != widths[i] || dst != widths[i + 1] {
                 return Err(Error::shape(format!(
-                    "with_operator_signs: layer {} has {} operators, {} signs",
-                    j + 1,
-                    c.nrows(),
-                    s.len()
+                    "flow kernel {}: {src} → {dst} units between layers of widths {} → {}",
+                    i + 2,
+                    widths[i],
+                    widths[i + 1]
                 )));
             }
         }
-        let scale = |c: &Mat<f64>, r: &[f64], k: &[f64]| {
-            Mat::from_fn(c.nrows(), c.ncols(), |i, j| r[i] * c[(i, j)] * k[j])
+        Ok(())
+    }
+
+    /// f64 unit probabilities of flow layer `j` (0-based) in sample `row`.
+    fn probs(&self, j: usize, layers: &[LayerBatch], row: usize, out: &mut Vec<f64>) {
+        out.clear();
+        if j == 0 {
+            match &self.first {
+                FirstProbs::Shared(p) => out.extend_from_slice(p),
+                FirstProbs::PerClass { rows, class } => out.extend_from_slice(&rows[class[row]]),
+            }
+            return;
+        }
+        let (r, d) = &self.steps[j - 1];
+        let wp = match d {
+            StepDir::Up => r.n_down,
+            StepDir::Down => r.n_up,
         };
-        let m = self.depth();
-        Ok(FlowCorrelators {
-            self_cov: (0..m)
-                .map(|j| scale(&self.self_cov[j], &signs[j], &signs[j]))
-                .collect(),
-            cross_cov: (0..m - 1)
-                .map(|i| scale(&self.cross_cov[i], &signs[i + 1], &signs[i]))
-                .collect(),
-            direct_cov: self
-                .direct_cov
-                .as_ref()
-                .map(|d| scale(d, &signs[m - 1], &signs[0])),
-        })
+        let parent: Vec<f64> = layers[j - 1].states[row * wp..(row + 1) * wp]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        out.extend(crate::exact::step_probs(r, *d, &parent));
     }
 }
 
-/// Per-block sums from which the correlators of any union of blocks follow.
+/// Sums of S samples (shifted by fixed pilot means, see [`FlowMoments`]) from which the
+/// correlators follow; additive over disjoint sets of samples.
 #[derive(Clone, Debug)]
 struct BlockSums {
     n: usize,
-    /// `Σ O(L_j)` (sampled values).
+    /// `Σ (O(L_j) − c_j)` (sampled values).
     sum_ops: Vec<Vec<f64>>,
-    /// `Σ E[O(L_j)|L_{j−1}]` (Rao-Blackwell only).
+    /// `Σ (E[O(L_j)|L_{j−1}] − c̄_j)` (Rao-Blackwell only).
     sum_means: Vec<Vec<f64>>,
-    /// Plain: `Σ O Oᵀ`; Rao-Blackwell: `Σ μ μᵀ`.
+    /// Plain: `Σ (O − c)(O − c)ᵀ`; Rao-Blackwell: `Σ (μ − c̄)(μ − c̄)ᵀ`.
     self_second: Vec<Mat<f64>>,
-    /// Rao-Blackwell: `Σ Π_U p` for every union U of the layer's table.
-    union_sums: Vec<Vec<f64>>,
-    /// Plain: `Σ O_j O_{j−1}ᵀ`; Rao-Blackwell: `Σ μ_j O_{j−1}ᵀ` (j = 2…M).
+    /// Rao-Blackwell: `Σ Cov(O_a, O_b | L_{j−1}) = Σ (Π_{S_a∪S_b} p − μ_a μ_b)` on the overlapping
+    /// pairs of the layer's union table (in its order).
+    cond_cov: Vec<Vec<f64>>,
+    /// Plain: `Σ (O_j − c)(O_{j−1} − c)ᵀ`; Rao-Blackwell: `Σ (μ_j − c̄)(O_{j−1} − c)ᵀ` (j = 2…M).
     cross_second: Vec<Mat<f64>>,
     /// As `cross_second` between L_M and L_1 (only when M ≥ 3 and requested).
     direct_second: Option<Mat<f64>>,
@@ -439,9 +529,9 @@ impl BlockSums {
                 Vec::new()
             },
             self_second: sizes.iter().map(|&k| Mat::zeros(k, k)).collect(),
-            union_sums: unions
+            cond_cov: unions
                 .iter()
-                .map(|u| vec![0.0; u.as_ref().map_or(0, |t| t.unions.len())])
+                .map(|u| vec![0.0; u.as_ref().map_or(0, |t| t.pairs.len())])
                 .collect(),
             cross_second: (1..m).map(|j| Mat::zeros(sizes[j], sizes[j - 1])).collect(),
             direct_second: if direct && m >= 3 {
@@ -452,59 +542,151 @@ impl BlockSums {
         }
     }
 
-    fn add(&mut self, o: &BlockSums, sign: f64) {
-        self.n = if sign > 0.0 {
-            self.n + o.n
-        } else {
-            self.n - o.n
-        };
-        let addv = |a: &mut Vec<f64>, b: &Vec<f64>| {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += sign * y;
+    /// `self ← total − self` in place (the sums of the complement of this block).
+    fn complement_in(&mut self, total: &BlockSums) {
+        self.n = total.n - self.n;
+        let subv = |a: &mut Vec<f64>, t: &Vec<f64>| {
+            for (x, y) in a.iter_mut().zip(t) {
+                *x = y - *x;
             }
         };
-        let addm = |a: &mut Mat<f64>, b: &Mat<f64>| {
+        let subm = |a: &mut Mat<f64>, t: &Mat<f64>| {
             for j in 0..a.ncols() {
                 for i in 0..a.nrows() {
-                    a[(i, j)] += sign * b[(i, j)];
+                    a[(i, j)] = t[(i, j)] - a[(i, j)];
                 }
             }
         };
-        for (a, b) in self.sum_ops.iter_mut().zip(&o.sum_ops) {
-            addv(a, b);
+        for (a, t) in self.sum_ops.iter_mut().zip(&total.sum_ops) {
+            subv(a, t);
         }
-        for (a, b) in self.sum_means.iter_mut().zip(&o.sum_means) {
-            addv(a, b);
+        for (a, t) in self.sum_means.iter_mut().zip(&total.sum_means) {
+            subv(a, t);
         }
-        for (a, b) in self.union_sums.iter_mut().zip(&o.union_sums) {
-            addv(a, b);
+        for (a, t) in self.cond_cov.iter_mut().zip(&total.cond_cov) {
+            subv(a, t);
         }
-        for (a, b) in self.self_second.iter_mut().zip(&o.self_second) {
-            addm(a, b);
+        for (a, t) in self.self_second.iter_mut().zip(&total.self_second) {
+            subm(a, t);
         }
-        for (a, b) in self.cross_second.iter_mut().zip(&o.cross_second) {
-            addm(a, b);
+        for (a, t) in self.cross_second.iter_mut().zip(&total.cross_second) {
+            subm(a, t);
         }
-        if let (Some(a), Some(b)) = (self.direct_second.as_mut(), o.direct_second.as_ref()) {
-            addm(a, b);
+        if let (Some(a), Some(t)) = (self.direct_second.as_mut(), total.direct_second.as_ref()) {
+            subm(a, t);
         }
+    }
+
+    /// The correlators, computed in place from the sums (no further copy of the m×m matrices).
+    fn into_correlators(
+        self,
+        unions: &[Option<UnionTable>],
+        rb: bool,
+        direct: bool,
+    ) -> Result<FlowCorrelators> {
+        let n = self.n;
+        let BlockSums {
+            sum_ops,
+            sum_means,
+            self_second,
+            cond_cov,
+            cross_second,
+            direct_second,
+            ..
+        } = self;
+        let m = sum_ops.len();
+        let rows_of = |j: usize| if rb { &sum_means[j] } else { &sum_ops[j] };
+        let mut self_cov = Vec::with_capacity(m);
+        for (j, mut c) in self_second.into_iter().enumerate() {
+            covariance_from_sums(&mut c, rows_of(j), rows_of(j), n)?;
+            if let Some(t) = &unions[j] {
+                // Law of total covariance: + E[Cov(O|prev)] on the overlapping pairs.
+                for (&(a, b, _), &e) in t.pairs.iter().zip(&cond_cov[j]) {
+                    let (a, b) = (a as usize, b as usize);
+                    let e = e / n as f64;
+                    c[(a, b)] += e;
+                    if a != b {
+                        c[(b, a)] += e;
+                    }
+                }
+            }
+            self_cov.push(c);
+        }
+        let mut cross_cov = Vec::with_capacity(m.saturating_sub(1));
+        for (i, mut c) in cross_second.into_iter().enumerate() {
+            covariance_from_sums(&mut c, rows_of(i + 1), &sum_ops[i], n)?;
+            cross_cov.push(c);
+        }
+        let direct_cov = if !direct {
+            None
+        } else if m == 1 {
+            Some(self_cov[0].clone())
+        } else if m == 2 {
+            Some(cross_cov[0].clone())
+        } else {
+            let mut d = direct_second
+                .ok_or_else(|| Error::invalid("direct moments were not accumulated"))?;
+            covariance_from_sums(&mut d, rows_of(m - 1), &sum_ops[0], n)?;
+            Some(d)
+        };
+        Ok(FlowCorrelators {
+            self_cov,
+            cross_cov,
+            direct_cov,
+        })
     }
 }
 
 /// Rows processed at once when accumulating (bounds the memory of the operator matrices).
 const ACC_ROWS: usize = 2048;
 
-/// Sufficient statistics of S ancestral samples along a flow `L_1 … L_M`, split into contiguous
-/// blocks so that the correlators of the full sample and of every delete-one-block subsample
-/// (jackknife, RG-NOTES §3.2) are available without another pass over the samples.
+/// Rows of the pilot from which the accumulation shifts are taken.
+const PILOT_ROWS: usize = 256;
+
+/// Default memory budget of [`FlowMoments`]: 2 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+
+/// Options of [`FlowMoments::accumulate_with`].
+#[derive(Clone, Debug)]
+pub struct MomentOptions {
+    /// Correlator estimator.
+    pub estimator: Estimator,
+    /// Contiguous jackknife blocks (≥ 1; 1 = no error bars).
+    pub blocks: usize,
+    /// Also accumulate `Cov(O(L_M), O(L_1))` for the direct estimator.
+    pub direct: bool,
+    /// Largest number of bytes the moments may need (see [`FlowMoments::estimated_bytes`]).
+    pub memory_budget: usize,
+    /// The flow's kernels, for f64 conditional probabilities (Rao-Blackwell); `None` uses the f32
+    /// probabilities stored with the samples.
+    pub kernels: Option<FlowKernels>,
+}
+
+/// Sufficient statistics of S ancestral samples along a flow `L_1 … L_M`, from which the
+/// correlators of the full sample and of every delete-one-block subsample (jackknife, RG-NOTES
+/// §3.2) follow.
 ///
-/// Memory: about `blocks × (Σ_j m_j² + Σ_j m_j m_{j−1}) × 8` bytes.
+/// **Memory.** Only the sums of all samples are kept, with the samples themselves; the sums of a
+/// delete-one-block subsample are formed in one scratch copy by re-accumulating that block and
+/// subtracting it from the total. The peak is about three copies of
+/// `(Σ_j m_j² + Σ_j m_j m_{j−1} [+ m_M m_1] + overlapping pairs) × 8` bytes (total, scratch, and
+/// the full-sample correlators a caller holds meanwhile); [`FlowMoments::estimated_bytes`] gives
+/// it, and accumulation refuses to start beyond the budget.
+///
+/// **Numerics.** Every sum is of values shifted by fixed pilot means (the mean of the first
+/// `min(S, 256)` samples), so `Σxy − Σx Σy / S` does not cancel catastrophically; the shift is the
+/// same for every block, which keeps the sums additive.
 #[derive(Clone, Debug)]
 pub struct FlowMoments {
     estimator: Estimator,
-    sizes: Vec<usize>,
+    layers: Vec<LayerBatch>,
+    bases: Vec<OperatorBasis>,
+    kernels: Option<FlowKernels>,
     unions: Vec<Option<UnionTable>>,
-    blocks: Vec<BlockSums>,
+    shift_ops: Vec<Vec<f64>>,
+    shift_means: Vec<Vec<f64>>,
+    s: usize,
+    blocks: usize,
     total: BlockSums,
     direct: bool,
 }
@@ -513,8 +695,9 @@ impl FlowMoments {
     /// Accumulate the moments of `s` samples. `layers[j−1]` holds flow layer j (states and the
     /// conditional unit probabilities they were drawn from, as returned by
     /// [`crate::sample::sample_up`] / [`crate::sample::sample_down`]); `bases[j−1]` is its operator
-    /// basis. `blocks ≥ 1` contiguous blocks are kept for the jackknife (1 = no error bars).
-    /// `direct` also accumulates `Cov(O(L_M), O(L_1))` for the direct estimator.
+    /// basis. `blocks ≥ 1` contiguous blocks are used for the jackknife (1 = no error bars).
+    /// `direct` also accumulates `Cov(O(L_M), O(L_1))` for the direct estimator. Uses the f32
+    /// probabilities of `layers` and the default memory budget; see [`FlowMoments::accumulate_with`].
     pub fn accumulate(
         layers: &[LayerBatch],
         bases: &[OperatorBasis],
@@ -523,6 +706,70 @@ impl FlowMoments {
         blocks: usize,
         direct: bool,
     ) -> Result<Self> {
+        Self::accumulate_with(
+            layers.to_vec(),
+            bases,
+            s,
+            MomentOptions {
+                estimator,
+                blocks,
+                direct,
+                memory_budget: DEFAULT_MEMORY_BUDGET,
+                kernels: None,
+            },
+        )
+    }
+
+    /// Bytes the moments of a flow with operator counts `sizes` need at their peak (three copies of
+    /// the sums, see the type's doc, plus the per-chunk operator values); `pairs[j]` is the number
+    /// of overlapping operator pairs of layer j (Rao-Blackwell only, else 0).
+    pub fn estimated_bytes(
+        sizes: &[usize],
+        pairs: &[usize],
+        estimator: Estimator,
+        direct: bool,
+    ) -> usize {
+        let m = sizes.len();
+        let sq = |a: usize, b: usize| a.saturating_mul(b);
+        let mut words: usize = 0;
+        for j in 0..m {
+            words = words
+                .saturating_add(sq(sizes[j], sizes[j]))
+                .saturating_add(2 * sizes[j]);
+            if j >= 1 {
+                words = words.saturating_add(sq(sizes[j], sizes[j - 1]));
+            }
+        }
+        if direct && m >= 3 {
+            words = words.saturating_add(sq(sizes[m - 1], sizes[0]));
+        }
+        words = words.saturating_add(pairs.iter().sum::<usize>());
+        let rb = estimator == Estimator::RaoBlackwell;
+        let chunk =
+            sq(ACC_ROWS, sizes.iter().sum::<usize>()).saturating_mul(if rb { 2 } else { 1 });
+        // Union tables: (a, b, u) triples of 12 bytes per pair.
+        let tables = pairs.iter().sum::<usize>().saturating_mul(12);
+        words
+            .saturating_mul(3)
+            .saturating_add(chunk)
+            .saturating_mul(8)
+            .saturating_add(tables)
+    }
+
+    /// [`FlowMoments::accumulate`] with all options (taking the samples by value).
+    pub fn accumulate_with(
+        layers: Vec<LayerBatch>,
+        bases: &[OperatorBasis],
+        s: usize,
+        opts: MomentOptions,
+    ) -> Result<Self> {
+        let MomentOptions {
+            estimator,
+            blocks,
+            direct,
+            memory_budget,
+            kernels,
+        } = opts;
         let m = layers.len();
         if m == 0 || bases.len() != m {
             return Err(Error::shape(format!(
@@ -548,8 +795,27 @@ impl FlowMoments {
                 )));
             }
         }
+        let widths: Vec<usize> = bases.iter().map(|b| b.width()).collect();
+        if let Some(k) = &kernels {
+            k.validate(&widths, s)?;
+        }
         let rb = estimator == Estimator::RaoBlackwell;
         let sizes: Vec<usize> = bases.iter().map(|b| b.len()).collect();
+        let pairs: Vec<usize> = if rb {
+            bases.iter().map(overlapping_pairs).collect()
+        } else {
+            vec![0; m]
+        };
+        let need = Self::estimated_bytes(&sizes, &pairs, estimator, direct);
+        if need > memory_budget {
+            return Err(Error::invalid(format!(
+                "flow moments: operator counts {sizes:?} (overlapping pairs {pairs:?}) need about \
+                 {:.2} GiB, over the memory budget of {:.2} GiB; use smaller bases or raise \
+                 FlowConfig::memory_budget",
+                need as f64 / (1u64 << 30) as f64,
+                memory_budget as f64 / (1u64 << 30) as f64
+            )));
+        }
         let unions: Vec<Option<UnionTable>> = if rb {
             bases
                 .iter()
@@ -558,43 +824,43 @@ impl FlowMoments {
         } else {
             vec![None; m]
         };
-        let mut block_sums = Vec::with_capacity(blocks);
-        for b in 0..blocks {
-            let range = block_range(s, blocks, b);
-            let mut sums = BlockSums::zeros(&sizes, &unions, rb, direct);
-            let mut start = range.start;
-            while start < range.end {
-                let end = (start + ACC_ROWS).min(range.end);
-                accumulate_rows(
-                    &mut sums,
-                    layers,
-                    bases,
-                    &unions,
-                    estimator,
-                    start..end,
-                    direct,
-                )?;
-                start = end;
-            }
-            block_sums.push(sums);
-        }
-        let mut total = BlockSums::zeros(&sizes, &unions, rb, direct);
-        for b in &block_sums {
-            total.add(b, 1.0);
-        }
-        Ok(FlowMoments {
+        let mut fm = FlowMoments {
             estimator,
-            sizes,
+            layers,
+            bases: bases.to_vec(),
+            kernels,
+            shift_ops: sizes.iter().map(|&k| vec![0.0; k]).collect(),
+            shift_means: sizes.iter().map(|&k| vec![0.0; k]).collect(),
+            total: BlockSums::zeros(&[], &[], false, false),
             unions,
-            blocks: block_sums,
-            total,
+            s,
+            blocks,
             direct,
-        })
+        };
+        // Pilot shifts (exact 0/1 counts need none: bit-packed sums stay unshifted).
+        if estimator != Estimator::BitPacked {
+            let pilot = fm.sums_of(0..s.min(PILOT_ROWS))?;
+            let inv = 1.0 / pilot.n as f64;
+            fm.shift_ops = pilot
+                .sum_ops
+                .iter()
+                .map(|v| v.iter().map(|x| x * inv).collect())
+                .collect();
+            if rb {
+                fm.shift_means = pilot
+                    .sum_means
+                    .iter()
+                    .map(|v| v.iter().map(|x| x * inv).collect())
+                    .collect();
+            }
+        }
+        fm.total = fm.sums_of(0..s)?;
+        Ok(fm)
     }
 
     /// Number of jackknife blocks.
     pub fn blocks(&self) -> usize {
-        self.blocks.len()
+        self.blocks
     }
 
     /// Total number of samples.
@@ -607,93 +873,178 @@ impl FlowMoments {
         self.estimator
     }
 
-    /// Correlators of all samples (`exclude = None`) or of all samples but block `b`
-    /// (`Some(b)`, the delete-d jackknife subsample).
+    /// Correlators of all samples (`exclude = None`) or of all samples but block `b` (`Some(b)`,
+    /// the delete-one-block jackknife subsample, formed by re-accumulating block b into one scratch
+    /// copy and subtracting it from the total).
     pub fn correlators(&self, exclude: Option<usize>) -> Result<FlowCorrelators> {
+        let rb = self.estimator == Estimator::RaoBlackwell;
         let sums = match exclude {
             None => self.total.clone(),
             Some(b) => {
-                let blk = self.blocks.get(b).ok_or_else(|| {
-                    Error::invalid(format!(
+                if b >= self.blocks {
+                    return Err(Error::invalid(format!(
                         "jackknife block {b} of {} does not exist",
-                        self.blocks.len()
-                    ))
-                })?;
-                if self.blocks.len() < 2 {
+                        self.blocks
+                    )));
+                }
+                if self.blocks < 2 {
                     return Err(Error::invalid(
                         "jackknife: a single block cannot be left out",
                     ));
                 }
-                let mut t = self.total.clone();
-                t.add(blk, -1.0);
-                t
+                let mut scratch = self.sums_of(block_range(self.s, self.blocks, b))?;
+                scratch.complement_in(&self.total);
+                scratch
             }
         };
-        let n = sums.n as f64;
-        let m = self.sizes.len();
+        sums.into_correlators(&self.unions, rb, self.direct)
+    }
+
+    /// The (shifted) sums of the samples in `rows`, accumulated `ACC_ROWS` at a time.
+    fn sums_of(&self, rows: Range<usize>) -> Result<BlockSums> {
+        let sizes: Vec<usize> = self.bases.iter().map(|b| b.len()).collect();
         let rb = self.estimator == Estimator::RaoBlackwell;
-        let cov_from = |sxy: &Mat<f64>, sx: &[f64], sy: &[f64]| {
-            Mat::from_fn(sxy.nrows(), sxy.ncols(), |i, j| {
-                (sxy[(i, j)] - sx[i] * sy[j] / n) / (n - 1.0)
-            })
-        };
-        let mut self_cov = Vec::with_capacity(m);
-        for j in 0..m {
-            let mean_sums = if rb {
-                &sums.sum_means[j]
-            } else {
-                &sums.sum_ops[j]
-            };
-            let mut c = cov_from(&sums.self_second[j], mean_sums, mean_sums);
-            if let Some(t) = &self.unions[j] {
-                // E[Cov(O|prev)]: (Σ Π_{S∪T} p − Σ μ_S μ_T)/n on overlapping pairs.
-                for &(a, b, u) in &t.pairs {
-                    let (a, b) = (a as usize, b as usize);
-                    let e = (sums.union_sums[j][u as usize] - sums.self_second[j][(a, b)]) / n;
-                    c[(a, b)] += e;
-                    if a != b {
-                        c[(b, a)] += e;
+        let mut sums = BlockSums::zeros(&sizes, &self.unions, rb, self.direct);
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = (start + ACC_ROWS).min(rows.end);
+            self.accumulate_rows(&mut sums, start..end)?;
+            start = end;
+        }
+        Ok(sums)
+    }
+
+    fn accumulate_rows(&self, sums: &mut BlockSums, rows: Range<usize>) -> Result<()> {
+        let (layers, bases) = (&self.layers, &self.bases);
+        let m = layers.len();
+        let r = rows.len();
+        let mut ops = Vec::with_capacity(m);
+        for (l, b) in layers.iter().zip(bases) {
+            ops.push(b.evaluate(&slice_rows(&l.states, b.width(), &rows), r)?);
+        }
+        sums.n += r;
+        if self.estimator == Estimator::BitPacked {
+            for j in 0..m {
+                col_sums(ops[j].as_ref(), &mut sums.sum_ops[j]);
+            }
+            let packed = ops
+                .iter()
+                .map(|o| PackedOperators::pack(o.as_ref()))
+                .collect::<Result<Vec<_>>>()?;
+            let add_counts = |acc: &mut Mat<f64>, a: &PackedOperators, b: &PackedOperators| {
+                let c = a.co_occurrences(b)?;
+                let nb = b.len();
+                for i in 0..acc.nrows() {
+                    for j in 0..acc.ncols() {
+                        acc[(i, j)] += c[i * nb + j] as f64;
                     }
                 }
+                Ok::<(), Error>(())
+            };
+            for j in 0..m {
+                add_counts(&mut sums.self_second[j], &packed[j], &packed[j])?;
+                if j >= 1 {
+                    add_counts(&mut sums.cross_second[j - 1], &packed[j], &packed[j - 1])?;
+                }
             }
-            self_cov.push(c);
+            if let Some(d) = sums.direct_second.as_mut() {
+                add_counts(d, &packed[m - 1], &packed[0])?;
+            }
+            return Ok(());
         }
-        let mut cross_cov = Vec::with_capacity(m.saturating_sub(1));
-        for j in 1..m {
-            let rows = if rb {
-                &sums.sum_means[j]
-            } else {
-                &sums.sum_ops[j]
-            };
-            cross_cov.push(cov_from(
-                &sums.cross_second[j - 1],
-                rows,
-                &sums.sum_ops[j - 1],
-            ));
+        for j in 0..m {
+            shift_columns(&mut ops[j], &self.shift_ops[j]);
+            col_sums(ops[j].as_ref(), &mut sums.sum_ops[j]);
         }
-        let direct_cov = if !self.direct {
-            None
-        } else if m == 1 {
-            Some(self_cov[0].clone())
-        } else if m == 2 {
-            Some(cross_cov[0].clone())
-        } else {
-            let rows = if rb {
-                &sums.sum_means[m - 1]
-            } else {
-                &sums.sum_ops[m - 1]
-            };
-            let d = sums
-                .direct_second
-                .as_ref()
-                .ok_or_else(|| Error::invalid("direct moments were not accumulated"))?;
-            Some(cov_from(d, rows, &sums.sum_ops[0]))
-        };
-        Ok(FlowCorrelators {
-            self_cov,
-            cross_cov,
-            direct_cov,
-        })
+        if self.estimator == Estimator::Plain {
+            for j in 0..m {
+                add_atb(&mut sums.self_second[j], ops[j].as_ref(), ops[j].as_ref())?;
+                if j >= 1 {
+                    add_atb(
+                        &mut sums.cross_second[j - 1],
+                        ops[j].as_ref(),
+                        ops[j - 1].as_ref(),
+                    )?;
+                }
+            }
+            if let Some(d) = sums.direct_second.as_mut() {
+                add_atb(d, ops[m - 1].as_ref(), ops[0].as_ref())?;
+            }
+            return Ok(());
+        }
+        // Rao-Blackwell: conditional means μ = Π p and conditional covariances, from f64 p.
+        let mut means = Vec::with_capacity(m);
+        let mut p = Vec::new();
+        for j in 0..m {
+            let b = &bases[j];
+            let w = b.width();
+            let mut mu = Mat::<f64>::zeros(r, b.len());
+            let mut row_mu = vec![0.0f64; b.len()];
+            let t = self.unions[j].as_ref();
+            let mut u = vec![0.0f64; t.map_or(0, |t| t.unions.len())];
+            for (i, row) in rows.clone().enumerate() {
+                match &self.kernels {
+                    Some(k) => k.probs(j, layers, row, &mut p),
+                    None => {
+                        p.clear();
+                        p.extend(
+                            layers[j].probs[row * w..(row + 1) * w]
+                                .iter()
+                                .map(|&v| v as f64),
+                        );
+                    }
+                }
+                b.evaluate_one(&p, &mut row_mu);
+                if let Some(t) = t {
+                    t.eval(&p, &mut u);
+                    for (acc, &(a, bb, un)) in sums.cond_cov[j].iter_mut().zip(&t.pairs) {
+                        *acc += u[un as usize] - row_mu[a as usize] * row_mu[bb as usize];
+                    }
+                }
+                for (a, (&v, &c)) in row_mu.iter().zip(&self.shift_means[j]).enumerate() {
+                    mu[(i, a)] = v - c;
+                }
+            }
+            col_sums(mu.as_ref(), &mut sums.sum_means[j]);
+            add_atb(&mut sums.self_second[j], mu.as_ref(), mu.as_ref())?;
+            if j >= 1 {
+                add_atb(
+                    &mut sums.cross_second[j - 1],
+                    mu.as_ref(),
+                    ops[j - 1].as_ref(),
+                )?;
+            }
+            means.push(mu);
+        }
+        if let Some(d) = sums.direct_second.as_mut() {
+            add_atb(d, means[m - 1].as_ref(), ops[0].as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// Number of pairs `a ≤ b` of a basis's monomials that overlap (the conditional-covariance terms
+/// of the Rao-Blackwellised self covariance).
+fn overlapping_pairs(basis: &OperatorBasis) -> usize {
+    let mono = basis.monomials();
+    let mut n = 0usize;
+    for a in 0..mono.len() {
+        for b in a..mono.len() {
+            if intersects(&mono[a], &mono[b]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn shift_columns(a: &mut Mat<f64>, c: &[f64]) {
+    for (j, &cj) in c.iter().enumerate() {
+        if cj != 0.0 {
+            for i in 0..a.nrows() {
+                a[(i, j)] -= cj;
+            }
+        }
     }
 }
 
@@ -718,116 +1069,12 @@ fn col_sums(a: MatRef<'_, f64>, out: &mut [f64]) {
     }
 }
 
-fn accumulate_rows(
-    sums: &mut BlockSums,
-    layers: &[LayerBatch],
-    bases: &[OperatorBasis],
-    unions: &[Option<UnionTable>],
-    estimator: Estimator,
-    rows: Range<usize>,
-    direct: bool,
-) -> Result<()> {
-    let m = layers.len();
-    let r = rows.len();
-    let mut ops = Vec::with_capacity(m);
-    for (l, b) in layers.iter().zip(bases) {
-        ops.push(b.evaluate(&slice_rows(&l.states, b.width(), &rows), r)?);
-    }
-    sums.n += r;
-    for j in 0..m {
-        col_sums(ops[j].as_ref(), &mut sums.sum_ops[j]);
-    }
-    match estimator {
-        Estimator::Plain => {
-            for j in 0..m {
-                add_atb(&mut sums.self_second[j], ops[j].as_ref(), ops[j].as_ref())?;
-                if j >= 1 {
-                    add_atb(
-                        &mut sums.cross_second[j - 1],
-                        ops[j].as_ref(),
-                        ops[j - 1].as_ref(),
-                    )?;
-                }
-            }
-            if let Some(d) = sums.direct_second.as_mut() {
-                add_atb(d, ops[m - 1].as_ref(), ops[0].as_ref())?;
-            }
-        }
-        Estimator::BitPacked => {
-            let packed = ops
-                .iter()
-                .map(|o| PackedOperators::pack(o.as_ref()))
-                .collect::<Result<Vec<_>>>()?;
-            let add_counts = |acc: &mut Mat<f64>, a: &PackedOperators, b: &PackedOperators| {
-                let c = a.co_occurrences(b)?;
-                let nb = b.len();
-                for i in 0..acc.nrows() {
-                    for j in 0..acc.ncols() {
-                        acc[(i, j)] += c[i * nb + j] as f64;
-                    }
-                }
-                Ok::<(), Error>(())
-            };
-            for j in 0..m {
-                add_counts(&mut sums.self_second[j], &packed[j], &packed[j])?;
-                if j >= 1 {
-                    add_counts(&mut sums.cross_second[j - 1], &packed[j], &packed[j - 1])?;
-                }
-            }
-            if let Some(d) = sums.direct_second.as_mut() {
-                add_counts(d, &packed[m - 1], &packed[0])?;
-            }
-        }
-        Estimator::RaoBlackwell => {
-            let mut means = Vec::with_capacity(m);
-            for (l, b) in layers.iter().zip(bases) {
-                means.push(b.conditional_means(&slice_rows(&l.probs, b.width(), &rows), r)?);
-            }
-            for j in 0..m {
-                col_sums(means[j].as_ref(), &mut sums.sum_means[j]);
-                add_atb(
-                    &mut sums.self_second[j],
-                    means[j].as_ref(),
-                    means[j].as_ref(),
-                )?;
-                if j >= 1 {
-                    add_atb(
-                        &mut sums.cross_second[j - 1],
-                        means[j].as_ref(),
-                        ops[j - 1].as_ref(),
-                    )?;
-                }
-                if let Some(t) = &unions[j] {
-                    let w = bases[j].width();
-                    let mut p = vec![0.0f64; w];
-                    let mut u = vec![0.0f64; t.unions.len()];
-                    for row in rows.clone() {
-                        for (pi, &x) in p.iter_mut().zip(&layers[j].probs[row * w..(row + 1) * w]) {
-                            *pi = x as f64;
-                        }
-                        t.eval(&p, &mut u);
-                        for (acc, &v) in sums.union_sums[j].iter_mut().zip(&u) {
-                            *acc += v;
-                        }
-                    }
-                }
-            }
-            if direct {
-                if let Some(d) = sums.direct_second.as_mut() {
-                    add_atb(d, means[m - 1].as_ref(), ops[0].as_ref())?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The samples of block `b` when `s` samples are split into `blocks` contiguous blocks.
 pub fn block_range(s: usize, blocks: usize, b: usize) -> Range<usize> {
     (b * s / blocks)..((b + 1) * s / blocks)
 }
 
-/// A delete-d jackknife estimate of a vector-valued statistic (RG-NOTES §3.2, §5 A11).
+/// A delete-one-block jackknife estimate of a vector-valued statistic (RG-NOTES §3.2, §5 A11).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Jackknife {
     /// The statistic on all samples.
@@ -842,7 +1089,7 @@ pub struct Jackknife {
     pub blocks: usize,
 }
 
-/// Delete-d jackknife of any statistic: `f(None)` is its value on all samples, `f(Some(b))` its
+/// Delete-one-block jackknife of any statistic: `f(None)` is its value on all samples, `f(Some(b))` its
 /// value with block b left out (b = 0…blocks−1); every call must return a vector of the same
 /// length (flatten matrices row-major). `blocks ≥ 2`.
 pub fn jackknife<F>(blocks: usize, mut f: F) -> Result<Jackknife>
@@ -856,7 +1103,10 @@ where
     }
     let estimate = f(None)?;
     let k = estimate.len();
-    let mut loo = Vec::with_capacity(blocks);
+    // Streamed over the replicates (no B copies of the statistic): sums of d_b = θ_b − θ̂ and d_b²;
+    // the shift by θ̂ keeps `Σd² − (Σd)²/B` free of cancellation.
+    let mut sd = vec![0.0f64; k];
+    let mut sdd = vec![0.0f64; k];
     for b in 0..blocks {
         let v = f(Some(b))?;
         if v.len() != k {
@@ -865,15 +1115,17 @@ where
                 v.len()
             )));
         }
-        loo.push(v);
+        for i in 0..k {
+            let d = v[i] - estimate[i];
+            sd[i] += d;
+            sdd[i] += d * d;
+        }
     }
     let bf = blocks as f64;
-    let mean: Vec<f64> = (0..k)
-        .map(|i| loo.iter().map(|v| v[i]).sum::<f64>() / bf)
-        .collect();
+    let mean: Vec<f64> = (0..k).map(|i| estimate[i] + sd[i] / bf).collect();
     let std_err = (0..k)
         .map(|i| {
-            let ss: f64 = loo.iter().map(|v| (v[i] - mean[i]).powi(2)).sum();
+            let ss = (sdd[i] - sd[i] * sd[i] / bf).max(0.0);
             ((bf - 1.0) / bf * ss).sqrt()
         })
         .collect();
@@ -889,7 +1141,7 @@ where
     })
 }
 
-/// Delete-d jackknife of a statistic of the samples themselves: `f` receives the indices of the
+/// Delete-one-block jackknife of a statistic of the samples themselves: `f` receives the indices of the
 /// samples to use (all of them, then all but block b).
 pub fn jackknife_samples<F>(s: usize, blocks: usize, mut f: F) -> Result<Jackknife>
 where
@@ -979,6 +1231,60 @@ mod tests {
         let a = fp.correlators(None).unwrap();
         assert!(dense::rel_frobenius(a.cross_cov[0].as_ref(), cf.as_ref()).unwrap() < 1e-13);
         assert!(PackedOperators::pack(Mat::from_fn(2, 1, |_, _| 0.5).as_ref()).is_err());
+    }
+
+    #[test]
+    fn delete_one_block_correlators_equal_those_of_the_remaining_samples() {
+        // The scratch copy (block b re-accumulated and subtracted from the total) must give the
+        // correlators of the other samples accumulated on their own (other pilot shifts, so equal
+        // to rounding), for every estimator.
+        let s = 1200;
+        let (_, layers) = samples(11, s);
+        let bases = vec![
+            OperatorBasis::complete(4).unwrap(),
+            OperatorBasis::order2(4).unwrap(),
+            OperatorBasis::order1(3).unwrap(),
+        ];
+        let (blocks, b) = (4, 2);
+        let r = block_range(s, blocks, b);
+        let keep: Vec<LayerBatch> = layers
+            .iter()
+            .zip(&bases)
+            .map(|(l, basis)| {
+                let w = basis.width();
+                let pick = |v: &[f32]| {
+                    let mut out = v[..r.start * w].to_vec();
+                    out.extend_from_slice(&v[r.end * w..]);
+                    out
+                };
+                LayerBatch {
+                    states: pick(&l.states),
+                    probs: pick(&l.probs),
+                }
+            })
+            .collect();
+        for est in [
+            Estimator::Plain,
+            Estimator::BitPacked,
+            Estimator::RaoBlackwell,
+        ] {
+            let all = FlowMoments::accumulate(&layers, &bases, s, est, blocks, true).unwrap();
+            let rest = FlowMoments::accumulate(&keep, &bases, s - r.len(), est, 1, true).unwrap();
+            let (a, e) = (
+                all.correlators(Some(b)).unwrap(),
+                rest.correlators(None).unwrap(),
+            );
+            let mut worst = 0.0f64;
+            for (x, y) in a.self_cov.iter().zip(&e.self_cov) {
+                worst = worst.max(dense::rel_frobenius(x.as_ref(), y.as_ref()).unwrap());
+            }
+            for (x, y) in a.cross_cov.iter().zip(&e.cross_cov) {
+                worst = worst.max(dense::rel_frobenius(x.as_ref(), y.as_ref()).unwrap());
+            }
+            let (x, y) = (a.direct_cov.unwrap(), e.direct_cov.unwrap());
+            worst = worst.max(dense::rel_frobenius(x.as_ref(), y.as_ref()).unwrap());
+            assert!(worst < 1e-12, "{est:?}: {worst}");
+        }
     }
 
     #[test]

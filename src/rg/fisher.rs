@@ -17,14 +17,14 @@ use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
 use crate::exact;
+use crate::linalg::dense;
 use crate::model::DeepRbm;
 use crate::rg::correlators::{jackknife, Estimator, FlowCorrelators};
-use crate::rg::dense;
 use crate::rg::operators::OperatorBasis;
 use crate::rg::stability::{
-    chain_product, classification_bases, classification_moments, flow_stability,
-    generation_flow_bases, generation_moments, spectra, stability_matrix_with, FlowConfig,
-    Regularisation, RegularisedInverse, Spectra, Stability, StabilityStep,
+    chain_product, check_finite, classification_bases, classification_moments, condition_number,
+    flow_stability, generation_flow_bases, generation_moments, spectra, stability_matrix_with,
+    FlowConfig, Regularisation, RegularisedInverse, Spectra, Stability, StabilityStep,
 };
 use crate::rg::OutputReading;
 
@@ -232,7 +232,9 @@ fn direct_impl(
     dense::symmetrise(dense::mul_tn(g.as_ref(), cg.as_ref())?.as_ref())
 }
 
-/// Chain and direct estimates from one set of correlators, sharing the inverse of `C_{MM}`.
+/// Chain and direct estimates from one set of correlators, sharing the inverse of `C_{MM}`. With
+/// one flow layer (M = 1) the direct estimator `(C J)ᵀ C^{-1} (C J)` is `Jᵀ C J`, the chain: it is
+/// returned as such, without inverting `C_{11}` (which is singular when a unit never flips).
 fn chain_and_direct(
     corr: &FlowCorrelators,
     j1: MatRef<'_, f64>,
@@ -240,12 +242,10 @@ fn chain_and_direct(
     fast: bool,
 ) -> Result<(ChainFisher, Mat<f64>)> {
     let (chain, inv) = chain_impl(corr, j1, reg, fast)?;
-    let inv = match inv {
-        Some(i) => i,
-        None if fast => RegularisedInverse::fast(corr.self_cov[0].as_ref(), reg)?,
-        None => RegularisedInverse::new(corr.self_cov[0].as_ref(), reg)?,
+    let direct = match inv {
+        Some(i) => direct_impl(corr, j1, &i)?,
+        None => chain.fisher.clone(),
     };
-    let direct = direct_impl(corr, j1, &inv)?;
     Ok((chain, direct))
 }
 
@@ -299,8 +299,15 @@ pub fn project_sum_zero(f: MatRef<'_, f64>) -> Result<Mat<f64>> {
     dense::symmetrise(dense::mul(pf.as_ref(), p.as_ref())?.as_ref())
 }
 
-/// Top eigenvector of `P F̃ P` (SPEC §7 decision).
+/// Top eigenvector of `P F̃ P` (SPEC §7 decision). Needs at least 2 outputs: with one there is no
+/// non-zero sum-zero direction.
 pub fn poison_direction(f_tilde: MatRef<'_, f64>) -> Result<PoisonDirection> {
+    if f_tilde.nrows() < 2 {
+        return Err(Error::invalid(format!(
+            "poison direction: {} output(s) admit no sum-zero direction (need at least 2)",
+            f_tilde.nrows()
+        )));
+    }
     let pfp = project_sum_zero(f_tilde)?;
     let (value, direction) = top_eigen(pfp.as_ref())?;
     Ok(PoisonDirection { value, direction })
@@ -319,6 +326,7 @@ pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
             r.n_down
         )));
     }
+    check_finite(x, "x")?;
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mu = exact::up_probs(r, &x64);
     let n0 = r.n_down;
@@ -341,6 +349,7 @@ pub fn output_bound(model: &DeepRbm, y: &[f32]) -> Result<Mat<f64>> {
             top.n_up
         )));
     }
+    check_finite(y, "y")?;
     let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
     let mu = exact::down_probs(top, &y64);
     let (nn, nd) = (top.n_up, top.n_down);
@@ -386,6 +395,7 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
             x.len()
         )));
     }
+    check_finite(x, "x")?;
     let mut mu: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut j = Mat::from_fn(n0, n0, |a, b| if a == b { 1.0 } else { 0.0 });
     let mut means = Vec::new();
@@ -413,16 +423,26 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
 }
 
 /// A Fisher matrix with jackknife errors and its top eigenvalue.
+///
+/// **The reported value is `value`** (the plug-in estimate on all samples; `top`, `top_vector`
+/// and every ratio and poison direction derive from it). The delete-one-block jackknife also gives
+/// the bias-corrected `B θ̂ − (B − 1) θ̄`, which removes the O(1/S) bias of the ratio estimator
+/// (`C^{-1}` of an estimated C) at the price of a larger variance; it is carried alongside, for
+/// comparison, and is not used downstream.
 #[derive(Clone, Debug)]
 pub struct FisherEstimate {
-    /// The estimate on all samples.
+    /// The estimate on all samples (the reported value).
     pub value: Mat<f64>,
-    /// Element-wise jackknife standard errors (None with one block).
+    /// Element-wise delete-one-block jackknife standard errors (None with one block).
     pub std_err: Option<Mat<f64>>,
-    /// Largest eigenvalue.
+    /// Jackknife bias-corrected estimate `B F̂ − (B − 1) F̄` (None with one block).
+    pub bias_corrected: Option<Mat<f64>>,
+    /// Largest eigenvalue of `value`.
     pub top: f64,
     /// Its jackknife standard error.
     pub top_std_err: Option<f64>,
+    /// Jackknife bias-corrected largest eigenvalue (None with one block).
+    pub top_bias_corrected: Option<f64>,
     /// Top eigenvector (unit, largest component positive).
     pub top_vector: Vec<f64>,
 }
@@ -451,6 +471,9 @@ pub struct InputFisherReport {
     pub steps: Vec<StabilityStep>,
     /// Spectra of `T^{(N)}⋯T^{(2)}` (N ≥ 2).
     pub product: Option<Spectra>,
+    /// `cond(C_{NN})`, the matrix the direct estimator inverts (N ≥ 2; at N = 1, `cond(C_{11})`
+    /// is reported but not inverted, the direct estimate being the chain `J_1ᵀ C_{11} J_1`).
+    pub cond_direct: f64,
     /// The deterministic mean-field reading, and its `λ_max(fisher)/λ_max(bound)`.
     pub mean_field: MeanFieldReading,
     /// `λ_max(mean-field fisher)/λ_max(bound)` — may exceed 1 (SPEC §6 reading (ii)).
@@ -485,6 +508,11 @@ pub struct OutputFisherReport {
     pub steps: Vec<StabilityStep>,
     /// Spectra of `T̃^{(1)}⋯T̃^{(N−1)}` (N ≥ 2).
     pub product: Option<Spectra>,
+    /// `cond(C̃_{00})`, the matrix the direct estimator inverts (N ≥ 2; at N = 1 reported, not
+    /// inverted, as on the input side).
+    pub cond_direct: f64,
+    /// Reading (C) only: `cond(C̃_{N−1,N−1})`, inverted by the source Jacobian `J_1`.
+    pub cond_source: Option<f64>,
     /// Samples used.
     pub samples: usize,
     /// Correlator estimator used.
@@ -501,11 +529,20 @@ fn flat(m: &Mat<f64>) -> Vec<f64> {
 /// Cholesky solves (same values to rounding, ~10× cheaper).
 type J1Of<'a> = dyn Fn(&FlowCorrelators, bool) -> Result<Mat<f64>> + 'a;
 
+/// Jackknife standard errors and bias-corrected values of each T of the chain.
+type TJackknife = Vec<(Mat<f64>, Mat<f64>)>;
+
 fn estimate_pair(
     fm: &crate::rg::correlators::FlowMoments,
     reg: Regularisation,
     j1_of: &J1Of<'_>,
-) -> Result<(FisherEstimate, FisherEstimate, ChainFisher, FlowCorrelators)> {
+) -> Result<(
+    FisherEstimate,
+    FisherEstimate,
+    ChainFisher,
+    FlowCorrelators,
+    TJackknife,
+)> {
     let corr = fm.correlators(None)?;
     let j1 = j1_of(&corr, false)?;
     let (chain, direct) = chain_and_direct(&corr, j1.as_ref(), reg, false)?;
@@ -513,16 +550,20 @@ fn estimate_pair(
     let (tc, vc) = top_eigen(chain.fisher.as_ref())?;
     let (td, vd) = top_eigen(direct.as_ref())?;
     let (mut se_c, mut se_d, mut se_tc, mut se_td) = (None, None, None, None);
+    let (mut bc_c, mut bc_d, mut bc_tc, mut bc_td) = (None, None, None, None);
+    let mut t_jk = Vec::new();
     if fm.blocks() >= 2 {
         let jk = jackknife(fm.blocks(), |ex| {
             let c = fm.correlators(ex)?;
             let j1 = j1_of(&c, true)?;
             let (fc, fd) = chain_and_direct(&c, j1.as_ref(), reg, true)?;
-            let fc = fc.fisher;
-            let mut v = flat(&fc);
+            let mut v = flat(&fc.fisher);
             v.extend(flat(&fd));
-            v.push(top_eigen(fc.as_ref())?.0);
+            v.push(top_eigen(fc.fisher.as_ref())?.0);
             v.push(top_eigen(fd.as_ref())?.0);
+            for st in &fc.steps {
+                v.extend(flat(&st.t));
+            }
             Ok(v)
         })?;
         let e = &jk.std_err;
@@ -530,25 +571,52 @@ fn estimate_pair(
         se_d = Some(dense::from_row_major(&e[n * n..2 * n * n], n, n)?);
         se_tc = Some(e[2 * n * n]);
         se_td = Some(e[2 * n * n + 1]);
+        let b = &jk.bias_corrected;
+        bc_c = Some(dense::from_row_major(&b[..n * n], n, n)?);
+        bc_d = Some(dense::from_row_major(&b[n * n..2 * n * n], n, n)?);
+        bc_tc = Some(b[2 * n * n]);
+        bc_td = Some(b[2 * n * n + 1]);
+        let mut at = 2 * n * n + 2;
+        for st in &chain.steps {
+            let (r, c) = (st.t.nrows(), st.t.ncols());
+            t_jk.push((
+                dense::from_row_major(&e[at..at + r * c], r, c)?,
+                dense::from_row_major(&b[at..at + r * c], r, c)?,
+            ));
+            at += r * c;
+        }
     }
     Ok((
         FisherEstimate {
             value: chain.fisher.clone(),
             std_err: se_c,
+            bias_corrected: bc_c,
             top: tc,
             top_std_err: se_tc,
+            top_bias_corrected: bc_tc,
             top_vector: vc,
         },
         FisherEstimate {
             value: direct,
             std_err: se_d,
+            bias_corrected: bc_d,
             top: td,
             top_std_err: se_td,
+            top_bias_corrected: bc_td,
             top_vector: vd,
         },
         chain,
         corr,
+        t_jk,
     ))
+}
+
+/// Attach the jackknife errors and bias-corrected values of T to the steps.
+fn attach_t_jackknife(steps: &mut [StabilityStep], t_jk: TJackknife) {
+    for (st, (se, bc)) in steps.iter_mut().zip(t_jk) {
+        st.t_std_err = Some(se);
+        st.t_bias_corrected = Some(bc);
+    }
 }
 
 fn product_spectra(steps: &[StabilityStep]) -> Result<Option<Spectra>> {
@@ -581,8 +649,9 @@ pub fn input_fisher(
     classification_bases(model, bases)?;
     let j1 = input_source_jacobian(model, &bases[0])?;
     let fm = classification_moments(model, x, bases, cfg, true)?;
-    let (chain, direct, cf, corr) = estimate_pair(&fm, cfg.reg, &|_, _| Ok(j1.clone()))?;
-    let steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| j)?;
+    let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &|_, _| Ok(j1.clone()))?;
+    let mut steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| j)?;
+    attach_t_jackknife(&mut steps, t_jk);
     let bound = first_layer_bound(model, x)?;
     let top_bound = top_eigen(bound.as_ref())?.0;
     let served_jacobian = match bases[bases.len() - 1].order1_rows() {
@@ -598,6 +667,7 @@ pub fn input_fisher(
     };
     let mean_field = mean_field_reading(model, x)?;
     let top_mf = top_eigen(mean_field.fisher.as_ref())?.0;
+    let cond_direct = condition_number(corr.self_cov[corr.depth() - 1].as_ref())?;
     Ok(InputFisherReport {
         ratio_chain: ratio(chain.top, top_bound),
         ratio_direct: ratio(direct.top, top_bound),
@@ -610,6 +680,7 @@ pub fn input_fisher(
         served_jacobian,
         product: product_spectra(&steps)?,
         steps,
+        cond_direct,
         mean_field,
         samples: fm.samples(),
         estimator: fm.estimator(),
@@ -642,8 +713,9 @@ pub fn output_fisher(
             fast,
         )
     };
-    let (chain, direct, cf, corr) = estimate_pair(&fm, cfg.reg, &j1_of)?;
-    let steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| n + 1 - j)?;
+    let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &j1_of)?;
+    let mut steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| n + 1 - j)?;
+    attach_t_jackknife(&mut steps, t_jk);
     let (bound, ratio_chain) = match reading {
         OutputReading::PlugIn => {
             let b = output_bound(model, y)?;
@@ -651,6 +723,11 @@ pub fn output_fisher(
             (Some(b), Some(ratio(chain.top, t)))
         }
         OutputReading::Mixture => (None, None),
+    };
+    let cond_direct = condition_number(corr.self_cov[corr.depth() - 1].as_ref())?;
+    let cond_source = match reading {
+        OutputReading::PlugIn => None,
+        OutputReading::Mixture => Some(condition_number(corr.self_cov[0].as_ref())?),
     };
     Ok(OutputFisherReport {
         reading,
@@ -663,6 +740,8 @@ pub fn output_fisher(
         ratio_chain,
         product: product_spectra(&steps)?,
         steps,
+        cond_direct,
+        cond_source,
         samples: fm.samples(),
         estimator: fm.estimator(),
     })

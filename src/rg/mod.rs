@@ -17,7 +17,6 @@
 
 pub mod correlators;
 pub mod couplings;
-pub mod dense;
 pub mod fisher;
 pub mod operators;
 pub mod stability;

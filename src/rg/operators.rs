@@ -136,34 +136,12 @@ impl OperatorBasis {
                 "top_pairs: need at least 2 pilot samples, got {s}"
             )));
         }
-        let mut mean = vec![0.0f64; width];
-        for row in samples.chunks_exact(width) {
-            for (m, &v) in mean.iter_mut().zip(row) {
-                *m += v as f64;
-            }
-        }
-        for m in &mut mean {
-            *m /= s as f64;
-        }
-        let mut cov = vec![0.0f64; width * width];
-        let mut c = vec![0.0f64; width];
-        for row in samples.chunks_exact(width) {
-            for i in 0..width {
-                c[i] = row[i] as f64 - mean[i];
-            }
-            for i in 0..width {
-                if c[i] == 0.0 {
-                    continue;
-                }
-                for j in (i + 1)..width {
-                    cov[i * width + j] += c[i] * c[j];
-                }
-            }
-        }
+        let values = Mat::from_fn(s, width, |r, i| samples[r * width + i] as f64);
+        let cov = crate::rg::correlators::covariance(values.as_ref(), values.as_ref())?;
         let mut cand: Vec<(f64, usize, usize)> = Vec::with_capacity(width * (width - 1) / 2);
         for i in 0..width {
             for j in (i + 1)..width {
-                cand.push(((cov[i * width + j] / (s - 1) as f64).abs(), i, j));
+                cand.push((cov[(i, j)].abs(), i, j));
             }
         }
         cand.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));

@@ -11,12 +11,15 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
+use crate::linalg::dense;
 use crate::model::DeepRbm;
-use crate::rg::correlators::{Estimator, FlowCorrelators, FlowMoments};
-use crate::rg::dense;
+use crate::rg::correlators::{
+    Estimator, FirstProbs, FlowCorrelators, FlowKernels, FlowMoments, MomentOptions, StepDir,
+    DEFAULT_MEMORY_BUDGET,
+};
 use crate::rg::operators::OperatorBasis;
 use crate::rg::OutputReading;
-use crate::sample::{sample_down, sample_up, uniform_f32, LayerBatch};
+use crate::sample::{bernoulli_into, sample_down, sample_up, uniform_f32, LayerBatch};
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 
 /// How `C_tt` is inverted (SPEC §5: "regularise (ridge relative to its trace, or a pseudo-inverse
@@ -25,7 +28,9 @@ use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 pub enum Regularisation {
     /// Plain inverse; an error if `C` is not positive definite.
     None,
-    /// `(C + λI)^{-1}` with `λ = rho · tr(C)/m`.
+    /// `(C + λI)^{-1}` with `λ = max(rho · tr(C)/m, RIDGE_FLOOR)` for `rho > 0` (λ = 0 for
+    /// `rho = 0`). The absolute floor [`RIDGE_FLOOR`] only matters when `tr(C)` is (nearly) zero —
+    /// a fully frozen layer — where the relative ridge alone would leave `C` singular.
     Ridge {
         /// Ridge relative to the mean eigenvalue `tr(C)/m`.
         rho: f64,
@@ -68,13 +73,36 @@ enum Factor {
     Cholesky(Mat<f64>),
 }
 
+/// Absolute floor of the ridge `λ` (used when `rho > 0`): far below any covariance of binary
+/// operators that carries information, so it only acts on a (nearly) zero `C` — a layer whose units
+/// never flip — where it makes `(C + λI)^{-1} C_ts` finite (zero when `C_ts = 0`).
+pub const RIDGE_FLOOR: f64 = 1e-300;
+
 fn ridge_lambda(c: MatRef<'_, f64>, rho: f64) -> Result<f64> {
     if !(rho >= 0.0 && rho.is_finite()) {
         return Err(Error::invalid(format!("ridge rho = {rho} must be ≥ 0")));
     }
+    if rho == 0.0 {
+        return Ok(0.0);
+    }
     let m = c.nrows();
     let tr: f64 = (0..m).map(|i| c[(i, i)]).sum();
-    Ok(rho * tr / m as f64)
+    let rel = rho * tr / m as f64;
+    Ok(if rel.is_finite() && rel > RIDGE_FLOOR {
+        rel
+    } else {
+        RIDGE_FLOOR
+    })
+}
+
+/// `cond(C) = λ_max/λ_min` of a symmetric matrix (∞ when `λ_min ≤ 0`), for reporting.
+pub fn condition_number(c: MatRef<'_, f64>) -> Result<f64> {
+    let (vals, _) = dense::sym_eigen(c)?;
+    match (vals.first(), vals.last()) {
+        (Some(&lo), Some(&hi)) if lo > 0.0 => Ok(hi / lo),
+        (Some(_), Some(_)) => Ok(f64::INFINITY),
+        _ => Err(Error::invalid("condition number of an empty matrix")),
+    }
 }
 
 impl RegularisedInverse {
@@ -317,6 +345,11 @@ pub fn canonical_correlations(
             c_ss.ncols()
         )));
     }
+    if !(rcond.is_finite() && (0.0..1.0).contains(&rcond)) {
+        return Err(Error::invalid(format!(
+            "canonical correlations: rcond = {rcond} must be finite and in [0, 1)"
+        )));
+    }
     let a = inv_sqrt(c_tt, rcond)?;
     let b = inv_sqrt(c_ss, rcond)?;
     let k = dense::mul(dense::mul(a.as_ref(), c_ts)?.as_ref(), b.as_ref())?;
@@ -349,12 +382,22 @@ pub struct FlowConfig {
     pub blocks: usize,
     /// Inversion of `C_tt`.
     pub reg: Regularisation,
-    /// Relative cut-off of the whitening in the canonical correlations.
+    /// Relative cut-off of the whitening in the canonical correlations (finite, in [0, 1)).
     pub cc_rcond: f64,
+    /// Largest memory the correlator moments may take, in bytes (see
+    /// [`FlowMoments::estimated_bytes`]); beyond it the analysis is refused with an error naming
+    /// the operator counts. Default 2 GiB.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: usize,
+}
+
+fn default_memory_budget() -> usize {
+    DEFAULT_MEMORY_BUDGET
 }
 
 impl Default for FlowConfig {
-    /// S = 20 000 Rao-Blackwellised samples, 20 jackknife blocks, default ridge, cc cut 1e-12.
+    /// S = 20 000 Rao-Blackwellised samples, 20 jackknife blocks, default ridge, cc cut 1e-12,
+    /// 2 GiB memory budget.
     fn default() -> Self {
         FlowConfig {
             samples: 20_000,
@@ -363,6 +406,7 @@ impl Default for FlowConfig {
             blocks: 20,
             reg: Regularisation::default(),
             cc_rcond: 1e-12,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -379,16 +423,69 @@ fn check_config(cfg: &FlowConfig) -> Result<()> {
             cfg.samples, cfg.blocks
         )));
     }
+    if !(cfg.cc_rcond.is_finite() && (0.0..1.0).contains(&cfg.cc_rcond)) {
+        return Err(Error::invalid(format!(
+            "flow config: cc_rcond = {} must be finite and in [0, 1)",
+            cfg.cc_rcond
+        )));
+    }
     Ok(())
 }
 
+/// An error naming the first non-finite value of `v`.
+pub(crate) fn check_finite(v: &[f32], what: &str) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::invalid(format!(
+            "{what}[{i}] = {} is not finite",
+            v[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `s` rows drawn from the probability rows `rows` (row `pick(r)` for sample r) with the crate's
+/// Bernoulli sampler.
+fn draw_rows<R: rand::Rng>(
+    rows: &[Vec<f32>],
+    s: usize,
+    pick: impl Fn(usize) -> usize,
+    rng: &mut R,
+) -> LayerBatch {
+    let w = rows.first().map_or(0, |r| r.len());
+    let mut states = vec![0.0f32; s * w];
+    let mut probs = vec![0.0f32; s * w];
+    for r in 0..s {
+        let p = &rows[pick(r)];
+        bernoulli_into(p, rng, &mut states[r * w..(r + 1) * w]);
+        probs[r * w..(r + 1) * w].copy_from_slice(p);
+    }
+    LayerBatch { states, probs }
+}
+
+/// RBMs `from…to` (1-based, inclusive) of `model` as a model of its own, so that the
+/// crate's ancestral samplers run the rest of a pass from sampled layer states.
+fn sub_model(model: &DeepRbm, from: usize, to: usize) -> Result<DeepRbm> {
+    DeepRbm::new(model.layers[from - 1..to].to_vec())
+}
+
 /// S ancestral samples up the classification network from x (SPEC §1; exact, no burn-in), in flow
-/// order: element `k−1` is layer k = 1…N. Seeded from (model, `cfg.seed`, x).
+/// order: element `k−1` is layer k = 1…N. Seeded from (model, `cfg.seed`, x). Layer 1 is drawn from
+/// the single row `p_1 = σ(W_1 x + a_1)` (x is not replicated S times); the rest of the pass is
+/// [`crate::sample::sample_up`] on the rows of `h_1`.
 pub fn sample_classification(
     model: &DeepRbm,
     x: &[f32],
     cfg: &FlowConfig,
 ) -> Result<Vec<LayerBatch>> {
+    Ok(classification_samples(model, x, cfg)?.0)
+}
+
+/// [`sample_classification`] with the flow's kernels (f64 layer-1 probabilities).
+fn classification_samples(
+    model: &DeepRbm,
+    x: &[f32],
+    cfg: &FlowConfig,
+) -> Result<(Vec<LayerBatch>, FlowKernels)> {
     model.validate().map_err(Error::shape)?;
     check_config(cfg)?;
     if x.len() != model.n_inputs() {
@@ -398,20 +495,51 @@ pub fn sample_classification(
             model.n_inputs()
         )));
     }
+    check_finite(x, "x")?;
     let mut rng = stream(model, cfg.seed, b"rg-classification", x);
-    let xs = x.repeat(cfg.samples);
-    Ok(sample_up(model, &xs, cfg.samples, model.depth(), &mut rng))
+    let s = cfg.samples;
+    let n = model.depth();
+    let r1 = model.rbm(1);
+    let h1 = draw_rows(&[r1.up_probs(x, 1)], s, |_| 0, &mut rng);
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let kernels = FlowKernels {
+        first: FirstProbs::Shared(crate::exact::up_probs(r1, &x64)),
+        steps: (2..=n)
+            .map(|k| (model.rbm(k).clone(), StepDir::Up))
+            .collect(),
+    };
+    let mut layers = Vec::with_capacity(n);
+    let rest = if n >= 2 {
+        sample_up(&sub_model(model, 2, n)?, &h1.states, s, n - 1, &mut rng)
+    } else {
+        Vec::new()
+    };
+    layers.push(h1);
+    layers.extend(rest);
+    Ok((layers, kernels))
 }
 
 /// S ancestral samples down the generation network from y (SPEC §2), in flow order: element 0 is
-/// layer N−1, …, element N−1 is layer 0. Reading (P) plugs y into `σ(W_Nᵀ y + b_N)`; reading (C)
-/// draws a class `c ~ y` per sample and starts from `e_c` (y must be a probability vector).
+/// layer N−1, …, element N−1 is layer 0. Reading (P) draws layer N−1 from the single row
+/// `σ(W_Nᵀ y + b_N)`; reading (C) draws a class `c ~ y` per sample and layer N−1 from
+/// `σ(W_Nᵀ e_c + b_N)` (y must be a probability vector). The rest of the pass is
+/// [`crate::sample::sample_down`].
 pub fn sample_generation(
     model: &DeepRbm,
     y: &[f32],
     reading: OutputReading,
     cfg: &FlowConfig,
 ) -> Result<Vec<LayerBatch>> {
+    Ok(generation_samples(model, y, reading, cfg)?.0)
+}
+
+/// [`sample_generation`] with the flow's kernels.
+fn generation_samples(
+    model: &DeepRbm,
+    y: &[f32],
+    reading: OutputReading,
+    cfg: &FlowConfig,
+) -> Result<(Vec<LayerBatch>, FlowKernels)> {
     model.validate().map_err(Error::shape)?;
     check_config(cfg)?;
     let nn = model.n_outputs();
@@ -421,14 +549,29 @@ pub fn sample_generation(
             y.len()
         )));
     }
+    check_finite(y, "y")?;
     let tag: &[u8] = match reading {
         OutputReading::PlugIn => b"rg-generation-P",
         OutputReading::Mixture => b"rg-generation-C",
     };
     let mut rng = stream(model, cfg.seed, tag, y);
     let s = cfg.samples;
-    let ys = match reading {
-        OutputReading::PlugIn => y.repeat(s),
+    let n = model.depth();
+    let top = model.rbm(n);
+    let steps: Vec<(crate::model::Rbm, StepDir)> = (1..n)
+        .rev()
+        .map(|k| (model.rbm(k).clone(), StepDir::Down))
+        .collect();
+    let (first, kernels) = match reading {
+        OutputReading::PlugIn => {
+            let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+            let first = draw_rows(&[top.down_probs(y, 1)], s, |_| 0, &mut rng);
+            let k = FlowKernels {
+                first: FirstProbs::Shared(crate::exact::down_probs(top, &y64)),
+                steps,
+            };
+            (first, k)
+        }
         OutputReading::Mixture => {
             let w = crate::rg::mixture_weights(y)?;
             let mut cdf = Vec::with_capacity(nn);
@@ -437,16 +580,54 @@ pub fn sample_generation(
                 acc += v;
                 cdf.push(acc);
             }
-            let mut ys = vec![0.0f32; s * nn];
-            for r in 0..s {
-                let u = uniform_f32(&mut rng) as f64 * acc;
-                let c = cdf.iter().position(|&c| u < c).unwrap_or(nn - 1);
-                ys[r * nn + c] = 1.0;
-            }
-            ys
+            let class: Vec<usize> = (0..s)
+                .map(|_| {
+                    let u = uniform_f32(&mut rng) as f64 * acc;
+                    cdf.iter().position(|&c| u < c).unwrap_or(nn - 1)
+                })
+                .collect();
+            let onehot = |c: usize| {
+                let mut e = vec![0.0f32; nn];
+                e[c] = 1.0;
+                e
+            };
+            let rows32: Vec<Vec<f32>> = (0..nn).map(|c| top.down_probs(&onehot(c), 1)).collect();
+            let rows64: Vec<Vec<f64>> = (0..nn)
+                .map(|c| {
+                    let e: Vec<f64> = onehot(c).iter().map(|&v| v as f64).collect();
+                    crate::exact::down_probs(top, &e)
+                })
+                .collect();
+            let first = draw_rows(&rows32, s, |r| class[r], &mut rng);
+            let k = FlowKernels {
+                first: FirstProbs::PerClass {
+                    rows: rows64,
+                    class,
+                },
+                steps,
+            };
+            (first, k)
         }
     };
-    Ok(sample_down(model, &ys, s, 0, &mut rng))
+    let mut layers = Vec::with_capacity(n);
+    let rest = if n >= 2 {
+        sample_down(&sub_model(model, 1, n - 1)?, &first.states, s, 0, &mut rng)
+    } else {
+        Vec::new()
+    };
+    layers.push(first);
+    layers.extend(rest);
+    Ok((layers, kernels))
+}
+
+fn moment_options(cfg: &FlowConfig, direct: bool, kernels: FlowKernels) -> MomentOptions {
+    MomentOptions {
+        estimator: cfg.estimator,
+        blocks: cfg.blocks,
+        direct,
+        memory_budget: cfg.memory_budget,
+        kernels: Some(kernels),
+    }
 }
 
 /// Check a basis list against the flow layer widths.
@@ -499,14 +680,12 @@ pub fn classification_moments(
     direct: bool,
 ) -> Result<FlowMoments> {
     classification_bases(model, bases)?;
-    let layers = sample_classification(model, x, cfg)?;
-    FlowMoments::accumulate(
-        &layers,
+    let (layers, kernels) = classification_samples(model, x, cfg)?;
+    FlowMoments::accumulate_with(
+        layers,
         bases,
         cfg.samples,
-        cfg.estimator,
-        cfg.blocks,
-        direct,
+        moment_options(cfg, direct, kernels),
     )
 }
 
@@ -522,14 +701,12 @@ pub fn generation_moments(
     direct: bool,
 ) -> Result<FlowMoments> {
     let flow = generation_flow_bases(model, bases)?;
-    let layers = sample_generation(model, y, reading, cfg)?;
-    FlowMoments::accumulate(
-        &layers,
+    let (layers, kernels) = generation_samples(model, y, reading, cfg)?;
+    FlowMoments::accumulate_with(
+        layers,
         &flow,
         cfg.samples,
-        cfg.estimator,
-        cfg.blocks,
-        direct,
+        moment_options(cfg, direct, kernels),
     )
 }
 
@@ -543,6 +720,12 @@ pub struct StabilityStep {
     pub stability: Stability,
     /// Its spectra, canonical correlations included.
     pub spectra: Spectra,
+    /// Element-wise delete-one-block jackknife standard errors of `T` (filled by the Fisher
+    /// analyses, which run the jackknife anyway; None from [`flow_stability`] alone or with one
+    /// block).
+    pub t_std_err: Option<Mat<f64>>,
+    /// Jackknife bias-corrected `T` (`B T̂ − (B − 1) T̄`); the reported value is `stability.t`.
+    pub t_bias_corrected: Option<Mat<f64>>,
 }
 
 /// All stability matrices of a flow from its correlators, in application order (flow steps
@@ -565,6 +748,8 @@ pub fn flow_stability(
             k: k_of_step(j),
             stability,
             spectra,
+            t_std_err: None,
+            t_bias_corrected: None,
         });
     }
     Ok(out)

@@ -1,6 +1,10 @@
-//! Thin wrappers over faer for the dense products used by the samplers and trainers.
-//! All matrices are row-major `Vec<f32>` / `&[f32]`; products run with `Par::Seq` so the bits do
-//! not depend on the thread count (parallelism comes from rayon across inputs and chunks).
+//! Linear algebra of the crate, pinned to `Par::Seq` so the bits do not depend on the thread count
+//! (parallelism comes from rayon across inputs and chunks):
+//! * this module — thin f32 wrappers over faer for the dense products of the samplers and trainers
+//!   (row-major `Vec<f32>` / `&[f32]`);
+//! * [`dense`] — the f64 products and decompositions of the RG estimators (`faer::Mat<f64>`).
+
+pub mod dense;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
