@@ -30,8 +30,6 @@
 //! Everything is f64 and sequential (`Par::Seq`); [`coupling_flow`] draws its ancestral samples from
 //! a stream seeded by (model fingerprint, seed, input), so results are bit-identical from run to run.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, Par};
@@ -39,6 +37,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
+use crate::linalg::dense;
 use crate::model::DeepRbm;
 use crate::rg::operators::OperatorBasis;
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
@@ -382,52 +381,21 @@ impl Problem {
     }
 }
 
-/// Cholesky factor (lower triangle; the strict upper triangle is zeroed) of a symmetric positive
-/// definite matrix, sequential.
-fn cholesky_lower(mut a: Mat<f64>, ridge: f64) -> Result<Mat<f64>> {
-    let n = a.nrows();
-    if let Some((i, j)) = (0..n)
-        .flat_map(|i| (0..n).map(move |j| (i, j)))
-        .find(|&(i, j)| !a[(i, j)].is_finite())
-    {
-        return Err(Error::invalid(format!(
-            "pseudo-likelihood fit: Hessian entry ({i},{j}) is not finite"
-        )));
-    }
-    let par = Par::Seq;
-    let mut buf = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
-        n,
-        par,
-        Default::default(),
-    ));
-    llt::factor::cholesky_in_place(
-        a.as_mut(),
-        Default::default(),
-        par,
-        MemStack::new(&mut buf),
-        Default::default(),
-    )
-    .map_err(|e| {
+/// Cholesky factor of the Newton system (the ridge is already in it), via the crate's one
+/// Cholesky routine, with the hint that matters for a pseudo-likelihood fit.
+fn cholesky_lower(a: Mat<f64>, ridge: f64) -> Result<Mat<f64>> {
+    dense::cholesky(a.as_ref(), 0.0).map_err(|e| {
         Error::invalid(format!(
-            "pseudo-likelihood fit: the {n}×{n} Newton system with ridge {ridge:e} is not positive \
-             definite ({e:?}); some coupling is not identifiable from the samples, use a positive ridge"
+            "pseudo-likelihood fit (ridge {ridge:e}): {e}; some coupling is not identifiable from \
+             the samples, use a positive ridge"
         ))
-    })?;
-    for j in 0..n {
-        for i in 0..j {
-            a[(i, j)] = 0.0;
-        }
-    }
-    Ok(a)
+    })
 }
 
-fn cholesky_solve(l: &Mat<f64>, b: &[f64]) -> Vec<f64> {
-    let n = l.nrows();
-    let mut x = Mat::<f64>::from_fn(n, 1, |i, _| b[i]);
-    let par = Par::Seq;
-    let mut buf = MemBuffer::new(llt::solve::solve_in_place_scratch::<f64>(n, 1, par));
-    llt::solve::solve_in_place(l.as_ref(), x.as_mut(), par, MemStack::new(&mut buf));
-    (0..n).map(|i| x[(i, 0)]).collect()
+fn cholesky_solve(l: &Mat<f64>, b: &[f64]) -> Result<Vec<f64>> {
+    let rhs = Mat::<f64>::from_fn(b.len(), 1, |i, _| b[i]);
+    let x = dense::cholesky_solve(l.as_ref(), rhs.as_ref())?;
+    Ok((0..b.len()).map(|i| x[(i, 0)]).collect())
 }
 
 /// `diag(A^{-1})` from the Cholesky factor `L` of `A`: the squared column norms of `L^{-1}`.
@@ -485,7 +453,7 @@ pub fn fit_couplings(
             break;
         }
         let l = cholesky_lower(ev.hess.take().expect("Hessian requested"), ridge)?;
-        let d = cholesky_solve(&l, &ev.grad);
+        let d = cholesky_solve(&l, &ev.grad)?;
         // Newton decrement λ² = ∇Fᵀ d ≥ 0.
         let decrement: f64 = ev.grad.iter().zip(&d).map(|(a, b)| a * b).sum();
         // The full step is evaluated with its Hessian, which is reused when it is accepted (the
