@@ -26,8 +26,17 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{}: cannot draw plot: {e}", path.display()))
 }
 
-/// Draw into a temporary PNG beside `path`, then rename it over `path`.
-fn atomic_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// The drawing area a plot draws on.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draw a `size` PNG with a white background and an optional title into a temporary file beside
+/// `path`, then rename it over `path`; `draw` fills the (title-less) area.
+fn atomic_png(
+    path: &Path,
+    size: (u32, u32),
+    title: Option<&str>,
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+) -> Result<()> {
     init_fonts();
     let dir = path
         .parent()
@@ -38,8 +47,20 @@ fn atomic_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Path) -> Result<
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp: PathBuf = dir.join(format!(".{stem}.tmp-{}.png", std::process::id()));
-    let _ = size;
-    let res = draw(&tmp).and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    let render = || -> Result<()> {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        match title {
+            Some(t) => draw(
+                &root
+                    .titled(t, ("sans-serif", 20))
+                    .map_err(|e| plot_err(path, e))?,
+            )?,
+            None => draw(&root)?,
+        }
+        root.present().map_err(|e| plot_err(path, e))
+    };
+    let res = render().and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -77,10 +98,8 @@ pub fn line_plot(
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
     let size = (900, 600);
-    atomic_png(path, size, |tmp| {
-        let root = BitMapBackend::new(tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let mut b = ChartBuilder::on(&root);
+    atomic_png(path, size, None, |root| {
+        let mut b = ChartBuilder::on(root);
         b.caption(title, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
@@ -136,7 +155,7 @@ pub fn line_plot(
                 .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
                 .map_err(|e| plot_err(path, e))?);
         }
-        root.present().map_err(|e| plot_err(path, e))
+        Ok(())
     })
 }
 
@@ -177,12 +196,7 @@ pub fn image_grid(
     let grid_rows = images.len().div_ceil(per_row);
     let cell = 180u32;
     let size = (cell * per_row as u32, cell * grid_rows as u32 + 40);
-    atomic_png(path, size, |tmp| {
-        let root = BitMapBackend::new(tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let root = root
-            .titled(title, ("sans-serif", 20))
-            .map_err(|e| plot_err(path, e))?;
+    atomic_png(path, size, Some(title), |root| {
         let areas = root.split_evenly((grid_rows, per_row));
         for ((name, v), area) in images.iter().zip(areas) {
             let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-300);
@@ -205,7 +219,7 @@ pub fn image_grid(
                 )
                 .map_err(|e| plot_err(path, e))?;
         }
-        root.present().map_err(|e| plot_err(path, e))
+        Ok(())
     })
 }
 
@@ -231,12 +245,7 @@ pub fn bar_grid(
         .fold(0.0f64, |m, x| m.max(x.abs()))
         .max(1e-12)
         * 1.1;
-    atomic_png(path, size, |tmp| {
-        let root = BitMapBackend::new(tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let root = root
-            .titled(title, ("sans-serif", 20))
-            .map_err(|e| plot_err(path, e))?;
+    atomic_png(path, size, Some(title), |root| {
         for ((name, v), area) in panels.iter().zip(root.split_evenly((grid_rows, per_row))) {
             let n = v.len();
             let mut chart = ChartBuilder::on(&area)
@@ -261,7 +270,7 @@ pub fn bar_grid(
                 }))
                 .map_err(|e| plot_err(path, e))?;
         }
-        root.present().map_err(|e| plot_err(path, e))
+        Ok(())
     })
 }
 

@@ -50,6 +50,20 @@ pub enum Targets {
     Probs,
 }
 
+impl Targets {
+    /// The last layer of an ancestral pass, as samples or as probabilities.
+    fn last_step(self, mut layers: Vec<crate::sample::LayerBatch>) -> Vec<f32> {
+        // Callers always sample at least one layer (k ≥ 2 upward, k < N downward).
+        let last = layers
+            .pop()
+            .expect("an ancestral pass of at least one layer");
+        match self {
+            Targets::Samples => last.states,
+            Targets::Probs => last.probs,
+        }
+    }
+}
+
 /// Order in which a sweep visits the layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -308,13 +322,7 @@ pub fn eq14_pairs<R: rand::Rng>(
     rng: &mut R,
 ) -> (Vec<f32>, Vec<f32>) {
     let n = model.depth();
-    let pick = |mut layers: Vec<crate::sample::LayerBatch>| {
-        let last = layers.pop().expect("at least one sampled layer");
-        match targets {
-            Targets::Samples => last.states,
-            Targets::Probs => last.probs,
-        }
-    };
+    let pick = |layers: Vec<crate::sample::LayerBatch>| targets.last_step(layers);
     let lower = if k == 1 {
         x.to_vec()
     } else {
@@ -583,12 +591,8 @@ impl<'a> Trainer<'a> {
                     let v = if k == 1 {
                         x
                     } else {
-                        let mut ups = sample_up(model, &x, b, k - 1, &mut self.rng);
-                        let last = ups.pop().expect("k ≥ 2");
-                        match cfg.targets {
-                            Targets::Samples => last.states,
-                            Targets::Probs => last.probs,
-                        }
+                        cfg.targets
+                            .last_step(sample_up(model, &x, b, k - 1, &mut self.rng))
                     };
                     let r = model.rbm(k);
                     let ph = r.up_probs(&v, b);

@@ -73,15 +73,7 @@ fn output_source_jacobian_with(
     reg: Regularisation,
     fast: bool,
 ) -> Result<Mat<f64>> {
-    model.validate().map_err(Error::shape)?;
-    let top = model.rbm(model.depth());
-    if basis_top.width() != top.n_down {
-        return Err(Error::shape(format!(
-            "layer N−1 basis is for {} units, the layer has {}",
-            basis_top.width(),
-            top.n_down
-        )));
-    }
+    let top = top_rbm_for(model, basis_top)?;
     let nn = top.n_up;
     match reading {
         OutputReading::PlugIn => {
@@ -112,8 +104,8 @@ fn output_source_jacobian_with(
     }
 }
 
-/// `D_{:,c} = ⟨O(h_{N−1})⟩_{t_N(·|e_c)}` for every class c (`m_{N−1} × n_N`), RG-NOTES §5 A2.
-pub fn class_conditional_means(model: &DeepRbm, basis_top: &OperatorBasis) -> Result<Mat<f64>> {
+/// RBM N, after checking the model and that `basis_top` is a basis of layer N−1.
+fn top_rbm_for<'m>(model: &'m DeepRbm, basis_top: &OperatorBasis) -> Result<&'m crate::Rbm> {
     model.validate().map_err(Error::shape)?;
     let top = model.rbm(model.depth());
     if basis_top.width() != top.n_down {
@@ -123,6 +115,12 @@ pub fn class_conditional_means(model: &DeepRbm, basis_top: &OperatorBasis) -> Re
             top.n_down
         )));
     }
+    Ok(top)
+}
+
+/// `D_{:,c} = ⟨O(h_{N−1})⟩_{t_N(·|e_c)}` for every class c (`m_{N−1} × n_N`), RG-NOTES §5 A2.
+pub fn class_conditional_means(model: &DeepRbm, basis_top: &OperatorBasis) -> Result<Mat<f64>> {
+    let top = top_rbm_for(model, basis_top)?;
     let nn = top.n_up;
     let mut d = Mat::<f64>::zeros(basis_top.len(), nn);
     for c in 0..nn {
