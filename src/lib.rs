@@ -11,6 +11,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod data;
+pub mod defence;
 pub mod error;
 pub mod exact;
 pub mod linalg;
