@@ -326,7 +326,27 @@ struct DemoArgs {
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Train depths N = 1…6 (hidden width 64) with eq. 14 and the hybrid; print accuracy and time.
-    Depth(DepthArgs),
+    Depth(Box<DepthArgs>),
+    /// Time the correlators and stability matrix of one layer: bit-packed beside float GEMM.
+    Rg(RgBenchArgs),
+}
+
+#[derive(Args)]
+struct RgBenchArgs {
+    /// Layer width (order 2 gives w(w+1)/2 operators).
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Ancestral samples S.
+    #[arg(long, default_value_t = 20_000)]
+    samples: usize,
+    /// Repetitions (the fastest is reported).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -369,7 +389,8 @@ fn main() {
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Analyze(a) => cmd_analyze(a),
-        Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(a),
+        Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(*a),
+        Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -626,6 +647,20 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         "\nEvaluate again with: rgshield eval --model {} --data digits",
         rows[1].1.display()
     );
+    Ok(())
+}
+
+fn cmd_bench_rg(a: RgBenchArgs) -> Result<()> {
+    let r = bench::rg_bench(&bench::RgBenchConfig {
+        width: a.width,
+        samples: a.samples,
+        seed: a.seed,
+        reps: a.reps,
+    })?;
+    println!("{}", bench::rg_bench_table(&r));
+    if let Some(p) = a.json {
+        write_json(&p, &r)?;
+    }
     Ok(())
 }
 

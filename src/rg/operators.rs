@@ -286,20 +286,42 @@ impl OperatorBasis {
     /// real values) → `s × m` matrix (SPEC §4).
     pub fn evaluate(&self, states: &[f32], s: usize) -> Result<Mat<f64>> {
         self.check_batch(states.len(), s, "evaluate")?;
-        let m = self.len();
-        let mut out = Mat::<f64>::zeros(s, m);
-        let mut h = vec![0.0f64; self.width];
-        let mut v = vec![0.0f64; m];
-        for (r, row) in states.chunks_exact(self.width).enumerate() {
-            for (hi, &x) in h.iter_mut().zip(row) {
-                *hi = x as f64;
-            }
-            self.evaluate_one(&h, &mut v);
-            for (a, &x) in v.iter().enumerate() {
-                out[(r, a)] = x;
+        let w = self.width;
+        // Column-major throughout: the units' columns first, then each monomial's column as its
+        // prefix's column times one unit column (or the product of its unit columns).
+        let mut units = Mat::<f64>::zeros(s, w);
+        for (r, row) in states.chunks_exact(w).enumerate() {
+            for (i, &x) in row.iter().enumerate() {
+                units[(r, i)] = x as f64;
             }
         }
+        let mut out = Mat::<f64>::zeros(s, self.len());
+        for (a, m) in self.monomials.iter().enumerate() {
+            let last = units.col_as_slice(m[m.len() - 1]);
+            let mut col = match self.prefix[a] {
+                Some(p) => out.col_as_slice(p).to_vec(),
+                None => {
+                    let mut c = vec![1.0; s];
+                    for &i in &m[..m.len() - 1] {
+                        for (o, &u) in c.iter_mut().zip(units.col_as_slice(i)) {
+                            *o *= u;
+                        }
+                    }
+                    c
+                }
+            };
+            for (o, &u) in col.iter_mut().zip(last) {
+                *o *= u;
+            }
+            out.col_as_slice_mut(a).copy_from_slice(&col);
+        }
         Ok(out)
+    }
+
+    /// For each monomial, the index of the monomial without its last unit when that comes earlier
+    /// in the list (evaluation by one product per monomial).
+    pub(crate) fn prefixes(&self) -> &[Option<usize>] {
+        &self.prefix
     }
 
     /// Rao-Blackwellised operator values: given per-sample unit probabilities `probs` (row-major
