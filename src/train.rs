@@ -222,10 +222,11 @@ pub struct TrainOutcome {
     pub seconds: f64,
 }
 
-/// Training data as seen by the trainer: inputs and one-hot labels, with a held-out part.
+/// Training data as seen by the trainer: inputs and top-layer targets (one-hot labels, or the
+/// served outputs an attacker received), with a held-out part.
 struct Prepared {
     fit: Split,
-    fit_onehot: Vec<f32>,
+    fit_targets: Vec<f32>,
     holdout: Split,
     n_classes: usize,
 }
@@ -278,7 +279,7 @@ fn prepare(data: &Dataset, cfg: &TrainConfig) -> Result<Prepared> {
     let holdout = subset(&data.train, &hold_idx);
     let n_classes = data.n_classes();
     Ok(Prepared {
-        fit_onehot: one_hot(&fit.y, n_classes),
+        fit_targets: one_hot(&fit.y, n_classes),
         fit,
         holdout,
         n_classes,
@@ -436,14 +437,79 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     pub fn new(data: &Dataset, cfg: &'a TrainConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Trainer {
+        Ok(Self::with_prepared(prepare(data, cfg)?, cfg))
+    }
+
+    /// A trainer on given top-layer targets instead of one-hot labels (SPEC §9: a clone trained on
+    /// `(x, ŷ')`): `targets` is `fit.len() × n_classes` row-major, finite and in [0,1], entering
+    /// eq. 14 as the top layer's values (reading (P), seed eq. 23) and the fine-tuning loss as soft
+    /// labels. `fit.y` and `holdout.y` are the labels used for the reported accuracies and early
+    /// stopping (for an attacker: the argmax of what was served).
+    pub fn with_targets(
+        fit: Split,
+        targets: Vec<f32>,
+        holdout: Split,
+        n_classes: usize,
+        cfg: &'a TrainConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if fit.is_empty() {
+            return Err(Error::invalid("training on targets: no rows"));
+        }
+        if targets.len() != fit.len() * n_classes {
+            return Err(Error::shape(format!(
+                "training on targets: {} target values for {} rows of {n_classes} classes",
+                targets.len(),
+                fit.len()
+            )));
+        }
+        if let Some(i) = targets
+            .iter()
+            .position(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+        {
+            return Err(Error::invalid(format!(
+                "training on targets: target[{}][{}] = {} is not in [0, 1]",
+                i / n_classes,
+                i % n_classes,
+                targets[i]
+            )));
+        }
+        for (what, split) in [("fit", &fit), ("holdout", &holdout)] {
+            if split.x.len() != split.len() * split.n_features || split.n_features != fit.n_features
+            {
+                return Err(Error::shape(format!(
+                    "training on targets: {what} split has {} values for {} rows of {} features",
+                    split.x.len(),
+                    split.len(),
+                    fit.n_features
+                )));
+            }
+            if let Some(&c) = split.y.iter().find(|&&c| c as usize >= n_classes) {
+                return Err(Error::invalid(format!(
+                    "training on targets: {what} label {c} with {n_classes} classes"
+                )));
+            }
+        }
+        Ok(Self::with_prepared(
+            Prepared {
+                fit,
+                fit_targets: targets,
+                holdout,
+                n_classes,
+            },
             cfg,
-            prep: prepare(data, cfg)?,
+        ))
+    }
+
+    fn with_prepared(prep: Prepared, cfg: &'a TrainConfig) -> Self {
+        Trainer {
+            cfg,
+            prep,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             start: Instant::now(),
             history: Vec::new(),
             progress: None,
-        })
+        }
     }
 
     /// Show a progress bar (for the CLI).
@@ -552,7 +618,7 @@ impl<'a> Trainer<'a> {
         let idx: Vec<usize> = (0..rows).collect();
         let n0 = self.prep.fit.n_features;
         let x = batch_rows(&self.prep.fit.x, &idx, n0);
-        let y = batch_rows(&self.prep.fit_onehot, &idx, self.prep.n_classes);
+        let y = batch_rows(&self.prep.fit_targets, &idx, self.prep.n_classes);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(self.cfg.seed, 0xC0FFEE));
         (1..=model.depth())
             .map(|k| {
@@ -629,7 +695,7 @@ impl<'a> Trainer<'a> {
         for chunk in order.chunks(cfg.batch) {
             let b = chunk.len();
             let x = batch_rows(&self.prep.fit.x, chunk, n0);
-            let y = batch_rows(&self.prep.fit_onehot, chunk, nc);
+            let y = batch_rows(&self.prep.fit_targets, chunk, nc);
             let (u, l) = eq14_pairs(model, k, &x, &y, b, cfg.targets, &mut self.rng);
             let r = model.rbm(k);
             let data = pair_moments(&u, &l, b, r.n_up, r.n_down);
@@ -720,7 +786,7 @@ impl<'a> Trainer<'a> {
                         }
                     }
                 }
-                let y = batch_rows(&self.prep.fit_onehot, chunk, nc);
+                let y = batch_rows(&self.prep.fit_targets, chunk, nc);
                 let grads = if cfg.finetune_stochastic {
                     backprop_gradient(model, &x, &y, b, Some(&mut self.rng))
                 } else {

@@ -1218,7 +1218,14 @@ impl FlowMoments {
             let mut mu = Mat::<f64>::zeros(r, b.len());
             let mut row_mu = vec![0.0f64; b.len()];
             let t = self.unions[j].as_ref();
-            let mut u = vec![0.0f64; t.map_or(0, |t| t.unions.len())];
+            let n_u = t.map_or(0, |t| t.unions.len());
+            let mut u = vec![0.0f64; n_u];
+            // Conditional covariances in blocks of PAIR_ROWS rows: union products and means are
+            // stored operator-major so that each pair's sum over the block is one contiguous,
+            // vectorisable loop (same per-row terms `Π_{S∪T} p − μ_S μ_T` as row by row).
+            let mut ublk = vec![0.0f64; if t.is_some() { n_u * PAIR_ROWS } else { 0 }];
+            let mut mblk = vec![0.0f64; if t.is_some() { b.len() * PAIR_ROWS } else { 0 }];
+            let mut filled = 0usize;
             for (i, row) in rows.clone().enumerate() {
                 match &self.kernels {
                     Some(k) => k.probs(j, layers, row, &mut p),
@@ -1234,8 +1241,23 @@ impl FlowMoments {
                 b.evaluate_one(&p, &mut row_mu);
                 if let Some(t) = t {
                     t.eval(&p, &mut u);
-                    for (acc, &(a, bb, un)) in sums.cond_cov[j].iter_mut().zip(&t.pairs) {
-                        *acc += u[un as usize] - row_mu[a as usize] * row_mu[bb as usize];
+                    for (k, &v) in u.iter().enumerate() {
+                        ublk[k * PAIR_ROWS + filled] = v;
+                    }
+                    for (k, &v) in row_mu.iter().enumerate() {
+                        mblk[k * PAIR_ROWS + filled] = v;
+                    }
+                    filled += 1;
+                    if filled == PAIR_ROWS || i + 1 == r {
+                        if filled < PAIR_ROWS {
+                            for blk in [&mut ublk, &mut mblk] {
+                                for chunk in blk.chunks_exact_mut(PAIR_ROWS) {
+                                    chunk[filled..].fill(0.0);
+                                }
+                            }
+                        }
+                        add_conditional_covariances(&mut sums.cond_cov[j], &t.pairs, &ublk, &mblk);
+                        filled = 0;
                     }
                 }
                 for (a, (&v, &c)) in row_mu.iter().zip(&self.shift_means[j]).enumerate() {
@@ -1257,6 +1279,37 @@ impl FlowMoments {
             add_atb(d, means[m - 1].as_ref(), ops[0].as_ref())?;
         }
         Ok(())
+    }
+}
+
+/// Rows per block of the Rao-Blackwellised conditional covariances.
+const PAIR_ROWS: usize = 32;
+
+/// `acc[pair] += Σ_{r < PAIR_ROWS} (U[u][r] − M[a][r] M[b][r])` for each overlapping pair
+/// `(a, b, u)`, with `U` (unions) and `M` (means) stored operator-major in blocks of
+/// [`PAIR_ROWS`] rows (rows past the last filled one are zero in both, so they add nothing).
+/// Eight lane sums let the compiler vectorise.
+fn add_conditional_covariances(
+    acc: &mut [f64],
+    pairs: &[(u32, u32, u32)],
+    ublk: &[f64],
+    mblk: &[f64],
+) {
+    fn row(v: &[f64], k: u32) -> &[f64; PAIR_ROWS] {
+        let start = k as usize * PAIR_ROWS;
+        v[start..start + PAIR_ROWS]
+            .try_into()
+            .expect("blocks hold PAIR_ROWS values per operator")
+    }
+    for (acc, &(a, b, un)) in acc.iter_mut().zip(pairs) {
+        let (uu, ma, mb) = (row(ublk, un), row(mblk, a), row(mblk, b));
+        let mut lanes = [0.0f64; 8];
+        for r0 in (0..PAIR_ROWS).step_by(8) {
+            for l in 0..8 {
+                lanes[l] += uu[r0 + l] - ma[r0 + l] * mb[r0 + l];
+            }
+        }
+        *acc += lanes.iter().sum::<f64>();
     }
 }
 
