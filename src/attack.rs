@@ -901,11 +901,14 @@ pub fn tally(inputs: &[InputAttack], n_classes: usize) -> Vec<MethodRate> {
 // ---------------------------------------------------------------------------------------------
 // Vulnerability summary (issue 5 item 2).
 
-/// Quartiles of the finite values of a sample.
+/// Quartiles of the finite values of a sample (non-finite ones, e.g. `cond = ∞` of a singular
+/// `C_kk`, are counted apart).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Quartiles {
     /// Finite values summarised.
     pub n: usize,
+    /// Values left out because they are infinite or NaN.
+    pub non_finite: usize,
     pub q1: Option<f64>,
     pub median: Option<f64>,
     pub q3: Option<f64>,
@@ -926,6 +929,7 @@ pub fn quartiles(values: &[f64]) -> Quartiles {
     };
     Quartiles {
         n: v.len(),
+        non_finite: values.len() - v.len(),
         q1: q(0.25),
         median: q(0.5),
         q3: q(0.75),

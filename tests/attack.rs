@@ -526,3 +526,74 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn attack_cli_writes_its_report_and_plots_and_rejects_bad_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = dir.path().join("m");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let model = DeepRbm::random(&[64, 6, 10], 1.0, &mut rng).unwrap();
+    let names: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    let meta = rgshield::model::io::ModelMeta::new(&model, names);
+    rgshield::model::io::save(&mdir, &model, &meta).unwrap();
+    let out = dir.path().join("attack");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "attack",
+            "--model",
+            mdir.to_str().unwrap(),
+            "--data",
+            "digits",
+            "--inputs",
+            "0..3",
+            "--samples",
+            "300",
+            "--serve-samples",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--epsilons", "1,2", "--pixels", "2"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("| fisher |") && stdout.contains("k=2"),
+        "{stdout}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("attack.json")).unwrap()).unwrap();
+    assert_eq!(j["n_inputs"], 3);
+    assert!(j["vulnerability"]["fisher_top_direct"]["median"].is_number());
+    assert_eq!(j["settings"]["epsilons"], serde_json::json!([1.0, 2.0]));
+    if j["n_correct"].as_u64().unwrap() > 0 {
+        assert!(out.join("attack_curves.png").is_file());
+        assert!(out.join("attack_examples.png").is_file());
+    }
+    let o = run(&["--epsilons", "0,1"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ε = 0 "), "{err}");
+}
+
+#[test]
+fn quartiles_interpolate_and_count_non_finite_values() {
+    let q = rgshield::attack::quartiles(&[5.0, 1.0, f64::INFINITY, 3.0, 2.0, f64::NAN, 4.0]);
+    assert_eq!((q.n, q.non_finite), (5, 2));
+    assert_eq!(
+        (q.q1, q.median, q.q3, q.max),
+        (Some(2.0), Some(3.0), Some(4.0), Some(5.0))
+    );
+    let q = rgshield::attack::quartiles(&[1.0, 2.0]);
+    assert_eq!(q.median, Some(1.5));
+    assert_eq!(rgshield::attack::quartiles(&[]).median, None);
+}
