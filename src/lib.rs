@@ -9,6 +9,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod analyze;
+pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod defence;

@@ -40,6 +40,9 @@ enum Cmd {
     /// RG analysis of a model (SPEC §4-7): stability spectra, input and output Fisher information,
     /// poison directions; writes analysis.json.
     Analyze(AnalyzeArgs),
+    /// Adversarial attack (SPEC §6): input-Fisher directions against gradient baselines, judged by
+    /// the served class; writes attack.json (with the vulnerability summary) and plots.
+    Attack(AttackArgs),
     /// Benchmarks that print tables.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -290,6 +293,44 @@ struct AnalyzeArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct AttackArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Test-split inputs to attack: a range A..B or a comma list.
+    #[arg(long, default_value = "0..200")]
+    inputs: String,
+    /// L2 budgets ε of the continuous methods (actual norm after clipping to [0,1]).
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.5,1,2,3")]
+    epsilons: Vec<f64>,
+    /// Pixel budgets k of the binary (flip) methods.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pixels: Vec<usize>,
+    /// Ancestral samples S of the input-Fisher estimate.
+    #[arg(long, default_value_t = 3000)]
+    samples: usize,
+    /// Hidden-layer operator basis: order1, order2 or order2:M (see `analyze`).
+    #[arg(long, default_value = "order2:200")]
+    basis: String,
+    /// Samples S of the served output that judges success.
+    #[arg(long, default_value_t = 64)]
+    serve_samples: usize,
+    /// PGD steps K (step size 2.5ε/K).
+    #[arg(long, default_value_t = 10)]
+    pgd_steps: usize,
+    /// The ε at which the vulnerability summary quotes success rates.
+    #[arg(long, default_value_t = 1.0)]
+    reference_epsilon: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (default: MODEL/attack).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn parse_inputs(s: &str) -> Result<Vec<usize>> {
     if let Some((a, b)) = s.split_once("..") {
         let a: usize = a
@@ -389,6 +430,7 @@ fn main() {
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Analyze(a) => cmd_analyze(a),
+        Cmd::Attack(a) => cmd_attack(a),
         Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(*a),
         Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
     };
@@ -612,6 +654,67 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<()> {
     println!(
         "wrote {} and {} plots in {}",
         out.join("analysis.json").display(),
+        plots.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn cmd_attack(a: AttackArgs) -> Result<()> {
+    use rgshield::attack::{self, AttackConfig};
+    let cfg = AttackConfig {
+        inputs: parse_inputs(&a.inputs)?,
+        epsilons: a.epsilons.clone(),
+        pixels: a.pixels.clone(),
+        samples: a.samples,
+        basis: a.basis.parse()?,
+        serve_samples: a.serve_samples,
+        seed: a.seed,
+        pgd_steps: a.pgd_steps,
+        reference_epsilon: a.reference_epsilon,
+        ..AttackConfig::default()
+    };
+    cfg.validate()?;
+    let (model, _meta) = model_io::load(&a.model)?;
+    let data = a.data.load()?;
+    let out = a.out.clone().unwrap_or_else(|| a.model.join("attack"));
+    let bar = progress(cfg.inputs.len() as u64, "attack");
+    let report = attack::attack(&model, &data, &cfg, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_json(&out.join("attack.json"), &report)?;
+    let plots = attack::write_plots(&report, &out, data.image_shape, &data.class_names)?;
+    println!(
+        "attacked {} of {} inputs of {} (served correctly at ε = 0) with model {:?} in {:.1} s; operators per layer {:?}",
+        report.n_correct,
+        report.n_inputs,
+        data.name,
+        report.widths,
+        report.seconds,
+        report.operators
+    );
+    println!("success rate (mean actual L2 norm):\n");
+    print!("{}", attack::table(&report));
+    let v = &report.vulnerability;
+    let q = |x: &attack::Quartiles| {
+        format!(
+            "{:.3} [{:.3}, {:.3}]",
+            x.median.unwrap_or(f64::NAN),
+            x.q1.unwrap_or(f64::NAN),
+            x.q3.unwrap_or(f64::NAN)
+        )
+    };
+    println!(
+        "top input-Fisher eigenvalue, median [quartiles]: direct {}, mean-field {}, bound {}; ratio to bound: direct {}, mean-field {}",
+        q(&v.fisher_top_direct),
+        q(&v.fisher_top_mean_field),
+        q(&v.fisher_top_bound),
+        q(&v.ratio_direct),
+        q(&v.ratio_mean_field)
+    );
+    println!(
+        "wrote {} and {} plots in {}",
+        out.join("attack.json").display(),
         plots.len(),
         out.display()
     );
