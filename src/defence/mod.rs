@@ -7,8 +7,10 @@
 
 use crate::error::{Error, Result};
 
+pub mod baselines;
 pub mod rg;
 
+pub use baselines::{Gaussian, ReverseSigmoid, Rounding, Top1};
 pub use rg::{PoisonCache, PoisonStep, RandomDirection, RgPoison, SignRule};
 
 /// A defence applied to served outputs (issue 4 item 1).
