@@ -9,9 +9,11 @@ use crate::error::{Error, Result};
 
 pub mod baselines;
 pub mod rg;
+pub mod spec;
 
 pub use baselines::{Gaussian, ReverseSigmoid, Rounding, Top1};
 pub use rg::{PoisonCache, PoisonStep, RandomDirection, RgPoison, SignRule};
+pub use spec::DefenceSpec;
 
 /// A defence applied to served outputs (issue 4 item 1).
 pub trait Defence: Send + Sync {
