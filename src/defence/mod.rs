@@ -107,6 +107,9 @@ pub fn distortion(y: &[f32], y2: &[f32]) -> Distortion {
 }
 
 #[cfg(test)]
+mod tests;
+
+#[cfg(test)]
 mod distortion_tests {
     use super::*;
 
