@@ -5,7 +5,15 @@
 //! [`crate::sample::Predictor::input_seed`], so the same input always gets the same answer. The
 //! distortion actually applied is measured by [`distortion`].
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+pub mod baselines;
+pub mod rg;
+pub mod spec;
+
+pub use baselines::{Gaussian, ReverseSigmoid, Rounding, Top1};
+pub use rg::{PoisonCache, PoisonStep, RandomDirection, RgPoison, SignRule};
+pub use spec::DefenceSpec;
 
 /// A defence applied to served outputs (issue 4 item 1).
 pub trait Defence: Send + Sync {
@@ -33,6 +41,24 @@ impl Defence for NoDefence {
     fn keeps_argmax(&self) -> bool {
         true
     }
+}
+
+/// Check a served output row: non-empty, every value finite and in [0,1] (the [`Defence`] contract);
+/// the error names the first bad component.
+pub fn check_served(y: &[f32]) -> Result<()> {
+    if y.is_empty() {
+        return Err(Error::shape("served output is empty"));
+    }
+    if let Some(i) = y
+        .iter()
+        .position(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+    {
+        return Err(Error::invalid(format!(
+            "served output y[{i}] = {} is not a finite value in [0,1]",
+            y[i]
+        )));
+    }
+    Ok(())
 }
 
 /// Distortion actually applied to one served output (SPEC §8: "report the distortion actually
@@ -81,7 +107,10 @@ pub fn distortion(y: &[f32], y2: &[f32]) -> Distortion {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod distortion_tests {
     use super::*;
 
     #[test]
