@@ -394,6 +394,10 @@ struct ServeBenchArgs {
     /// Distinct random binary inputs, cycled through.
     #[arg(long, default_value_t = 1000)]
     inputs: usize,
+    /// Requests estimated at most this many multiply-adds run on the reactor thread, larger ones
+    /// in the blocking pool (0: all in the blocking pool).
+    #[arg(long, default_value_t = serve::DEFAULT_INLINE_MAX_WORK)]
+    inline_max_work: u64,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -809,6 +813,7 @@ fn cmd_bench_serve(a: ServeBenchArgs, threads: Option<usize>) -> Result<()> {
         connections: a.connections,
         seconds: a.seconds,
         distinct_inputs: a.inputs,
+        inline_max_work: a.inline_max_work,
         ..Default::default()
     };
     if let Some(s) = a.samples {

@@ -386,8 +386,9 @@ pub fn validate_inputs(
     let mut flat = Vec::with_capacity(inputs.len() * n_inputs);
     for (i, row) in inputs.iter().enumerate() {
         if row.len() != n_inputs {
+            let values = if row.len() == 1 { "value" } else { "values" };
             return Err(ApiError::bad_request(format!(
-                "inputs[{i}] has {} values, the model takes {n_inputs}",
+                "inputs[{i}] has {} {values}, the model takes {n_inputs}",
                 row.len()
             )));
         }

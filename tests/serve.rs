@@ -620,3 +620,82 @@ async fn real_socket_end_to_end_with_graceful_shutdown() {
         .expect("serve ok");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A model directory holding a random model of [`WIDTHS`].
+fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model();
+    let meta = ModelMeta::new(&m, vec!["a".into(), "b".into(), "c".into()]);
+    rgshield::model::io::save(dir.path(), &m, &meta).expect("save");
+    dir
+}
+
+#[test]
+fn serve_cli_refuses_an_unknown_defence() {
+    let dir = model_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
+        .args(["serve", "--model"])
+        .arg(dir.path())
+        .args(["--addr", "127.0.0.1:0", "--defence", "rg"])
+        .output()
+        .expect("run rgshield");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--defence 'rg': unknown defence; available: none"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_cli_prints_its_address_answers_and_stops_on_sigint() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = model_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
+        .args(["serve", "--model"])
+        .arg(dir.path())
+        .args(["--addr", "127.0.0.1:0", "--mean-field", "--threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rgshield serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("a line before exit").expect("utf-8");
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            break a.to_string();
+        }
+    };
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.write_all(
+        format!("GET /v1/model HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("\"class_names\":[\"a\",\"b\",\"c\"]"),
+        "{resp}"
+    );
+    assert!(resp.contains("\"output_mode\":\"mean-field\""), "{resp}");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(killed.success());
+    // Never hang the test run: a server that ignores SIGINT is killed and the test fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rgshield serve did not stop within 20 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "graceful exit after Ctrl-C, got {status}");
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}

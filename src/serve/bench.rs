@@ -45,6 +45,9 @@ pub struct ServeBenchConfig {
     pub seed: u64,
     /// tokio worker threads (client and server share them).
     pub worker_threads: usize,
+    /// The server's [`ServeState::with_inline_max_work`] threshold (0: every request goes to the
+    /// blocking pool).
+    pub inline_max_work: u64,
 }
 
 impl Default for ServeBenchConfig {
@@ -57,6 +60,7 @@ impl Default for ServeBenchConfig {
             distinct_inputs: 1000,
             seed: 0,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inline_max_work: super::DEFAULT_INLINE_MAX_WORK,
         }
     }
 }
@@ -196,12 +200,10 @@ pub fn serve_bench(
         .build()
         .map_err(|e| Error::invalid(format!("cannot start the tokio runtime: {e}")))?;
     let phase = |d: Arc<dyn Defence>| -> Result<HttpPhase> {
-        let state = Arc::new(ServeState::new(
-            model.clone(),
-            cfg.mode,
-            d,
-            Limits::default(),
-        )?);
+        let state = Arc::new(
+            ServeState::new(model.clone(), cfg.mode, d, Limits::default())?
+                .with_inline_max_work(cfg.inline_max_work),
+        );
         rt.block_on(http_phase(state, bodies.clone(), expected.clone(), cfg))
     };
     let undefended = phase(Arc::new(NoDefence))?;
