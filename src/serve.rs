@@ -69,6 +69,10 @@ impl Default for Limits {
 /// [`tokio::task::spawn_blocking`] (and rayon within it) so they never stall the reactor.
 pub const DEFAULT_INLINE_MAX_WORK: u64 = 50_000;
 
+/// Bodies larger than this are parsed in the blocking pool: a body near the 16 MiB default limit
+/// takes tens of milliseconds to parse, too long to hold the reactor.
+pub const INLINE_PARSE_MAX_BYTES: usize = 64 << 10;
+
 /// What `GET /v1/model` shows about the model: never weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -321,7 +325,13 @@ impl FromRequest<Arc<ServeState>> for PredictBody {
                 ApiError::bad_request(format!("could not read the request body: {rej}"))
             }
         })?;
-        parse_predict_request(&bytes).map(PredictBody)
+        if bytes.len() <= INLINE_PARSE_MAX_BYTES {
+            return parse_predict_request(&bytes).map(PredictBody);
+        }
+        tokio::task::spawn_blocking(move || parse_predict_request(&bytes))
+            .await
+            .map_err(|e| ApiError::internal(format!("parsing task failed: {e}")))?
+            .map(PredictBody)
     }
 }
 

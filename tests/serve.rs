@@ -380,6 +380,26 @@ async fn empty_and_oversized_batches_are_refused() {
 }
 
 #[tokio::test]
+async fn large_bodies_parsed_off_the_reactor_give_the_same_answers_and_errors() {
+    let st = state(SERVED);
+    let xs = inputs(1000, 10);
+    let body = json!({ "inputs": xs }).to_string();
+    assert!(body.len() > rgshield::serve::INLINE_PARSE_MAX_BYTES);
+    let (s, v, _) = send(&st, post_json(&body)).await;
+    assert_eq!(s, StatusCode::OK);
+    let outs = outputs_of(&v);
+    let p = st.predictor();
+    assert_eq!(outs[999], p.output(&xs[999]));
+    let mut bad = body.clone();
+    bad.pop();
+    assert_error(
+        send(&st, post_json(&bad)).await,
+        StatusCode::BAD_REQUEST,
+        &["malformed JSON", "EOF"],
+    );
+}
+
+#[tokio::test]
 async fn input_of_wrong_length_is_named() {
     let st = state(SERVED);
     let mut xs = inputs(5, 6);
