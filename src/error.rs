@@ -24,6 +24,13 @@ pub enum Error {
     /// An argument or configuration value is out of its domain.
     #[error("invalid value: {0}")]
     Invalid(String),
+    /// A network operation of the HTTP server (binding, accepting, serving) failed.
+    #[error("{addr}: {err}")]
+    Net {
+        /// The address involved.
+        addr: String,
+        err: std::io::Error,
+    },
 }
 
 impl Error {

@@ -20,6 +20,7 @@ pub mod model;
 pub mod report;
 pub mod rg;
 pub mod sample;
+pub mod serve;
 pub mod train;
 pub mod util;
 

@@ -1,6 +1,8 @@
 //! The `rgshield` command line: a thin layer over the library.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -9,11 +11,15 @@ use serde_json::json;
 
 use rgshield::bench::{self, DepthBenchConfig};
 use rgshield::data::{self, Binarize, DataSpec, Dataset, LoadOptions};
+use rgshield::defence::{Defence, DefenceSpec, PoisonCache};
 use rgshield::model::io::{self as model_io, ModelMeta};
 use rgshield::model::parse_widths;
+use rgshield::model::DeepRbm;
 use rgshield::sample::{OutputMode, Predictor};
+use rgshield::serve::{self, Limits, ServeState};
 use rgshield::train::{check_widths_fit, Method, SweepOrder, Targets, TrainConfig, Trainer};
 use rgshield::util::write_json;
+use std::str::FromStr;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +49,9 @@ enum Cmd {
     /// Adversarial attack (SPEC §6): input-Fisher directions against gradient baselines, judged by
     /// the served class; writes attack.json (with the vulnerability summary) and plots.
     Attack(AttackArgs),
+    /// Serve a model's predictions over HTTP/JSON with an output defence (POST /v1/predict,
+    /// GET /v1/health, GET /v1/model); stops on Ctrl-C.
+    Serve(ServeArgs),
     /// Benchmarks that print tables.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -356,6 +365,37 @@ fn parse_inputs(s: &str) -> Result<Vec<usize>> {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    /// Model directory (holding model.json and model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Output defence: none (the others arrive with the defence module).
+    #[arg(long, default_value = "none")]
+    defence: String,
+    /// Strength ε of the defence.
+    #[arg(long, default_value_t = 0.02)]
+    epsilon: f64,
+    /// Serve the deterministic mean-field output instead of the sampled one.
+    #[arg(long, conflicts_with_all = ["samples", "serve_seed"])]
+    mean_field: bool,
+    /// Samples S of the served output.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Seed of the served output's sampler; keep it private when a defence is randomised.
+    #[arg(long, default_value_t = 0)]
+    serve_seed: u64,
+    /// Most inputs in one request (413 above it).
+    #[arg(long, default_value_t = Limits::default().max_batch)]
+    max_batch: usize,
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Where the demo writes its model and reports.
     #[arg(long, default_value = "runs/demo")]
@@ -370,6 +410,8 @@ enum BenchCmd {
     Depth(Box<DepthArgs>),
     /// Time the correlators and stability matrix of one layer: bit-packed beside float GEMM.
     Rg(RgBenchArgs),
+    /// Load-test the HTTP API in process: in-process vs HTTP rate, with and without a defence.
+    Serve(ServeBenchArgs),
 }
 
 #[derive(Args)]
@@ -385,6 +427,39 @@ struct RgBenchArgs {
     reps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeBenchArgs {
+    /// Model directory; default a random [64, 64, 64, 10] model (digits-sized, seed 0).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Second defence to compare with none: any name that `serve --defence` accepts (`rg` needs
+    /// --model).
+    #[arg(long, default_value = "random")]
+    defence: String,
+    /// Strength ε of the second defence.
+    #[arg(long, default_value_t = 0.02)]
+    epsilon: f64,
+    /// Use the served output with S samples instead of the mean field.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Seconds per timed phase.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Distinct random binary inputs, cycled through.
+    #[arg(long, default_value_t = 1000)]
+    inputs: usize,
+    /// Requests estimated at most this many multiply-adds run on the reactor thread, larger ones
+    /// in the blocking pool (0: all in the blocking pool).
+    #[arg(long, default_value_t = serve::DEFAULT_INLINE_MAX_WORK)]
+    inline_max_work: u64,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -431,8 +506,10 @@ fn main() {
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Analyze(a) => cmd_analyze(a),
         Cmd::Attack(a) => cmd_attack(a),
+        Cmd::Serve(a) => cmd_serve(a, cli.threads),
         Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(*a),
         Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
+        Cmd::Bench(BenchCmd::Serve(a)) => cmd_bench_serve(a, cli.threads),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -805,6 +882,122 @@ fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
     )?;
     if let Some(p) = a.json {
         write_json(&p, &rows)?;
+    }
+    Ok(())
+}
+
+/// The output defence called `name` with strength `strength` for `model`. Only `none` exists
+/// until the defence module lands; any other name is an error that lists the choices.
+/// The defence named on the command line; `rg` uses the model directory's poison cache (computed
+/// and saved there on first use).
+fn build_defence(
+    name: &str,
+    strength: f64,
+    model: &DeepRbm,
+    model_dir: Option<&std::path::Path>,
+    image_shape: Option<(usize, usize)>,
+) -> Result<Arc<dyn Defence>> {
+    let spec: DefenceSpec = name
+        .parse()
+        .with_context(|| format!("--defence '{name}'"))?;
+    let cache = match spec {
+        DefenceSpec::Rg(reading) => {
+            let dir =
+                model_dir.context("--defence rg needs a model directory for its poison cache")?;
+            let (cache, computed) = PoisonCache::load_or_compute(dir, model, image_shape, reading)?;
+            if computed {
+                eprintln!(
+                    "computed poison directions per class ({} samples per class) into {}",
+                    cache.samples,
+                    PoisonCache::path_in(dir, reading).display()
+                );
+            }
+            Some(cache)
+        }
+        _ => None,
+    };
+    Ok(Arc::from(spec.build(strength, cache.as_ref())?))
+}
+
+fn cmd_serve(a: ServeArgs, threads: Option<usize>) -> Result<()> {
+    let (model, meta) = model_io::load(&a.model)?;
+    let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
+    let defence = build_defence(&a.defence, a.epsilon, &model, Some(&a.model), shape)?;
+    let mode = if a.mean_field {
+        OutputMode::MeanField
+    } else {
+        OutputMode::Served {
+            samples: a.samples,
+            seed: a.serve_seed,
+        }
+    };
+    let limits = Limits {
+        max_body_bytes: a.max_body_bytes,
+        max_batch: a.max_batch,
+    };
+    let state = ServeState::new(model, mode, defence, limits)?
+        .with_meta(&meta)
+        .with_context(|| format!("model {}", a.model.display()))?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = threads {
+        rt.worker_threads(t.max(1));
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    println!(
+        "serving {} ({:?}, defence {}) — Ctrl-C stops",
+        a.model.display(),
+        state.info().widths,
+        state.defence().name()
+    );
+    rt.block_on(serve::run(a.addr, Arc::new(state)))?;
+    println!("stopped");
+    Ok(())
+}
+
+fn cmd_bench_serve(a: ServeBenchArgs, threads: Option<usize>) -> Result<()> {
+    let (model, shape) = match &a.model {
+        Some(dir) => {
+            let (m, meta) = model_io::load(dir)?;
+            let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
+            (m, shape)
+        }
+        None => {
+            use rand::SeedableRng;
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
+            (DeepRbm::random(&[64, 64, 64, 10], 0.5, &mut rng)?, None)
+        }
+    };
+    let defence = if DefenceSpec::from_str(&a.defence)?.needs_cache() && a.model.is_none() {
+        bail!(
+            "--defence {}: needs --model (its poison cache lives in the model directory)",
+            a.defence
+        );
+    } else {
+        build_defence(&a.defence, a.epsilon, &model, a.model.as_deref(), shape)?
+    };
+    let mut cfg = serve::bench::ServeBenchConfig {
+        connections: a.connections,
+        seconds: a.seconds,
+        distinct_inputs: a.inputs,
+        inline_max_work: a.inline_max_work,
+        ..Default::default()
+    };
+    if let Some(s) = a.samples {
+        cfg.mode = OutputMode::Served {
+            samples: s,
+            seed: 0,
+        };
+    }
+    if let Some(t) = threads {
+        cfg.worker_threads = t.max(1);
+    }
+    let report = serve::bench::serve_bench(&model, defence, &cfg)?;
+    println!("{}", serve::bench::format_report(&report));
+    if let Some(p) = a.json {
+        write_json(&p, &report)?;
     }
     Ok(())
 }

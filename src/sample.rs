@@ -138,6 +138,14 @@ pub struct Predictor<'m> {
 
 impl<'m> Predictor<'m> {
     pub fn new(model: &'m DeepRbm, mode: OutputMode) -> Self {
+        Self::with_fingerprint(model, mode, model.fingerprint())
+    }
+
+    /// [`Predictor::new`] with the model's fingerprint already computed; `fingerprint` must be
+    /// `model.fingerprint()`. For callers that build a predictor per request (the HTTP server):
+    /// hashing the weights costs more than a mean-field pass.
+    pub fn with_fingerprint(model: &'m DeepRbm, mode: OutputMode, fingerprint: u64) -> Self {
+        debug_assert_eq!(fingerprint, model.fingerprint());
         let seed = match mode {
             OutputMode::Served { seed, .. } => seed,
             OutputMode::MeanField => 0,
@@ -145,7 +153,7 @@ impl<'m> Predictor<'m> {
         Predictor {
             model,
             mode,
-            seed_base: mix_seed(model.fingerprint(), seed),
+            seed_base: mix_seed(fingerprint, seed),
         }
     }
 

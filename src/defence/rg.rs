@@ -409,6 +409,36 @@ impl PoisonCache {
         PoisonCache::compute(model, &gbases, reading, &fc)
     }
 
+    /// The cache file of a reading inside a model directory: `poison_cache_P.json` or
+    /// `poison_cache_C.json`.
+    pub fn path_in(dir: &Path, reading: OutputReading) -> std::path::PathBuf {
+        dir.join(match reading {
+            OutputReading::PlugIn => "poison_cache_P.json",
+            OutputReading::Mixture => "poison_cache_C.json",
+        })
+    }
+
+    /// The model directory's cache for `reading` when it exists and fits `model` (classes and
+    /// fingerprint); otherwise [`PoisonCache::for_model`] with [`DEFAULT_CACHE_SAMPLES`] and seed
+    /// 0, saved there (atomically) for the next run. Returns the cache and whether it was computed.
+    pub fn load_or_compute(
+        dir: &Path,
+        model: &DeepRbm,
+        image_shape: Option<(usize, usize)>,
+        reading: OutputReading,
+    ) -> Result<(Self, bool)> {
+        let path = Self::path_in(dir, reading);
+        if path.exists() {
+            let cache = Self::load(&path)?;
+            if cache.reading == reading && cache.check_model(model).is_ok() {
+                return Ok((cache, false));
+            }
+        }
+        let cache = Self::for_model(model, image_shape, reading, DEFAULT_CACHE_SAMPLES, 0)?;
+        cache.save(&path)?;
+        Ok((cache, true))
+    }
+
     /// Check that the cache fits `model`: same number of classes and, when recorded, the same
     /// fingerprint.
     pub fn check_model(&self, model: &DeepRbm) -> Result<()> {

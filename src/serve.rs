@@ -1,0 +1,605 @@
+//! The prediction API (`rgshield serve`): an HTTP/JSON server in front of a deep RBM classifier,
+//! with an output [`Defence`] applied to every answer (SPEC §8).
+//!
+//! Endpoints:
+//!
+//! * `POST /v1/predict`, body `{"inputs": [[x_1, …, x_{n_0}], …]}` (content type
+//!   `application/json`) → `{"outputs": [[…]], "classes": [...], "defence": "<name>"}`. Each output
+//!   is `defence.apply(ŷ(x), seed(x))` with the per-input seed of
+//!   [`Predictor::input_seed`], and each class the argmax of that defended output. The same input
+//!   gets the same answer, bit for bit, alone or in any batch.
+//! * `GET /v1/health` → `{"status":"ok"}`.
+//! * `GET /v1/model` → widths, class names, the weights' fingerprint, the output mode (without
+//!   the serving seed), the defence's name and the request limits; never weights.
+//!
+//! Error contract: every rejected request gets a 4xx status and a JSON body `{"error": "…"}` that
+//! names what is wrong — 400 malformed JSON (which includes the literal tokens `NaN` and
+//! `Infinity`, which JSON does not have), an empty batch, an input of the wrong length, a value
+//! that is not finite or lies outside [0, 1]; 422 well-formed JSON of the wrong shape (missing
+//! `inputs`, unknown fields, wrong types); 413 a body over `max_body_bytes` or more than
+//! `max_batch` inputs; 415 a content type other than `application/json`; 404 an unknown route;
+//! 405 a wrong method. A failure inside the server (a defence error, a panic) gets 500 with the
+//! same JSON shape; no input can make a handler panic.
+
+pub mod bench;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::defence::Defence;
+use crate::error::{Error, Result};
+use crate::model::io::ModelMeta;
+use crate::model::DeepRbm;
+use crate::sample::{argmax, OutputMode, Predictor};
+
+/// Limits on one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest accepted request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Most inputs in one request (413 above it).
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    /// 16 MiB and 1024 inputs: a full batch of 784-pixel images written with 8 significant
+    /// digits fits.
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Requests whose estimated work (multiply-adds over the batch) is at most this are computed on
+/// the reactor thread: a single mean-field input of a digits-sized model takes a few microseconds,
+/// less than the hand-off to the blocking pool. Larger requests go to
+/// [`tokio::task::spawn_blocking`] (and rayon within it) so they never stall the reactor.
+pub const DEFAULT_INLINE_MAX_WORK: u64 = 50_000;
+
+/// Bodies larger than this are parsed in the blocking pool: a body near the 16 MiB default limit
+/// takes tens of milliseconds to parse, too long to hold the reactor.
+pub const INLINE_PARSE_MAX_BYTES: usize = 64 << 10;
+
+/// What `GET /v1/model` shows about the model: never weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Layer widths `n_0 … n_N`.
+    pub widths: Vec<usize>,
+    /// One name per output unit.
+    pub class_names: Vec<String>,
+    /// FNV-1a fingerprint of the weights (hex), as in `model.json`.
+    pub weights_fingerprint: String,
+    /// Name of the data set the model was trained on, when known.
+    pub dataset: Option<String>,
+}
+
+/// Everything a request handler needs: the model, its public metadata, the output mode, the
+/// defence and the limits. Built once, shared by all requests behind an [`Arc`].
+pub struct ServeState {
+    model: DeepRbm,
+    fingerprint: u64,
+    info: ModelInfo,
+    mode: OutputMode,
+    defence: Arc<dyn Defence>,
+    limits: Limits,
+    inline_max_work: u64,
+}
+
+impl ServeState {
+    /// State for `model` with class names `"0"…"n_N−1"` (see [`ServeState::with_meta`]).
+    /// Fails when a limit is zero or the served output has no samples.
+    pub fn new(
+        model: DeepRbm,
+        mode: OutputMode,
+        defence: Arc<dyn Defence>,
+        limits: Limits,
+    ) -> Result<Self> {
+        if limits.max_batch == 0 {
+            return Err(Error::invalid("max_batch must be at least 1"));
+        }
+        if limits.max_body_bytes == 0 {
+            return Err(Error::invalid("max_body_bytes must be at least 1"));
+        }
+        if let OutputMode::Served { samples: 0, .. } = mode {
+            return Err(Error::invalid("the served output needs at least 1 sample"));
+        }
+        let fingerprint = model.fingerprint();
+        let info = ModelInfo {
+            widths: model.widths(),
+            class_names: (0..model.n_outputs()).map(|i| i.to_string()).collect(),
+            weights_fingerprint: format!("{fingerprint:016x}"),
+            dataset: None,
+        };
+        Ok(ServeState {
+            model,
+            fingerprint,
+            info,
+            mode,
+            defence,
+            limits,
+            inline_max_work: DEFAULT_INLINE_MAX_WORK,
+        })
+    }
+
+    /// Take class names and the data set's name from `model.json`'s contents; fails when they do
+    /// not describe this model (widths, fingerprint, number of class names).
+    pub fn with_meta(mut self, meta: &ModelMeta) -> Result<Self> {
+        if meta.widths != self.info.widths {
+            return Err(Error::shape(format!(
+                "model.json has widths {:?} but the weights have {:?}",
+                meta.widths, self.info.widths
+            )));
+        }
+        if meta.weights_fingerprint != self.info.weights_fingerprint {
+            return Err(Error::invalid(format!(
+                "model.json has weights fingerprint {} but the weights hash to {}",
+                meta.weights_fingerprint, self.info.weights_fingerprint
+            )));
+        }
+        if meta.class_names.len() != self.model.n_outputs() {
+            return Err(Error::shape(format!(
+                "model.json has {} class names for {} outputs",
+                meta.class_names.len(),
+                self.model.n_outputs()
+            )));
+        }
+        self.info.class_names = meta.class_names.clone();
+        self.info.dataset = meta.dataset.as_ref().map(|d| d.name.clone());
+        Ok(self)
+    }
+
+    /// Change the work threshold below which a request is computed on the reactor thread
+    /// ([`DEFAULT_INLINE_MAX_WORK`]); 0 sends every request to the blocking pool.
+    pub fn with_inline_max_work(mut self, work: u64) -> Self {
+        self.inline_max_work = work;
+        self
+    }
+
+    pub fn model(&self) -> &DeepRbm {
+        &self.model
+    }
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+    pub fn defence(&self) -> &Arc<dyn Defence> {
+        &self.defence
+    }
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// A predictor for this state's model and mode (cheap: the fingerprint is cached).
+    pub fn predictor(&self) -> Predictor<'_> {
+        Predictor::with_fingerprint(&self.model, self.mode, self.fingerprint)
+    }
+
+    /// Estimated multiply-adds to answer `rows` inputs.
+    fn work(&self, rows: usize) -> u64 {
+        let first = (self.model.rbm(1).n_up * self.model.rbm(1).n_down) as u64;
+        let rest: u64 = self.model.layers[1..]
+            .iter()
+            .map(|l| (l.n_up * l.n_down) as u64)
+            .sum();
+        let per_input = match self.mode {
+            OutputMode::MeanField => first + rest,
+            OutputMode::Served { samples, .. } => first + rest * samples as u64,
+        };
+        per_input.saturating_mul(rows as u64)
+    }
+
+    /// The defended output for one input: `defence.apply(ŷ(x), seed(x))`, checked for length and
+    /// range so a faulty defence cannot send garbage.
+    pub fn answer(&self, p: &Predictor<'_>, x: &[f32]) -> Result<Vec<f32>> {
+        let y = p.output(x);
+        let out = self.defence.apply(&y, p.input_seed(x))?;
+        if out.len() != y.len() {
+            return Err(Error::shape(format!(
+                "defence {} returned {} values for {} outputs",
+                self.defence.name(),
+                out.len(),
+                y.len()
+            )));
+        }
+        if let Some((i, v)) = out
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && (0.0..=1.0).contains(*v)))
+        {
+            return Err(Error::invalid(format!(
+                "defence {} returned output[{i}] = {v}, outside [0, 1]",
+                self.defence.name()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Defended outputs for a validated batch (`rows` inputs, row-major), in parallel across
+    /// inputs; each row is computed alone, so batch composition does not change any answer.
+    pub fn answer_batch(&self, x: &[f32], rows: usize) -> Result<Vec<Vec<f32>>> {
+        let n0 = self.model.n_inputs();
+        if x.len() != rows * n0 {
+            return Err(Error::shape(format!(
+                "batch of {rows} inputs has {} values, expected {}",
+                x.len(),
+                rows * n0
+            )));
+        }
+        let p = self.predictor();
+        if rows == 1 {
+            return Ok(vec![self.answer(&p, x)?]);
+        }
+        x.par_chunks(n0).map(|row| self.answer(&p, row)).collect()
+    }
+}
+
+/// Body of `POST /v1/predict`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// One row of `n_0` values in [0, 1] per input.
+    pub inputs: Vec<Vec<f32>>,
+}
+
+/// Answer of `POST /v1/predict`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PredictResponse {
+    /// Defended outputs, one row of `n_N` values per input.
+    pub outputs: Vec<Vec<f32>>,
+    /// Argmax of each defended output.
+    pub classes: Vec<usize>,
+    /// Name of the defence that was applied.
+    pub defence: String,
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// The `POST /v1/predict` body, extracted with JSON errors instead of axum's plain-text
+/// rejections: 415 for a wrong content type, 413 over the body limit, 400 for malformed JSON,
+/// 422 for JSON of the wrong shape.
+pub struct PredictBody(pub PredictRequest);
+
+impl FromRequest<Arc<ServeState>> for PredictBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: Request,
+        state: &Arc<ServeState>,
+    ) -> std::result::Result<Self, ApiError> {
+        check_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        state.limits.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rej}"))
+            }
+        })?;
+        if bytes.len() <= INLINE_PARSE_MAX_BYTES {
+            return parse_predict_request(&bytes).map(PredictBody);
+        }
+        tokio::task::spawn_blocking(move || parse_predict_request(&bytes))
+            .await
+            .map_err(|e| ApiError::internal(format!("parsing task failed: {e}")))?
+            .map(PredictBody)
+    }
+}
+
+/// 415 unless the content type is `application/json` (parameters such as `charset` allowed).
+fn check_content_type(headers: &axum::http::HeaderMap) -> std::result::Result<(), ApiError> {
+    let unsupported = |what: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type must be application/json, got {what}"),
+        )
+    };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(unsupported("none"));
+    };
+    let Ok(text) = value.to_str() else {
+        return Err(unsupported("a header that is not text"));
+    };
+    let essence = text.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(unsupported(&format!("'{text}'")))
+    }
+}
+
+/// Parse a predict body: 400 for bytes that are not JSON, 422 for JSON of the wrong shape.
+pub fn parse_predict_request(bytes: &[u8]) -> std::result::Result<PredictRequest, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("request body does not match {{\"inputs\": [[number, …], …]}}: {e}"),
+            ),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request(format!("malformed JSON: {e}"))
+            }
+        }
+    })
+}
+
+/// Check a batch against the model and the limits and flatten it row-major.
+pub fn validate_inputs(
+    inputs: &[Vec<f32>],
+    n_inputs: usize,
+    max_batch: usize,
+) -> std::result::Result<Vec<f32>, ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::bad_request(
+            "inputs is empty: send at least one input",
+        ));
+    }
+    if inputs.len() > max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "inputs has {} rows, more than the limit of {max_batch} per request",
+                inputs.len()
+            ),
+        ));
+    }
+    let mut flat = Vec::with_capacity(inputs.len() * n_inputs);
+    for (i, row) in inputs.iter().enumerate() {
+        if row.len() != n_inputs {
+            let values = if row.len() == 1 { "value" } else { "values" };
+            return Err(ApiError::bad_request(format!(
+                "inputs[{i}] has {} {values}, the model takes {n_inputs}",
+                row.len()
+            )));
+        }
+        for (j, &v) in row.iter().enumerate() {
+            if !v.is_finite() {
+                return Err(ApiError::bad_request(format!(
+                    "inputs[{i}][{j}] = {v}: values must be finite numbers in [0, 1]"
+                )));
+            }
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ApiError::bad_request(format!(
+                    "inputs[{i}][{j}] = {v}: values must lie in [0, 1]"
+                )));
+            }
+        }
+        flat.extend_from_slice(row);
+    }
+    Ok(flat)
+}
+
+/// Compute a validated batch, catching panics so a bug becomes a 500, never a dropped connection.
+fn compute(
+    state: &ServeState,
+    x: &[f32],
+    rows: usize,
+) -> std::result::Result<Vec<Vec<f32>>, ApiError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| state.answer_batch(x, rows))) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(ApiError::internal(format!("prediction failed: {e}"))),
+        Err(_) => Err(ApiError::internal("prediction failed: internal panic")),
+    }
+}
+
+async fn predict(
+    State(state): State<Arc<ServeState>>,
+    PredictBody(req): PredictBody,
+) -> std::result::Result<Json<PredictResponse>, ApiError> {
+    let x = validate_inputs(&req.inputs, state.model.n_inputs(), state.limits.max_batch)?;
+    drop(req);
+    let rows = x.len() / state.model.n_inputs();
+    let outputs = if state.work(rows) <= state.inline_max_work {
+        compute(&state, &x, rows)?
+    } else {
+        let st = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || compute(&st, &x, rows))
+            .await
+            .map_err(|e| ApiError::internal(format!("prediction task failed: {e}")))??
+    };
+    let classes = outputs.iter().map(|y| argmax(y)).collect();
+    Ok(Json(PredictResponse {
+        outputs,
+        classes,
+        defence: state.defence.name(),
+    }))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The output mode as `/v1/model` shows it: the serving seed stays private, since with it and
+/// the fingerprint anyone could reproduce every per-query seed a randomised defence uses.
+fn public_mode(mode: OutputMode) -> serde_json::Value {
+    match mode {
+        OutputMode::MeanField => serde_json::json!("mean-field"),
+        OutputMode::Served { samples, .. } => {
+            serde_json::json!({ "served": { "samples": samples } })
+        }
+    }
+}
+
+async fn model_info(State(state): State<Arc<ServeState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "widths": state.info.widths,
+        "class_names": state.info.class_names,
+        "weights_fingerprint": state.info.weights_fingerprint,
+        "dataset": state.info.dataset,
+        "output_mode": public_mode(state.mode),
+        "defence": state.defence.name(),
+        "defence_keeps_argmax": state.defence.keeps_argmax(),
+        "limits": state.limits,
+    }))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {} {}: the API has POST /v1/predict, GET /v1/health, GET /v1/model",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// The API's routes over `state`, with JSON errors for unknown routes and wrong methods.
+pub fn router(state: Arc<ServeState>) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/predict", post(predict))
+        .route("/v1/health", get(health))
+        .route("/v1/model", get(model_info))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Bind a TCP listener on `addr`.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| Error::Net {
+            addr: addr.to_string(),
+            err,
+        })
+}
+
+/// Serve the API on `listener` until `shutdown` completes, then finish the requests in flight
+/// (graceful shutdown). Connections use TCP_NODELAY (small JSON answers on keep-alive connections
+/// would otherwise wait for delayed acknowledgements).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServeState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    use axum::serve::ListenerExt;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "listener".into());
+    let listener = listener.tap_io(|tcp| {
+        // Only latency depends on it; serving goes on without it.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|err| Error::Net { addr, err })
+}
+
+/// Completes on Ctrl-C (SIGINT). If the signal handler cannot be installed it never completes,
+/// and the server runs until killed.
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Bind `addr`, print `listening on http://ADDR` (the bound address, so port 0 shows the port
+/// chosen) and serve until Ctrl-C.
+pub async fn run(addr: SocketAddr, state: Arc<ServeState>) -> Result<()> {
+    let listener = bind(addr).await?;
+    let local = listener.local_addr().map_err(|err| Error::Net {
+        addr: addr.to_string(),
+        err,
+    })?;
+    println!("listening on http://{local}");
+    serve(listener, state, ctrl_c()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_bad_value() {
+        let e = validate_inputs(&[vec![0.0, 1.0], vec![0.5, 1.5]], 2, 10).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("inputs[1][1] = 1.5"), "{}", e.message);
+        let e = validate_inputs(&[vec![f32::NAN, 0.0]], 2, 10).unwrap_err();
+        assert!(e.message.contains("inputs[0][0] = NaN"), "{}", e.message);
+        assert_eq!(
+            validate_inputs(&[vec![0.0, 1.0], vec![0.25, 0.5]], 2, 10).unwrap(),
+            vec![0.0, 1.0, 0.25, 0.5]
+        );
+    }
+
+    #[test]
+    fn content_type_with_charset_is_json() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/JSON; charset=utf-8".parse().unwrap(),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, "application/jsonp".parse().unwrap());
+        assert_eq!(
+            check_content_type(&h).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+}
