@@ -15,6 +15,7 @@ pub mod data;
 pub mod defence;
 pub mod error;
 pub mod exact;
+pub mod extraction;
 pub mod linalg;
 pub mod model;
 pub mod report;

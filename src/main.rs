@@ -49,6 +49,10 @@ enum Cmd {
     /// Adversarial attack (SPEC §6): input-Fisher directions against gradient baselines, judged by
     /// the served class; writes attack.json (with the vulnerability summary) and plots.
     Attack(AttackArgs),
+    /// Cloning experiment (SPEC §9): attackers train clones on defended outputs; clone accuracy,
+    /// fidelity, adversarial transfer, utility and distortion per defence; writes clone_eval.json,
+    /// clone_eval.md and plots.
+    CloneEval(Box<CloneEvalArgs>),
     /// Serve a model's predictions over HTTP/JSON with an output defence (POST /v1/predict,
     /// GET /v1/health, GET /v1/model); stops on Ctrl-C.
     Serve(ServeArgs),
@@ -180,35 +184,7 @@ impl TrainKnobs {
     }
 
     fn config(&self) -> TrainConfig {
-        let mut c = TrainConfig {
-            method: self.method,
-            seed: self.seed,
-            ..TrainConfig::default()
-        };
-        match self.method {
-            // Measured on digits (README, "Training"): strong greedy pretraining, then eq. 14 sweeps
-            // with the lower layers at 5% of the top layer's rate.
-            Method::Eq14 => {
-                c.pretrain_epochs = 60;
-                c.pretrain_lr = 0.1;
-                c.lr = 0.1;
-                c.lr_decay = 0.99;
-                c.lower_lr_factor = 0.05;
-                c.epochs_per_layer = 3;
-                c.sweeps = 60;
-                c.patience = 10;
-            }
-            // Random start at sigmoid-Glorot scale, stochastic back-propagation fine-tuning with 5%
-            // input bit flips, then a few eq. 14 refinement sweeps at a small rate.
-            Method::Hybrid => {
-                c.init_scale = 0.5;
-                c.pretrain_epochs = 0;
-                c.finetune_stochastic = true;
-                c.finetune_input_noise = 0.05;
-                c.lr = 0.002;
-                c.sweeps = 10;
-            }
-        }
+        let mut c = TrainConfig::defaults_for(self.method, self.seed);
         macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* } }
         set!(
             sweeps,
@@ -298,6 +274,52 @@ struct AnalyzeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output directory (default: MODEL/analysis).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CloneEvalArgs {
+    /// Victim model directory (the poison caches of `rg` are kept there).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Defences: none, rg (= rg:P), rg:C, random, gaussian, reverse-sigmoid, rounding, top1.
+    #[arg(
+        long,
+        default_value = "none,rg,random,gaussian,reverse-sigmoid,rounding,top1"
+    )]
+    defences: String,
+    /// ε values of rg and random (default 0.05,0.1,0.2,0.4); the other defences sweep their own
+    /// documented parameter lists.
+    #[arg(long, value_delimiter = ',')]
+    epsilons: Option<Vec<f64>>,
+    /// Attackers: eq14, distill, LEARNER+roundD, LEARNER+top1, adaptive (= distill+round1,distill+top1).
+    #[arg(long, default_value = "eq14,distill,adaptive")]
+    attackers: String,
+    /// Queries per attacker.
+    #[arg(long, default_value_t = 1000)]
+    budget: usize,
+    /// Number of seeds (1…N): query split, augmentation and clone initialisation.
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// L2 norm of the transfer perturbations.
+    #[arg(long, default_value_t = 1.0)]
+    transfer_epsilon: f64,
+    /// Correctly served evaluation inputs used for the transfer measurement.
+    #[arg(long, default_value_t = 100)]
+    transfer_inputs: usize,
+    /// Samples S of the victim's (and eq14 clones') served output.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Eq. 14 clone: greedy pretraining epochs (default: the eq14 training default, 60).
+    #[arg(long)]
+    clone_pretrain_epochs: Option<usize>,
+    /// Eq. 14 clone: maximum sweeps (default: the eq14 training default, 60).
+    #[arg(long)]
+    clone_sweeps: Option<usize>,
+    /// Output directory (default: MODEL/clone).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -506,6 +528,7 @@ fn main() {
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Analyze(a) => cmd_analyze(a),
         Cmd::Attack(a) => cmd_attack(a),
+        Cmd::CloneEval(a) => cmd_clone_eval(*a),
         Cmd::Serve(a) => cmd_serve(a, cli.threads),
         Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(*a),
         Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
@@ -673,6 +696,91 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             data.test.len()
         );
     }
+    Ok(())
+}
+
+fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
+    use rgshield::extraction::{self, AttackerSpec, CloneEvalConfig, DefenceSetting};
+    let (model, meta) = model_io::load(&a.model)?;
+    let data = a.data.load()?;
+    let shape = meta
+        .dataset
+        .as_ref()
+        .and_then(|d| d.image_shape)
+        .or(data.image_shape);
+    let specs: Vec<DefenceSpec> = a
+        .defences
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse()
+                .with_context(|| format!("--defences '{t}'"))
+        })
+        .collect::<Result<_>>()?;
+    let mut caches = Vec::new();
+    for s in &specs {
+        if let DefenceSpec::Rg(reading) = s {
+            if caches.iter().any(|c: &PoisonCache| c.reading == *reading) {
+                continue;
+            }
+            let (c, computed) = PoisonCache::load_or_compute(&a.model, &model, shape, *reading)?;
+            if computed {
+                eprintln!(
+                    "computed poison directions per class into {}",
+                    PoisonCache::path_in(&a.model, *reading).display()
+                );
+            }
+            caches.push(c);
+        }
+    }
+    let mut eq14 = TrainConfig::defaults_for(Method::Eq14, 1);
+    if let Some(v) = a.clone_pretrain_epochs {
+        eq14.pretrain_epochs = v;
+    }
+    if let Some(v) = a.clone_sweeps {
+        eq14.sweeps = v;
+    }
+    let cfg = CloneEvalConfig {
+        defences: specs
+            .iter()
+            .map(|&s| DefenceSetting::default_for(s, a.epsilons.as_deref()))
+            .collect(),
+        attackers: AttackerSpec::parse_list(&a.attackers)?,
+        budget: a.budget,
+        seeds: (1..=a.seeds).collect(),
+        serve: OutputMode::Served {
+            samples: a.samples,
+            seed: 0,
+        },
+        transfer_epsilon: a.transfer_epsilon,
+        transfer_inputs: a.transfer_inputs,
+        eq14,
+        ..CloneEvalConfig::default()
+    };
+    let clones: usize = cfg
+        .defences
+        .iter()
+        .map(|d| d.strengths.len())
+        .sum::<usize>()
+        * cfg.attackers.len()
+        * cfg.seeds.len();
+    let out = a.out.clone().unwrap_or_else(|| a.model.join("clone"));
+    let bar = progress(clones as u64, "clones");
+    let report = extraction::clone_eval(&model, &data, &cfg, &caches, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_json(&out.join("clone_eval.json"), &report)?;
+    let md = extraction::markdown(&report);
+    rgshield::util::atomic_write(&out.join("clone_eval.md"), md.as_bytes())?;
+    let plots = extraction::write_plots(&report, &out)?;
+    println!("{md}");
+    println!(
+        "wrote {} , clone_eval.md and {} plots in {} ({:.0} s)",
+        out.join("clone_eval.json").display(),
+        plots.len(),
+        out.display(),
+        report.seconds
+    );
     Ok(())
 }
 

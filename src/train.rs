@@ -155,6 +155,39 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The documented defaults of `rgshield train --method M` (README, "Training"): for eq. 14,
+    /// strong greedy pretraining then eq. 14 sweeps with the lower layers at 5% of the top layer's
+    /// rate; for the hybrid, a random start at sigmoid-Glorot scale, stochastic back-propagation
+    /// fine-tuning with 5% input bit flips, then a few eq. 14 refinement sweeps at a small rate.
+    pub fn defaults_for(method: Method, seed: u64) -> Self {
+        let mut c = TrainConfig {
+            method,
+            seed,
+            ..TrainConfig::default()
+        };
+        match method {
+            Method::Eq14 => {
+                c.pretrain_epochs = 60;
+                c.pretrain_lr = 0.1;
+                c.lr = 0.1;
+                c.lr_decay = 0.99;
+                c.lower_lr_factor = 0.05;
+                c.epochs_per_layer = 3;
+                c.sweeps = 60;
+                c.patience = 10;
+            }
+            Method::Hybrid => {
+                c.init_scale = 0.5;
+                c.pretrain_epochs = 0;
+                c.finetune_stochastic = true;
+                c.finetune_input_noise = 0.05;
+                c.lr = 0.002;
+                c.sweeps = 10;
+            }
+        }
+        c
+    }
+
     /// Reject values outside their domain before any work starts.
     pub fn validate(&self) -> Result<()> {
         let bad = |f: &str, v: String| Err(Error::invalid(format!("training config {f} = {v}")));

@@ -656,13 +656,13 @@ fn serve_cli_refuses_an_unknown_defence() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
         .args(["serve", "--model"])
         .arg(dir.path())
-        .args(["--addr", "127.0.0.1:0", "--defence", "rg"])
+        .args(["--addr", "127.0.0.1:0", "--defence", "bogus"])
         .output()
         .expect("run rgshield");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--defence 'rg': unknown defence; available: none"),
+        err.contains("--defence 'bogus'") && err.contains("unknown defence 'bogus'"),
         "{err}"
     );
 }
