@@ -253,6 +253,9 @@ fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> Coupl
 
 /// Conditioning beyond which a solve is flagged as untrustworthy.
 pub const COND_WARN: f64 = 1e10;
+/// Canonical correlations are ≤ 1 for any true joint distribution; estimates above `1 + this`
+/// are flagged.
+pub const CC_TOLERANCE: f64 = 1e-6;
 /// RG-NOTES A11: S ≥ 10 × operators per layer.
 pub const SAMPLES_PER_OPERATOR: usize = 10;
 
@@ -270,6 +273,18 @@ fn warnings_for(layers: &[LayerReport], ops: &[usize], samples: usize) -> Vec<St
                 "T({}): {} directions cut by the pseudo-inverse",
                 l.k, l.cut
             ));
+        }
+        if let Some(&cc) = l.canonical_correlations.first() {
+            if cc > 1.0 + CC_TOLERANCE {
+                w.push(format!(
+                    "T({}): largest canonical correlation {cc:.3} > 1: the estimated joint covariance of \
+                     layers {} and {} is not positive semi-definite (Rao-Blackwellised self terms beside \
+                     sampled cross terms, too few samples for a near-singular C); this step's spectra are unreliable",
+                    l.k,
+                    l.k - 1,
+                    l.k
+                ));
+            }
         }
     }
     if let Some(&m) = ops.iter().max() {
@@ -360,22 +375,9 @@ pub fn analyze(
     if cfg.inputs.is_empty() {
         return Err(Error::invalid("analyze: no inputs selected"));
     }
-    if let Some(&i) = cfg.inputs.iter().find(|&&i| i >= data.test.len()) {
-        return Err(Error::invalid(format!(
-            "analyze: input {i} is out of range (the test split of '{}' has {} rows)",
-            data.name,
-            data.test.len()
-        )));
-    }
-    if model.n_inputs() != data.n_features() || model.n_outputs() != data.n_classes() {
-        return Err(Error::shape(format!(
-            "model widths {:?} do not fit data set '{}' ({} features, {} classes)",
-            model.widths(),
-            data.name,
-            data.n_features(),
-            data.n_classes()
-        )));
-    }
+    data.check_test_inputs(&cfg.inputs, "analyze")
+        .map_err(Error::invalid)?;
+    crate::train::check_widths_fit(&model.widths(), data)?;
     let rows: Vec<&[f32]> = cfg.inputs.iter().map(|&i| data.test.row(i)).collect();
     let pilot: Vec<&[f32]> = rows.iter().take(32).copied().collect();
     let cbases = classification_bases(model, &pilot, cfg)?;

@@ -1082,22 +1082,9 @@ pub fn attack(
 ) -> Result<AttackReport> {
     let t0 = std::time::Instant::now();
     cfg.validate()?;
-    if let Some(&i) = cfg.inputs.iter().find(|&&i| i >= data.test.len()) {
-        return Err(Error::invalid(format!(
-            "attack: input {i} is out of range (the test split of '{}' has {} rows)",
-            data.name,
-            data.test.len()
-        )));
-    }
-    if model.n_inputs() != data.n_features() || model.n_outputs() != data.n_classes() {
-        return Err(Error::shape(format!(
-            "model widths {:?} do not fit data set '{}' ({} features, {} classes)",
-            model.widths(),
-            data.name,
-            data.n_features(),
-            data.n_classes()
-        )));
-    }
+    data.check_test_inputs(&cfg.inputs, "attack")
+        .map_err(Error::invalid)?;
+    crate::train::check_widths_fit(&model.widths(), data)?;
     let rows: Vec<&[f32]> = cfg.inputs.iter().map(|&i| data.test.row(i)).collect();
     let ctx = AttackContext::new(model, &rows, cfg)?;
     use rayon::prelude::*;

@@ -272,7 +272,8 @@ fn one_hot(y: &[u32], n: usize) -> Vec<f32> {
     o
 }
 
-fn subset(s: &Split, idx: &[usize]) -> Split {
+/// The rows `idx` of a split, in that order.
+pub fn subset(s: &Split, idx: &[usize]) -> Split {
     let mut x = Vec::with_capacity(idx.len() * s.n_features);
     for &i in idx {
         x.extend_from_slice(s.row(i));

@@ -114,6 +114,19 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// An error naming the first of `inputs` (test-split indices) out of range; `what` names the
+    /// caller in the message.
+    pub fn check_test_inputs(&self, inputs: &[usize], what: &str) -> Result<(), String> {
+        match inputs.iter().find(|&&i| i >= self.test.len()) {
+            Some(&i) => Err(format!(
+                "{what}: input {i} is out of range (the test split of '{}' has {} rows)",
+                self.name,
+                self.test.len()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Number of features per row.
     pub fn n_features(&self) -> usize {
         self.train.n_features

@@ -36,8 +36,8 @@ use crate::error::{Error, Result};
 use crate::model::DeepRbm;
 use crate::rg::fisher::{mean_field_reading, top_eigen};
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{Method, TrainConfig, Trainer};
-use crate::util::mix_seed;
+use crate::train::{subset, Method, TrainConfig, Trainer};
+use crate::util::{fnv1a64, mix_seed};
 use mlp::{Mlp, MlpConfig};
 
 /// How the clone is trained (SPEC §9 (a), (b)).
@@ -342,18 +342,6 @@ pub struct CloneEvalReport {
     pub seconds: f64,
 }
 
-fn subset(s: &Split, idx: &[usize]) -> Split {
-    let mut x = Vec::with_capacity(idx.len() * s.n_features);
-    for &i in idx {
-        x.extend_from_slice(s.row(i));
-    }
-    Split {
-        x,
-        y: idx.iter().map(|&i| s.y[i]).collect(),
-        n_features: s.n_features,
-    }
-}
-
 /// The attacker's queries: the pool's rows, then flipped copies up to `budget`.
 fn build_queries(
     pool: &Split,
@@ -477,6 +465,11 @@ fn transfer_rate(
     Ok(hits.iter().sum::<usize>() as f64 / inputs.len() as f64)
 }
 
+/// Fraction of positions where `a[i] == b[i]` (accuracy against labels, or agreement).
+fn agreement<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -499,15 +492,7 @@ pub fn clone_eval(
 ) -> Result<CloneEvalReport> {
     let t0 = std::time::Instant::now();
     cfg.validate()?;
-    if victim.n_inputs() != data.n_features() || victim.n_outputs() != data.n_classes() {
-        return Err(Error::shape(format!(
-            "victim widths {:?} do not fit data set '{}' ({} features, {} classes)",
-            victim.widths(),
-            data.name,
-            data.n_features(),
-            data.n_classes()
-        )));
-    }
+    crate::train::check_widths_fit(&victim.widths(), data)?;
     if data.test.len() < 20 {
         return Err(Error::invalid(format!(
             "clone-eval: the test split of '{}' has {} rows (need ≥ 20 for queries and evaluation)",
@@ -560,12 +545,8 @@ pub fn clone_eval(
         let served = predictor.outputs(&qx, nq);
         let eval_out = predictor.outputs(&eval.x, eval.len());
         let victim_class: Vec<usize> = eval_out.chunks_exact(n_out).map(argmax).collect();
-        let undefended_accuracy = victim_class
-            .iter()
-            .zip(&eval.y)
-            .filter(|(c, y)| **c == **y as usize)
-            .count() as f64
-            / eval.len() as f64;
+        let labels: Vec<usize> = eval.y.iter().map(|&c| c as usize).collect();
+        let undefended_accuracy = agreement(&victim_class, &labels);
         let transfer_set: Vec<(usize, usize)> = (0..eval.len())
             .filter(|&i| victim_class[i] == eval.y[i] as usize)
             .take(cfg.transfer_inputs)
@@ -627,23 +608,12 @@ pub fn clone_eval(
                     dist = (dist.0 + d.l1, dist.1 + d.l2, dist.2 + d.kl);
                 }
                 let def_class: Vec<usize> = eval_defended.chunks_exact(n_out).map(argmax).collect();
-                let defended_accuracy = def_class
-                    .iter()
-                    .zip(&eval.y)
-                    .filter(|(c, y)| **c == **y as usize)
-                    .count() as f64
-                    / eval.len() as f64;
-                let changed = def_class
-                    .iter()
-                    .zip(&victim_class)
-                    .filter(|(a, b)| a != b)
-                    .count() as f64
-                    / eval.len() as f64;
+                let defended_accuracy = agreement(&def_class, &labels);
+                let changed = 1.0 - agreement(&def_class, &victim_class);
                 let targets = view_targets(&defended, n_out, attacker.view, attacker.learner);
-                let run_seed = mix_seed(
-                    seed,
-                    0xA77 + d as u64 * 131 + attacker.to_string().len() as u64,
-                );
+                // Common random numbers: for a given seed and attacker every defence gets the same
+                // clone initialisation and minibatch order, so defences are compared paired.
+                let run_seed = mix_seed(seed, fnv1a64(attacker.to_string().as_bytes()));
                 let clone = match attacker.learner {
                     Learner::Eq14 => {
                         let labels: Vec<u32> = targets
@@ -689,18 +659,8 @@ pub fn clone_eval(
                     }
                 };
                 let clone_class = clone.classes(&eval.x, eval.len(), cfg.serve);
-                let clone_accuracy = clone_class
-                    .iter()
-                    .zip(&eval.y)
-                    .filter(|(c, y)| **c == **y as usize)
-                    .count() as f64
-                    / eval.len() as f64;
-                let fidelity = clone_class
-                    .iter()
-                    .zip(&victim_class)
-                    .filter(|(a, b)| a == b)
-                    .count() as f64
-                    / eval.len() as f64;
+                let clone_accuracy = agreement(&clone_class, &labels);
+                let fidelity = agreement(&clone_class, &victim_class);
                 let transfer_success = transfer_rate(
                     &predictor,
                     &eval,
