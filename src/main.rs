@@ -281,8 +281,12 @@ struct AnalyzeArgs {
 #[derive(Args)]
 struct CloneEvalArgs {
     /// Victim model directory (the poison caches of `rg` are kept there).
+    #[arg(long, required_unless_present = "from_json")]
+    model: Option<PathBuf>,
+    /// Print (and write beside it as clone_eval.md) the tables of an existing clone_eval.json
+    /// instead of running: the mean ± sd cells and the paired differences.
     #[arg(long)]
-    model: PathBuf,
+    from_json: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Defences: none, rg (= rg:P), rg:C, random, gaussian, reverse-sigmoid, rounding, top1.
@@ -701,7 +705,23 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 
 fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
     use rgshield::extraction::{self, AttackerSpec, CloneEvalConfig, DefenceSetting};
-    let (model, meta) = model_io::load(&a.model)?;
+    if let Some(f) = &a.from_json {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let saved: extraction::SavedRows = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a clone_eval.json", f.display()))?;
+        let md = extraction::tables(
+            &format!("clone-eval tables of {}\n\n", f.display()),
+            &saved.baselines,
+            &saved.rows,
+        );
+        let out = f.with_file_name("clone_eval.md");
+        rgshield::util::atomic_write(&out, md.as_bytes())?;
+        println!("{md}");
+        return Ok(());
+    }
+    let model_dir = a.model.clone().context("--model is required")?;
+    let (model, meta) = model_io::load(&model_dir)?;
     let data = a.data.load()?;
     let shape = meta
         .dataset
@@ -723,11 +743,11 @@ fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
             if caches.iter().any(|c: &PoisonCache| c.reading == *reading) {
                 continue;
             }
-            let (c, computed) = PoisonCache::load_or_compute(&a.model, &model, shape, *reading)?;
+            let (c, computed) = PoisonCache::load_or_compute(&model_dir, &model, shape, *reading)?;
             if computed {
                 eprintln!(
                     "computed poison directions per class into {}",
-                    PoisonCache::path_in(&a.model, *reading).display()
+                    PoisonCache::path_in(&model_dir, *reading).display()
                 );
             }
             caches.push(c);
@@ -764,7 +784,7 @@ fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
         .sum::<usize>()
         * cfg.attackers.len()
         * cfg.seeds.len();
-    let out = a.out.clone().unwrap_or_else(|| a.model.join("clone"));
+    let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
     let bar = progress(clones as u64, "clones");
     let report = extraction::clone_eval(&model, &data, &cfg, &caches, &|| bar.inc(1))?;
     bar.finish_and_clear();

@@ -272,7 +272,7 @@ impl CloneEvalConfig {
 }
 
 /// One (seed, defence, strength, attacker) run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CloneRow {
     pub seed: u64,
     pub defence: String,
@@ -299,7 +299,7 @@ pub struct CloneRow {
 }
 
 /// Per-seed measurements that do not depend on the defence.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SeedBaseline {
     pub seed: u64,
     pub queries: usize,
@@ -752,13 +752,101 @@ fn summarise(rows: &[CloneRow]) -> Vec<CloneCell> {
         .collect()
 }
 
+/// A paired comparison of two defences over seeds (same seed, attacker and — for two defences
+/// with a strength — the same strength: the clones share their initialisation, so the per-seed
+/// difference removes most of the clone-to-clone noise).
+#[derive(Clone, Debug, Serialize)]
+pub struct PairedDifference {
+    /// `a − b`, e.g. `rg:P − random`.
+    pub defences: (String, String),
+    pub attacker: String,
+    /// Strength of `a` (and of `b` when it has one).
+    pub strength: f64,
+    pub seeds: usize,
+    /// Mean and sd over seeds of the per-seed differences, and the mean over its standard error.
+    pub clone_accuracy: (f64, f64, f64),
+    pub transfer_success: (f64, f64, f64),
+    /// Mean L1 distortion of `a` and of `b`.
+    pub l1: (f64, f64),
+}
+
+/// Paired differences `a − b` for every attacker and strength of `a` (`b` = `none` or `top1`
+/// is matched at any strength).
+pub fn paired_differences(rows: &[CloneRow], a: &str, b: &str) -> Vec<PairedDifference> {
+    let mut keys: Vec<(String, u64)> = Vec::new();
+    for r in rows.iter().filter(|r| r.defence_kind == a) {
+        let k = (r.attacker.clone(), r.strength.to_bits());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let strengthless = |k: &str| k == "none" || k == "top1";
+    keys.into_iter()
+        .filter_map(|(attacker, bits)| {
+            let mut dacc = Vec::new();
+            let mut dtr = Vec::new();
+            let (mut la, mut lb) = (Vec::new(), Vec::new());
+            for ra in rows.iter().filter(|r| {
+                r.defence_kind == a && r.attacker == attacker && r.strength.to_bits() == bits
+            }) {
+                let rb = rows.iter().find(|r| {
+                    r.defence_kind == b
+                        && r.attacker == attacker
+                        && r.seed == ra.seed
+                        && (strengthless(b) || r.strength.to_bits() == bits)
+                })?;
+                dacc.push(ra.clone_accuracy - rb.clone_accuracy);
+                dtr.push(ra.transfer_success - rb.transfer_success);
+                la.push(ra.l1);
+                lb.push(rb.l1);
+            }
+            if dacc.is_empty() {
+                return None;
+            }
+            let with_t = |v: &[f64]| {
+                let (m, sd) = mean_sd(v);
+                let se = sd / (v.len() as f64).sqrt();
+                (m, sd, if se > 0.0 { m / se } else { f64::NAN })
+            };
+            Some(PairedDifference {
+                defences: (a.to_string(), b.to_string()),
+                attacker,
+                strength: f64::from_bits(bits),
+                seeds: dacc.len(),
+                clone_accuracy: with_t(&dacc),
+                transfer_success: with_t(&dtr),
+                l1: (mean_sd(&la).0, mean_sd(&lb).0),
+            })
+        })
+        .collect()
+}
+
 /// The Markdown table of the report: mean ± sd over seeds for every defence × strength × attacker.
 pub fn markdown(r: &CloneEvalReport) -> String {
-    let pm = |v: (f64, f64)| format!("{:.3} ± {:.3}", v.0, v.1);
-    let mut s = format!(
+    let head = format!(
         "clone-eval: victim {:?} on {}, budget {}, seeds {:?}, transfer at L2 = {}\n\n",
         r.victim_widths, r.dataset, r.config.budget, r.config.seeds, r.config.transfer_epsilon
     );
+    tables(&head, &r.baselines, &r.rows)
+}
+
+/// The rows and baselines of a written `clone_eval.json` (for [`tables`] without rerunning).
+#[derive(serde::Deserialize)]
+pub struct SavedRows {
+    pub baselines: Vec<SeedBaseline>,
+    pub rows: Vec<CloneRow>,
+}
+
+/// The Markdown tables of a run from its rows: the mean ± sd cells and the paired differences of
+/// each `rg` defence against `random` and `none`.
+pub fn tables(head: &str, baselines: &[SeedBaseline], rows: &[CloneRow]) -> String {
+    let pm = |v: (f64, f64)| format!("{:.3} ± {:.3}", v.0, v.1);
+    let mut s = head.to_string();
+    let cells = summarise(rows);
+    let r = SavedRows {
+        baselines: baselines.to_vec(),
+        rows: rows.to_vec(),
+    };
     let b: Vec<f64> = r.baselines.iter().map(|b| b.victim_self_success).collect();
     let rnd: Vec<f64> = r.baselines.iter().map(|b| b.random_success).collect();
     s += &format!(
@@ -767,7 +855,7 @@ pub fn markdown(r: &CloneEvalReport) -> String {
         pm(mean_sd(&rnd))
     );
     s += "| defence | strength | attacker | clone acc | fidelity | transfer | victim acc (defended) | changed argmax | L1 | KL |\n|---|---|---|---|---|---|---|---|---|---|\n";
-    for c in &r.cells {
+    for c in &cells {
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.4} | {:.4} |\n",
             c.defence_kind,
@@ -781,6 +869,36 @@ pub fn markdown(r: &CloneEvalReport) -> String {
             c.l1.0,
             c.kl.0
         );
+    }
+    let mut kinds: Vec<&str> = r.rows.iter().map(|x| x.defence_kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut pairs = Vec::new();
+    for a in kinds.iter().filter(|k| k.starts_with("rg")) {
+        for b in ["random", "none"] {
+            pairs.extend(paired_differences(&r.rows, a, b));
+        }
+    }
+    if !pairs.is_empty() {
+        s += "\npaired differences over seeds (same seed, attacker and clone initialisation): mean ± sd [mean/se]\n\n\
+              | a − b | attacker | strength | Δ clone acc | Δ transfer | L1 of a, b |\n|---|---|---|---|---|---|\n";
+        for p in &pairs {
+            s += &format!(
+                "| {} − {} | {} | {} | {:+.3} ± {:.3} [{:+.1}] | {:+.3} ± {:.3} [{:+.1}] | {:.4}, {:.4} |\n",
+                p.defences.0,
+                p.defences.1,
+                p.attacker,
+                p.strength,
+                p.clone_accuracy.0,
+                p.clone_accuracy.1,
+                p.clone_accuracy.2,
+                p.transfer_success.0,
+                p.transfer_success.1,
+                p.transfer_success.2,
+                p.l1.0,
+                p.l1.1
+            );
+        }
     }
     s
 }
