@@ -13,6 +13,7 @@ pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod defence;
+pub mod depth_study;
 pub mod error;
 pub mod exact;
 pub mod extraction;

@@ -438,6 +438,59 @@ enum BenchCmd {
     Rg(RgBenchArgs),
     /// Load-test the HTTP API in process: in-process vs HTTP rate, with and without a defence.
     Serve(ServeBenchArgs),
+    /// Depth study (SPEC §10): per depth N, train or reuse a model, analyse and attack it; prints
+    /// a Markdown table row by row and writes depth_study.json and plots against N.
+    DepthStudy(Box<DepthStudyArgs>),
+}
+
+#[derive(Args)]
+struct DepthStudyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Depths N, e.g. 1,2,3,4,5,6.
+    #[arg(long, default_value = "1,2,3,4,5,6")]
+    depths: String,
+    /// Hidden width.
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Training method (its documented defaults, as `rgshield train --method`).
+    #[arg(long, value_enum, default_value = "hybrid")]
+    method: Method,
+    /// Training seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Models are saved to, and reused from, DIR/dN (reused when model.json exists with matching
+    /// widths; a mismatched model is refused, never overwritten).
+    #[arg(long, default_value = "runs/depth-study")]
+    models_dir: PathBuf,
+    /// Test-split inputs analysed and attacked: a range A..B or a comma list.
+    #[arg(long, default_value = "0..50")]
+    inputs: String,
+    /// Ancestral samples S of the analysis and the attack's Fisher estimate.
+    #[arg(long, default_value_t = 3000)]
+    samples: usize,
+    /// Hidden-layer operator basis (see `analyze`).
+    #[arg(long, default_value = "order2:200")]
+    basis: String,
+    /// Jackknife blocks of the analysis.
+    #[arg(long, default_value_t = 4)]
+    blocks: usize,
+    /// L2 budget ε of the attack success columns.
+    #[arg(long, default_value_t = 1.0)]
+    attack_epsilon: f64,
+    /// Training: override the hybrid's fine-tuning epochs (a short run for tests).
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// Training: override the maximum eq. 14 sweeps.
+    #[arg(long)]
+    sweeps: Option<usize>,
+    /// Training: override the greedy pretraining epochs.
+    #[arg(long)]
+    pretrain_epochs: Option<usize>,
+    /// Output directory for depth_study.json, the plots and dN/{analysis,attack}.json (default:
+    /// --models-dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -537,6 +590,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Depth(a)) => cmd_bench_depth(*a),
         Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
         Cmd::Bench(BenchCmd::Serve(a)) => cmd_bench_serve(a, cli.threads),
+        Cmd::Bench(BenchCmd::DepthStudy(a)) => cmd_bench_depth_study(*a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -1138,10 +1192,8 @@ fn cmd_bench_rg(a: RgBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
-    let data = a.data.load()?;
-    let depths: Vec<usize> = a
-        .depths
+fn parse_depths(s: &str) -> Result<Vec<usize>> {
+    let depths: Vec<usize> = s
         .split(',')
         .map(|t| {
             t.trim()
@@ -1152,6 +1204,68 @@ fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
     if depths.contains(&0) {
         bail!("--depths: depth 0 is not a network");
     }
+    Ok(depths)
+}
+
+fn cmd_bench_depth_study(a: DepthStudyArgs) -> Result<()> {
+    use rgshield::depth_study::{self, DepthStudyConfig};
+    let depths = parse_depths(&a.depths)?;
+    let inputs = parse_inputs(&a.inputs)?;
+    let mut cfg = DepthStudyConfig::defaults_for(a.method, a.seed);
+    cfg.depths = depths;
+    cfg.width = a.width;
+    cfg.models_dir = a.models_dir.clone();
+    cfg.inputs = inputs;
+    cfg.samples = a.samples;
+    cfg.basis = a.basis.parse()?;
+    cfg.blocks = a.blocks;
+    cfg.attack_epsilon = a.attack_epsilon;
+    if let Some(v) = a.finetune_epochs {
+        cfg.train.finetune_epochs = v;
+    }
+    if let Some(v) = a.sweeps {
+        cfg.train.sweeps = v;
+    }
+    if let Some(v) = a.pretrain_epochs {
+        cfg.train.pretrain_epochs = v;
+    }
+    cfg.validate()?;
+    let data = a.data.load()?;
+    let out = a.out.clone().unwrap_or_else(|| a.models_dir.clone());
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    println!("{}", depth_study::table_header(&data, &cfg));
+    let bar_for = |stage: &str, n: usize, len: u64| progress(len, &format!("N={n} {stage}"));
+    let report = depth_study::depth_study(&data, &cfg, Some(&out), &bar_for, |row| {
+        println!("{}", depth_study::table_row(row))
+    })?;
+    let json = out.join("depth_study.json");
+    write_json(&json, &report)?;
+    let plots = depth_study::write_plots(&report, &out)?;
+    for r in &report.rows {
+        let how = match r.model_source {
+            depth_study::ModelSource::Trained => {
+                format!("trained and saved in {:.1} s", r.train_seconds)
+            }
+            depth_study::ModelSource::Reused => "reused (widths match)".to_string(),
+        };
+        println!(
+            "N={}: model {} {how}, fingerprint {}",
+            r.depth, r.model_dir, r.fingerprint
+        );
+    }
+    println!(
+        "\nwrote {} and {} plots in {} ({:.1} s)",
+        json.display(),
+        plots.len(),
+        out.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+fn cmd_bench_depth(a: DepthArgs) -> Result<()> {
+    let data = a.data.load()?;
+    let depths = parse_depths(&a.depths)?;
     let cfg = DepthBenchConfig {
         depths,
         width: a.width,

@@ -1,0 +1,657 @@
+//! `rgshield bench depth-study`: the depth study of SPEC §10 (issue 5 item 3).
+//!
+//! For each depth N at fixed hidden width: train (or reuse) the model `[n_in, width × (N−1),
+//! n_classes]` with the method's documented defaults, run the RG analysis ([`crate::analyze`]) and
+//! the adversarial attack ([`crate::attack`]) on the same test inputs, and collect one
+//! [`DepthStudyRow`]: accuracies, the top input-Fisher eigenvalue in its stochastic (direct) and
+//! mean-field readings beside the first-layer bound (SPEC §6: the stochastic reading cannot grow
+//! with depth), the stability spectra of §5 per layer, attack success at a fixed ε, and the top
+//! output-Fisher eigenvalue of §7 in readings (P) and (C). No verdict is drawn here; the numbers
+//! are what SPEC §10 asks to measure.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::analyze::{analyze, AnalysisReport, AnalyzeConfig, BasisChoice, CC_TOLERANCE};
+use crate::attack::{attack, quartiles, AttackConfig, Method as AttackMethod};
+use crate::attack::{MethodRate, Quartiles};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::io::{self as model_io, ModelMeta};
+use crate::rg::OutputReading;
+use crate::sample::{OutputMode, Predictor};
+use crate::train::{Method, TrainConfig, Trainer};
+use crate::DeepRbm;
+
+/// Settings of the depth study (SPEC §10).
+#[derive(Clone, Debug, Serialize)]
+pub struct DepthStudyConfig {
+    /// Depths N (number of RBMs), each ≥ 1.
+    pub depths: Vec<usize>,
+    /// Hidden width of every hidden layer.
+    pub width: usize,
+    /// Models are saved to (and reused from) `models_dir/dN`.
+    pub models_dir: PathBuf,
+    /// Training configuration of every depth (the CLI uses `TrainConfig::defaults_for(method,
+    /// seed)`; tests shorten it).
+    pub train: TrainConfig,
+    /// Test-split inputs analysed and attacked.
+    pub inputs: Vec<usize>,
+    /// Ancestral samples S of the analysis and of the attack's Fisher estimate.
+    pub samples: usize,
+    /// Hidden-layer operator basis (the output layer gets the complete basis).
+    pub basis: BasisChoice,
+    /// Jackknife blocks of the analysis (error bars of the Fisher estimates).
+    pub blocks: usize,
+    /// Pilot samples (in total) for the frozen top pairs.
+    pub pilot_samples: usize,
+    /// L2 budget ε at which attack success is measured.
+    pub attack_epsilon: f64,
+    /// Samples S of the served output (test accuracy and attack judgement).
+    pub serve_samples: usize,
+    /// Seed of the analysis, the attack and the served output.
+    pub seed: u64,
+}
+
+impl DepthStudyConfig {
+    /// The study's defaults for a method and training seed: depths 1…6, width 64, inputs 0..50,
+    /// S = 3000, order2:200, 4 jackknife blocks, ε = 1, served S = 64, models in
+    /// `runs/depth-study`.
+    pub fn defaults_for(method: Method, seed: u64) -> Self {
+        DepthStudyConfig {
+            depths: (1..=6).collect(),
+            width: 64,
+            models_dir: PathBuf::from("runs/depth-study"),
+            train: TrainConfig::defaults_for(method, seed),
+            inputs: (0..50).collect(),
+            samples: 3000,
+            basis: BasisChoice::TopPairs(200),
+            blocks: 4,
+            pilot_samples: 4000,
+            attack_epsilon: 1.0,
+            serve_samples: 64,
+            seed: 0,
+        }
+    }
+
+    /// Check every value's domain before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.depths.is_empty() {
+            return Err(Error::invalid("depth study: no depths given"));
+        }
+        if self.depths.contains(&0) {
+            return Err(Error::invalid("depth study: depth 0 is not a network"));
+        }
+        if self.width == 0 {
+            return Err(Error::invalid("depth study: width 0"));
+        }
+        if self.inputs.is_empty() {
+            return Err(Error::invalid("depth study: no inputs selected"));
+        }
+        if self.samples < 2 {
+            return Err(Error::invalid(format!(
+                "depth study: {} samples (need at least 2)",
+                self.samples
+            )));
+        }
+        if self.blocks == 0 {
+            return Err(Error::invalid("depth study: blocks must be ≥ 1"));
+        }
+        if self.serve_samples == 0 {
+            return Err(Error::invalid("depth study: served samples must be ≥ 1"));
+        }
+        if !(self.attack_epsilon.is_finite() && self.attack_epsilon > 0.0) {
+            return Err(Error::invalid(format!(
+                "depth study: attack ε = {} (must be finite and > 0)",
+                self.attack_epsilon
+            )));
+        }
+        self.train.validate()
+    }
+
+    /// Widths `[n_in, width × (N−1), n_classes]` of depth N.
+    pub fn widths(&self, data: &Dataset, depth: usize) -> Vec<usize> {
+        let mut w = vec![data.n_features()];
+        w.extend(std::iter::repeat_n(self.width, depth.saturating_sub(1)));
+        w.push(data.n_classes());
+        w
+    }
+
+    /// Model directory of depth N.
+    pub fn model_dir(&self, depth: usize) -> PathBuf {
+        self.models_dir.join(format!("d{depth}"))
+    }
+}
+
+/// Where a row's model came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSource {
+    /// Trained in this run and saved.
+    Trained,
+    /// Loaded from an existing `model.json` whose widths match.
+    Reused,
+}
+
+impl ModelSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelSource::Trained => "trained",
+            ModelSource::Reused => "reused",
+        }
+    }
+}
+
+/// RG diagnostics of one stability matrix `T^{(k)}` over the inputs (SPEC §5).
+#[derive(Clone, Debug, Serialize)]
+pub struct StudyLayer {
+    /// `T^{(k)}`, k = 2…N.
+    pub k: usize,
+    /// Median over inputs of the largest |λ(T)| — **depends on the labelling of hidden units**
+    /// (RG-NOTES §5 A7); `None` when T is not square.
+    pub max_eigenvalue_modulus_median: Option<f64>,
+    pub labelling_dependent: bool,
+    /// Inputs with any |λ(T)| > 1 (the paper's relevant directions; labelling-dependent).
+    pub inputs_with_relevant: usize,
+    /// Median over inputs of the largest canonical correlation (basis-invariant, ≤ 1 in truth).
+    pub max_canonical_correlation_median: Option<f64>,
+    /// Inputs whose largest canonical correlation estimate exceeds 1: estimation artefacts of a
+    /// near-singular `C_kk` (README, *RG analysis*), not findings.
+    pub canonical_over_one: usize,
+}
+
+/// One depth of the study (SPEC §10).
+#[derive(Clone, Debug, Serialize)]
+pub struct DepthStudyRow {
+    pub depth: usize,
+    pub widths: Vec<usize>,
+    /// The model directory (`models_dir/dN`).
+    pub model_dir: String,
+    pub model_source: ModelSource,
+    /// Training method recorded in `model.json` (`None` when the file does not say).
+    pub training_method: Option<String>,
+    /// Weights fingerprint (as in `model.json`).
+    pub fingerprint: String,
+    /// Training time (0 for a reused model).
+    pub train_seconds: f64,
+    pub analyze_seconds: f64,
+    pub attack_seconds: f64,
+    /// Test accuracy of the served output (S = `serve_samples`, seed 0) and of the mean field.
+    pub test_accuracy: f64,
+    pub test_accuracy_mean_field: f64,
+    /// Inputs analysed.
+    pub inputs: usize,
+    /// Top input-Fisher eigenvalue per input: direct (stochastic) estimate, mean-field reading,
+    /// first-layer bound `λ_max(W_1ᵀ diag(μ_1(1−μ_1)) W_1)` (SPEC §6).
+    pub fisher_direct: Quartiles,
+    pub fisher_mean_field: Quartiles,
+    pub fisher_bound: Quartiles,
+    /// Median over inputs of the per-input ratios to the bound (stochastic ≤ 1 by the
+    /// data-processing inequality; mean-field unbounded).
+    pub ratio_direct_median: Option<f64>,
+    pub ratio_mean_field_median: Option<f64>,
+    /// Inputs whose direct estimate exceeds the bound by more than 4 jackknife standard errors
+    /// (with one block: exceeds it at all). Expected 0.
+    pub bound_violations: usize,
+    /// Per stability matrix `T^{(2)}…T^{(N)}` (empty for N = 1).
+    pub layers: Vec<StudyLayer>,
+    /// Inputs served correctly at ε = 0 (the attacked ones).
+    pub attacked: usize,
+    pub attack_epsilon: f64,
+    /// Success rates at `attack_epsilon`.
+    pub success_fisher: Option<f64>,
+    pub success_fisher_mf: Option<f64>,
+    pub success_pgd: Option<f64>,
+    pub success_random: Option<f64>,
+    /// Median over classes of the top output-Fisher eigenvalue (direct estimate) at the one-hot
+    /// output, readings (P) and (C) (SPEC §7).
+    pub output_fisher_p_median: Option<f64>,
+    pub output_fisher_c_median: Option<f64>,
+}
+
+/// Everything `depth_study.json` holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct DepthStudyReport {
+    pub dataset: String,
+    pub settings: DepthStudyConfig,
+    pub rows: Vec<DepthStudyRow>,
+    pub seconds: f64,
+}
+
+/// Progress hooks of [`depth_study`]: a bar per stage (`"train"`, `"analyze"`, `"attack"`) of a
+/// depth with its length (0 when the trainer sets it).
+pub type BarFor<'a> = &'a dyn Fn(&str, usize, u64) -> indicatif::ProgressBar;
+
+fn training_method(meta: &ModelMeta) -> Option<String> {
+    meta.training
+        .as_ref()
+        .and_then(|t| t.get("method"))
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+}
+
+/// Load `dir`'s model if its `model.json` exists: reuse it when its widths and data set match,
+/// refuse (an error that says why and what to do) when they do not. `Ok(None)`: no model there.
+pub fn reusable_model(
+    dir: &Path,
+    widths: &[usize],
+    data: &Dataset,
+) -> Result<Option<(DeepRbm, ModelMeta)>> {
+    if !dir.join(model_io::META_FILE).exists() {
+        return Ok(None);
+    }
+    let (model, meta) = model_io::load(dir)?;
+    if model.widths() != widths {
+        return Err(Error::model(
+            &dir.join(model_io::META_FILE),
+            format!(
+                "existing model has widths {:?} but the depth study needs {widths:?} here: \
+                 refusing to overwrite it — remove {} or choose another --models-dir",
+                model.widths(),
+                dir.display()
+            ),
+        ));
+    }
+    if let Some(d) = &meta.dataset {
+        if d.fingerprint != data.fingerprint {
+            return Err(Error::model(
+                &dir.join(model_io::META_FILE),
+                format!(
+                    "existing model was trained on data set '{}' (fingerprint {}), the study runs on '{}' \
+                     (fingerprint {}): refusing to reuse it — remove {} or choose another --models-dir",
+                    d.name,
+                    d.fingerprint,
+                    data.name,
+                    data.fingerprint,
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(Some((model, meta)))
+}
+
+fn median(v: impl IntoIterator<Item = f64>) -> Option<f64> {
+    quartiles(&v.into_iter().collect::<Vec<_>>()).median
+}
+
+fn rate_at(rates: &[MethodRate], m: AttackMethod, eps: f64) -> Option<f64> {
+    rates
+        .iter()
+        .find(|r| r.method == m && (r.budget - eps).abs() < 1e-12)
+        .and_then(|r| r.rate)
+}
+
+/// Summarise the analysis and the attack of one depth into its row's measurements.
+fn summarise(
+    an: &AnalysisReport,
+) -> (
+    Quartiles,
+    Quartiles,
+    Quartiles,
+    Option<f64>,
+    Option<f64>,
+    usize,
+    Vec<StudyLayer>,
+) {
+    let col = |f: &dyn Fn(&crate::analyze::InputAnalysis) -> f64| {
+        quartiles(&an.inputs.iter().map(f).collect::<Vec<_>>())
+    };
+    let fisher_direct = col(&|i| i.fisher.direct_top);
+    let fisher_mean_field = col(&|i| i.fisher.mean_field_top);
+    let fisher_bound = col(&|i| i.fisher.bound_top);
+    let ratio_direct = median(an.inputs.iter().map(|i| i.fisher.ratio_direct));
+    let ratio_mf = median(an.inputs.iter().map(|i| i.fisher.ratio_mean_field));
+    let violations = an
+        .inputs
+        .iter()
+        .filter(|i| {
+            let f = &i.fisher;
+            let se = f
+                .direct_top_std_err
+                .filter(|s| s.is_finite())
+                .unwrap_or(0.0);
+            f.direct_top > f.bound_top * (1.0 + 1e-9) + 4.0 * se
+        })
+        .count();
+    let ks: Vec<usize> = an
+        .inputs
+        .first()
+        .map(|i| i.layers.iter().map(|l| l.k).collect())
+        .unwrap_or_default();
+    let layers = ks
+        .iter()
+        .enumerate()
+        .map(|(j, &k)| {
+            let ls: Vec<&crate::analyze::LayerReport> =
+                an.inputs.iter().filter_map(|i| i.layers.get(j)).collect();
+            let max_of = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+            let eig: Vec<f64> = ls
+                .iter()
+                .filter_map(|l| l.eigenvalue_moduli.as_deref().map(max_of))
+                .collect();
+            let cc: Vec<f64> = ls
+                .iter()
+                .filter_map(|l| l.canonical_correlations.first().copied())
+                .collect();
+            StudyLayer {
+                k,
+                max_eigenvalue_modulus_median: median(eig),
+                labelling_dependent: true,
+                inputs_with_relevant: ls.iter().filter(|l| l.n_relevant.unwrap_or(0) > 0).count(),
+                max_canonical_correlation_median: median(cc.iter().copied()),
+                canonical_over_one: cc.iter().filter(|&&c| c > 1.0 + CC_TOLERANCE).count(),
+            }
+        })
+        .collect();
+    (
+        fisher_direct,
+        fisher_mean_field,
+        fisher_bound,
+        ratio_direct,
+        ratio_mf,
+        violations,
+        layers,
+    )
+}
+
+fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
+    median(an.classes.iter().filter_map(|c| {
+        c.output
+            .iter()
+            .find(|o| o.reading == reading)
+            .map(|o| o.direct_top)
+    }))
+}
+
+/// Run the depth study (SPEC §10). For each depth: reuse `models_dir/dN` when its `model.json`
+/// exists with matching widths and data set (refuse otherwise), else train with `cfg.train` and
+/// save there; then analyse and attack `cfg.inputs`. `out`, when given, receives
+/// `dN/analysis.json` and `dN/attack.json`. `on_row` sees each row as it finishes.
+pub fn depth_study(
+    data: &Dataset,
+    cfg: &DepthStudyConfig,
+    out: Option<&Path>,
+    bar_for: BarFor<'_>,
+    mut on_row: impl FnMut(&DepthStudyRow),
+) -> Result<DepthStudyReport> {
+    let t0 = Instant::now();
+    cfg.validate()?;
+    data.check_test_inputs(&cfg.inputs, "depth study")
+        .map_err(Error::invalid)?;
+    // Refuse mismatched models before any long work.
+    for &n in &cfg.depths {
+        reusable_model(&cfg.model_dir(n), &cfg.widths(data, n), data)?;
+    }
+    let mut rows = Vec::new();
+    for &n in &cfg.depths {
+        let widths = cfg.widths(data, n);
+        let dir = cfg.model_dir(n);
+        let t = Instant::now();
+        let (model, meta, source) = match reusable_model(&dir, &widths, data)? {
+            Some((m, meta)) => (m, meta, ModelSource::Reused),
+            None => {
+                let (model, _) = Trainer::new(data, &cfg.train)?
+                    .with_progress(bar_for("train", n, 0))
+                    .train(&widths)?;
+                let mut meta = ModelMeta::new(&model, data.class_names.clone());
+                meta.dataset = Some(data.info());
+                meta.training = Some(serde_json::to_value(&cfg.train).map_err(|e| {
+                    Error::invalid(format!("cannot serialise the training config: {e}"))
+                })?);
+                model_io::save(&dir, &model, &meta)?;
+                (model, meta, ModelSource::Trained)
+            }
+        };
+        let train_seconds = match source {
+            ModelSource::Trained => t.elapsed().as_secs_f64(),
+            ModelSource::Reused => 0.0,
+        };
+        let served = Predictor::new(
+            &model,
+            OutputMode::Served {
+                samples: cfg.serve_samples,
+                seed: 0,
+            },
+        );
+        let test_accuracy = served.accuracy(&data.test);
+        let test_accuracy_mean_field =
+            Predictor::new(&model, OutputMode::MeanField).accuracy(&data.test);
+
+        let acfg = AnalyzeConfig {
+            inputs: cfg.inputs.clone(),
+            samples: cfg.samples,
+            seed: cfg.seed,
+            basis: cfg.basis,
+            blocks: cfg.blocks,
+            pilot_samples: cfg.pilot_samples,
+        };
+        let bar = bar_for("analyze", n, (cfg.inputs.len() + data.n_classes()) as u64);
+        let an = analyze(&model, data, &acfg, &|| bar.inc(1))?;
+        bar.finish_and_clear();
+
+        let tcfg = AttackConfig {
+            inputs: cfg.inputs.clone(),
+            epsilons: vec![cfg.attack_epsilon],
+            pixels: Vec::new(),
+            samples: cfg.samples,
+            basis: cfg.basis,
+            blocks: 1,
+            pilot_samples: cfg.pilot_samples,
+            serve_samples: cfg.serve_samples,
+            seed: cfg.seed,
+            reference_epsilon: cfg.attack_epsilon,
+            ..AttackConfig::default()
+        };
+        let bar = bar_for("attack", n, cfg.inputs.len() as u64);
+        let at = attack(&model, data, &tcfg, &|| bar.inc(1))?;
+        bar.finish_and_clear();
+
+        if let Some(out) = out {
+            let d = out.join(format!("d{n}"));
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            crate::util::write_json(&d.join("analysis.json"), &an)?;
+            crate::util::write_json(&d.join("attack.json"), &at)?;
+        }
+
+        let eps = cfg.attack_epsilon;
+        let (fd, fmf, fb, rd, rmf, violations, layers) = summarise(&an);
+        let row = DepthStudyRow {
+            depth: n,
+            widths,
+            model_dir: dir.display().to_string(),
+            model_source: source,
+            training_method: training_method(&meta),
+            fingerprint: meta.weights_fingerprint.clone(),
+            train_seconds,
+            analyze_seconds: an.seconds,
+            attack_seconds: at.seconds,
+            test_accuracy,
+            test_accuracy_mean_field,
+            inputs: an.inputs.len(),
+            fisher_direct: fd,
+            fisher_mean_field: fmf,
+            fisher_bound: fb,
+            ratio_direct_median: rd,
+            ratio_mean_field_median: rmf,
+            bound_violations: violations,
+            layers,
+            attacked: at.n_correct,
+            attack_epsilon: eps,
+            success_fisher: rate_at(&at.results, AttackMethod::Fisher, eps),
+            success_fisher_mf: rate_at(&at.results, AttackMethod::FisherMf, eps),
+            success_pgd: rate_at(&at.results, AttackMethod::Pgd, eps),
+            success_random: rate_at(&at.results, AttackMethod::Random, eps),
+            output_fisher_p_median: output_median(&an, OutputReading::PlugIn),
+            output_fisher_c_median: output_median(&an, OutputReading::Mixture),
+        };
+        on_row(&row);
+        rows.push(row);
+    }
+    Ok(DepthStudyReport {
+        dataset: data.name.clone(),
+        settings: cfg.clone(),
+        rows,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn f(x: Option<f64>, digits: usize) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+fn q(x: &Quartiles) -> String {
+    format!("{} [{}, {}]", f(x.median, 3), f(x.q1, 3), f(x.q3, 3))
+}
+
+/// Header of the depth study's Markdown table.
+pub fn table_header(data: &Dataset, cfg: &DepthStudyConfig) -> String {
+    format!(
+        "depth study on {} ({} inputs, S = {}, ε = {}, width {}, method {:?}, seed {})\n\
+         Fisher columns: median [quartiles] of the top input-Fisher eigenvalue; |λ(T)|: median over inputs of the \
+         largest modulus (labelling-dependent), (#inputs with any |λ| > 1); cc: median largest canonical \
+         correlation (#inputs > 1, estimation artefacts)\n\n\
+         | N | model | acc served / mf | F direct | F mean-field | F bound | ratio direct / mf | \
+         |λ(T)| per k | cc per k | attacked | fisher / fisher-mf / pgd / random at ε | F̃ (P) / (C) | seconds train / analyze / attack |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        data.name,
+        cfg.inputs.len(),
+        cfg.samples,
+        cfg.attack_epsilon,
+        cfg.width,
+        cfg.train.method,
+        cfg.train.seed
+    )
+}
+
+/// One Markdown row of the depth study.
+pub fn table_row(r: &DepthStudyRow) -> String {
+    let per_k = |g: &dyn Fn(&StudyLayer) -> String| -> String {
+        if r.layers.is_empty() {
+            "–".into()
+        } else {
+            r.layers
+                .iter()
+                .map(|l| format!("T{}: {}", l.k, g(l)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    };
+    format!(
+        "| {} | {} | {:.4} / {:.4} | {} | {} | {} | {} / {} | {} | {} | {} | {} / {} / {} / {} | {} / {} | {:.1} / {:.1} / {:.1} |",
+        r.depth,
+        r.model_source.name(),
+        r.test_accuracy,
+        r.test_accuracy_mean_field,
+        q(&r.fisher_direct),
+        q(&r.fisher_mean_field),
+        q(&r.fisher_bound),
+        f(r.ratio_direct_median, 3),
+        f(r.ratio_mean_field_median, 3),
+        per_k(&|l| format!(
+            "{} ({})",
+            f(l.max_eigenvalue_modulus_median, 3),
+            l.inputs_with_relevant
+        )),
+        per_k(&|l| format!(
+            "{} ({})",
+            f(l.max_canonical_correlation_median, 3),
+            l.canonical_over_one
+        )),
+        r.attacked,
+        f(r.success_fisher, 3),
+        f(r.success_fisher_mf, 3),
+        f(r.success_pgd, 3),
+        f(r.success_random, 3),
+        f(r.output_fisher_p_median, 4),
+        f(r.output_fisher_c_median, 4),
+        r.train_seconds,
+        r.analyze_seconds,
+        r.attack_seconds,
+    )
+}
+
+/// Draw the four plots against N into `dir` (SPEC §10); returns the files written.
+pub fn write_plots(r: &DepthStudyReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    use crate::report::{line_plot, Series};
+    let mut files = Vec::new();
+    let pts = |g: &dyn Fn(&DepthStudyRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        r.rows
+            .iter()
+            .filter_map(|row| g(row).map(|y| (row.depth as f64, y)))
+            .collect()
+    };
+    let mut plot = |name: &str, title: &str, y: &str, series: Vec<Series>, log_y: bool| {
+        let p = dir.join(name);
+        line_plot(&p, title, "depth N", y, &series, log_y)?;
+        files.push(p);
+        Ok::<(), Error>(())
+    };
+    plot(
+        "depth_input_fisher.png",
+        "Top input-Fisher eigenvalue (median over inputs)",
+        "top eigenvalue",
+        vec![
+            (
+                "stochastic (direct)".into(),
+                pts(&|x| x.fisher_direct.median),
+            ),
+            ("mean-field".into(), pts(&|x| x.fisher_mean_field.median)),
+            ("first-layer bound".into(), pts(&|x| x.fisher_bound.median)),
+        ],
+        true,
+    )?;
+    let eps = r.settings.attack_epsilon;
+    plot(
+        "depth_attack_success.png",
+        &format!("Attack success at ε = {eps}"),
+        "success rate",
+        vec![
+            ("fisher".into(), pts(&|x| x.success_fisher)),
+            ("pgd".into(), pts(&|x| x.success_pgd)),
+            ("random".into(), pts(&|x| x.success_random)),
+        ],
+        false,
+    )?;
+    // Per-step curves would not share an x axis across depths: plot the largest over k of the
+    // per-step medians, one point per depth ≥ 2.
+    let max_k = |x: &DepthStudyRow, g: &dyn Fn(&StudyLayer) -> Option<f64>| {
+        x.layers
+            .iter()
+            .filter_map(g)
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    };
+    plot(
+        "depth_stability.png",
+        "Stability matrices: largest over k of the median largest |λ(T(k))| and canonical correlation",
+        "value",
+        vec![
+            (
+                "|λ(T)| (labelling-dependent)".into(),
+                pts(&|x| max_k(x, &|l| l.max_eigenvalue_modulus_median)),
+            ),
+            (
+                "canonical correlation".into(),
+                pts(&|x| max_k(x, &|l| l.max_canonical_correlation_median)),
+            ),
+        ],
+        false,
+    )?;
+    plot(
+        "depth_output_fisher.png",
+        "Top output-Fisher eigenvalue at the one-hot output (median over classes)",
+        "top eigenvalue",
+        vec![
+            ("reading (P)".into(), pts(&|x| x.output_fisher_p_median)),
+            ("reading (C)".into(), pts(&|x| x.output_fisher_c_median)),
+        ],
+        true,
+    )?;
+    Ok(files)
+}
