@@ -1127,8 +1127,10 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     );
     // 5. A small cloning experiment.
     let mut eq14 = TrainConfig::defaults_for(Method::Eq14, 1);
-    eq14.pretrain_epochs = 10;
-    eq14.sweeps = 10;
+    // The clone-training budget of the README's experiments (20 pretraining epochs, ≤ 20
+    // sweeps): with 10 and 10 an eq. 14 clone of 500 queries stays at chance.
+    eq14.pretrain_epochs = 20;
+    eq14.sweeps = 20;
     let ce_cfg = CloneEvalConfig {
         defences: vec![
             DefenceSetting::default_for(DefenceSpec::None, None),

@@ -806,7 +806,8 @@ pub fn paired_differences(rows: &[CloneRow], a: &str, b: &str) -> Vec<PairedDiff
             let with_t = |v: &[f64]| {
                 let (m, sd) = mean_sd(v);
                 let se = sd / (v.len() as f64).sqrt();
-                (m, sd, if se > 0.0 { m / se } else { f64::NAN })
+                // A spread at rounding level (identical differences) has no meaningful ratio.
+                (m, sd, if se > 1e-9 { m / se } else { f64::NAN })
             };
             Some(PairedDifference {
                 defences: (a.to_string(), b.to_string()),
