@@ -769,7 +769,7 @@ fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
             &saved.baselines,
             &saved.rows,
         );
-        let out = f.with_file_name("clone_eval.md");
+        let out = f.with_file_name("clone_eval.tables.md");
         rgshield::util::atomic_write(&out, md.as_bytes())?;
         println!("{md}");
         return Ok(());
@@ -782,15 +782,17 @@ fn cmd_clone_eval(a: CloneEvalArgs) -> Result<()> {
         .as_ref()
         .and_then(|d| d.image_shape)
         .or(data.image_shape);
-    let specs: Vec<DefenceSpec> = a
-        .defences
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse()
-                .with_context(|| format!("--defences '{t}'"))
-        })
-        .collect::<Result<_>>()?;
+    let mut specs: Vec<DefenceSpec> = Vec::new();
+    for t in a.defences.split(',') {
+        let spec: DefenceSpec = t
+            .trim()
+            .parse()
+            .with_context(|| format!("--defences '{t}'"))?;
+        if specs.contains(&spec) {
+            bail!("--defences: '{t}' is listed twice");
+        }
+        specs.push(spec);
+    }
     let mut caches = Vec::new();
     for s in &specs {
         if let DefenceSpec::Rg(reading) = s {
@@ -1163,11 +1165,15 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     md += &format!(
         "\n## 5. Cloning (`clone-eval`, small budget)\n\nAn attacker queries {} inputs (test images it was \
          never trained on, topped up with pixel-flipped copies), receives the defended outputs, and trains a \
-         clone: `eq14` copies the victim's architecture and the seed's training rule (reduced here to 10 \
-         pretraining epochs and 10 sweeps), `distill` fits a softmax MLP. Transfer = the victim's class changes \
+         clone: `eq14` copies the victim's architecture and the seed's training rule ({} pretraining \
+         epochs, at most {} sweeps), `distill` fits a softmax MLP. Transfer = the victim's class changes \
          under the clone's Fisher-direction perturbation at L2 = {}. Two seeds only: differences smaller \
          than the spread are noise. The full experiment is `rgshield clone-eval` (README).\n\n{}\n",
-        ce_cfg.budget, ce_cfg.transfer_epsilon, ce_md
+        ce_cfg.budget,
+        ce_cfg.eq14.pretrain_epochs,
+        ce_cfg.eq14.sweeps,
+        ce_cfg.transfer_epsilon,
+        ce_md
     );
     md += &format!("\nDemo run time: {:.0} s.\n", t0.elapsed().as_secs_f64());
     let report_path = a.out.join("report.md");

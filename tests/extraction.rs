@@ -111,6 +111,19 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
         .unwrap()
         .fidelity;
     assert!(fid > 0.6, "distilled clone fidelity {fid}");
+    // The written JSON reads back (NaN written as null included) and gives the paired tables.
+    let text = serde_json::to_string(&r).unwrap();
+    let saved: rgshield::extraction::SavedRows = serde_json::from_str(&text).unwrap();
+    assert_eq!(saved.rows.len(), 24);
+    let md = rgshield::extraction::tables("", &saved.baselines, &saved.rows);
+    assert!(
+        md.contains("rg:P − none") && md.contains("| top1 |"),
+        "{md}"
+    );
+    let mut nan_row = serde_json::to_value(&r.rows[0]).unwrap();
+    nan_row["transfer_success"] = serde_json::Value::Null;
+    let back: rgshield::extraction::CloneRow = serde_json::from_value(nan_row).unwrap();
+    assert!(back.transfer_success.is_nan());
     // Deterministic: the same configuration gives the same numbers.
     let again = clone_eval(&victim, &d, &cfg, &[cache], &|| {}).unwrap();
     let key = |rows: &[rgshield::extraction::CloneRow]| -> Vec<(f64, f64, f64, f64)> {
@@ -158,6 +171,14 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
                 ..CloneEvalConfig::default()
             },
             "transfer ε",
+        ),
+        (
+            CloneEvalConfig {
+                defences: none.clone(),
+                transfer_inputs: 0,
+                ..CloneEvalConfig::default()
+            },
+            "transfer inputs 0",
         ),
         (
             CloneEvalConfig {

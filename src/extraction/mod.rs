@@ -157,6 +157,12 @@ pub struct DefenceSetting {
     pub strengths: Vec<f64>,
 }
 
+/// JSON has no NaN: serde_json writes it as null, read back here as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 fn display<S: serde::Serializer, T: std::fmt::Display>(
     v: &T,
     s: S,
@@ -264,6 +270,11 @@ impl CloneEvalConfig {
                 self.augment_flip
             ));
         }
+        if self.transfer_inputs == 0 {
+            return bad(
+                "transfer inputs 0: the transfer measurement needs at least one input".into(),
+            );
+        }
         if !(self.transfer_epsilon.is_finite() && self.transfer_epsilon > 0.0) {
             return bad(format!("transfer ε = {}", self.transfer_epsilon));
         }
@@ -283,7 +294,9 @@ pub struct CloneRow {
     pub clone_accuracy: f64,
     /// Clone class = victim's served class on the evaluation set.
     pub fidelity: f64,
-    /// Victim's served class changed by the clone's input-Fisher direction at ε.
+    /// Victim's served class changed by the clone's input-Fisher direction at ε (NaN, written as
+    /// null, when no evaluation input was served correctly).
+    #[serde(deserialize_with = "nan_if_null")]
     pub transfer_success: f64,
     /// Victim accuracy through the defended outputs on the evaluation set.
     pub defended_accuracy: f64,
@@ -307,8 +320,10 @@ pub struct SeedBaseline {
     pub eval_inputs: usize,
     pub transfer_inputs: usize,
     /// The same attack built on the victim itself (its mean-field input-Fisher direction).
+    #[serde(deserialize_with = "nan_if_null")]
     pub victim_self_success: f64,
     /// A random direction of the same norm.
+    #[serde(deserialize_with = "nan_if_null")]
     pub random_success: f64,
 }
 
@@ -789,12 +804,15 @@ pub fn paired_differences(rows: &[CloneRow], a: &str, b: &str) -> Vec<PairedDiff
             for ra in rows.iter().filter(|r| {
                 r.defence_kind == a && r.attacker == attacker && r.strength.to_bits() == bits
             }) {
-                let rb = rows.iter().find(|r| {
+                // A seed without a partner run is skipped (the cell's `seeds` says how many paired).
+                let Some(rb) = rows.iter().find(|r| {
                     r.defence_kind == b
                         && r.attacker == attacker
                         && r.seed == ra.seed
                         && (strengthless(b) || r.strength.to_bits() == bits)
-                })?;
+                }) else {
+                    continue;
+                };
                 dacc.push(ra.clone_accuracy - rb.clone_accuracy);
                 dtr.push(ra.transfer_success - rb.transfer_success);
                 la.push(ra.l1);

@@ -198,10 +198,13 @@ impl PackedOperators {
                 }
             }
         }
-        let counts = bits
-            .chunks_exact(words.max(1))
-            .take(m)
-            .map(|r| r.iter().map(|w| w.count_ones() as u64).sum())
+        let counts = (0..m)
+            .map(|a| {
+                bits[a * words..(a + 1) * words]
+                    .iter()
+                    .map(|w| w.count_ones() as u64)
+                    .sum()
+            })
             .collect();
         Ok(PackedOperators {
             samples: s,
