@@ -2,19 +2,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::path::Path;
-use std::process::Command;
-
-fn rgshield(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rgshield"))
-        .args(args)
-        .output()
-        .expect("run rgshield");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::rgshield;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -2,7 +2,8 @@
 //! bound in every row, models saved and reused, mismatched models refused.
 
 use std::path::Path;
-use std::process::Command;
+mod common;
+use common::rgshield;
 
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::depth_study::{self, DepthStudyConfig, ModelSource};
@@ -153,18 +154,6 @@ fn mismatched_existing_model_is_refused_before_any_work() {
         std::fs::read(models.join("d2/model.safetensors")).unwrap(),
         saved
     );
-}
-
-fn rgshield(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rgshield"))
-        .args(args)
-        .output()
-        .expect("run rgshield");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -123,14 +123,12 @@ impl PackedOperators {
         let (s, m) = (values.nrows(), values.ncols());
         let words = s.div_ceil(64);
         let mut bits = vec![0u64; m * words];
-        let mut counts = vec![0u64; m];
         for a in 0..m {
             let row = &mut bits[a * words..(a + 1) * words];
             for r in 0..s {
                 let v = values[(r, a)];
                 if v == 1.0 {
                     row[r / 64] |= 1u64 << (r % 64);
-                    counts[a] += 1;
                 } else if v != 0.0 {
                     return Err(Error::invalid(format!(
                         "bit-packing: operator {a} has the non-binary value {v} in sample {r}"
@@ -138,13 +136,26 @@ impl PackedOperators {
                 }
             }
         }
-        Ok(PackedOperators {
-            samples: s,
+        Ok(Self::from_bits(s, words, m, bits))
+    }
+
+    /// The packed operators from their bit rows (`m` rows of `words` words), counting each row.
+    fn from_bits(samples: usize, words: usize, ops: usize, bits: Vec<u64>) -> Self {
+        let counts = (0..ops)
+            .map(|a| {
+                bits[a * words..(a + 1) * words]
+                    .iter()
+                    .map(|w| w.count_ones() as u64)
+                    .sum()
+            })
+            .collect();
+        PackedOperators {
+            samples,
             words,
-            ops: m,
+            ops,
             bits,
             counts,
-        })
+        }
     }
 
     /// Evaluate `basis` on binary states (row-major `s × width`, entries exactly 0 or 1) and pack
@@ -198,21 +209,7 @@ impl PackedOperators {
                 }
             }
         }
-        let counts = (0..m)
-            .map(|a| {
-                bits[a * words..(a + 1) * words]
-                    .iter()
-                    .map(|w| w.count_ones() as u64)
-                    .sum()
-            })
-            .collect();
-        Ok(PackedOperators {
-            samples: s,
-            words,
-            ops: m,
-            bits,
-            counts,
-        })
+        Ok(Self::from_bits(s, words, m, bits))
     }
 
     /// Number of samples S.
