@@ -441,6 +441,64 @@ enum BenchCmd {
     /// Depth study (SPEC §10): per depth N, train or reuse a model, analyse and attack it; prints
     /// a Markdown table row by row and writes depth_study.json and plots against N.
     DepthStudy(Box<DepthStudyArgs>),
+    /// Performance against the machine's limit and the peers (numpy, scikit-learn), measured side
+    /// by side in one run; each measurement in its own process for its peak memory.
+    Perf(Box<PerfArgs>),
+    /// Run one `bench perf` measurement (JSON job) and print its result as one JSON line.
+    #[command(hide = true)]
+    PerfJob {
+        #[arg(long)]
+        job: String,
+    },
+}
+
+#[derive(Args)]
+struct PerfArgs {
+    /// Data set of the training comparison.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Keep only the first n training rows in the CD comparison (default: all).
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Hidden units of the CD comparison's RBM.
+    #[arg(long, default_value_t = 256)]
+    cd_hidden: usize,
+    #[arg(long, default_value_t = 50)]
+    cd_batch: usize,
+    #[arg(long, default_value_t = 0.05)]
+    cd_lr: f32,
+    /// CD epochs timed (the mean per epoch is reported, for both tools).
+    #[arg(long, default_value_t = 1)]
+    cd_epochs: usize,
+    /// Samples S of the sampling and correlator comparisons.
+    #[arg(long, default_value_t = 20_000)]
+    samples: usize,
+    /// Repetitions of the sampling and correlator timings (the fastest is reported).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory of the python references (setup.sh, correlators.py, bernoulli_rbm.py).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference"))]
+    reference_dir: PathBuf,
+    /// Skip the numpy / scikit-learn references.
+    #[arg(long)]
+    no_reference: bool,
+    /// Skip the scaling table.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Also time the full eq. 14 training of n-256-256-classes on --data (tens of minutes).
+    #[arg(long)]
+    full_training: bool,
+    /// Scratch directory for the .npy files exchanged with the references.
+    #[arg(long, default_value = "runs/perf/work")]
+    work_dir: PathBuf,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the tables (Markdown) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -591,6 +649,8 @@ fn main() {
         Cmd::Bench(BenchCmd::Rg(a)) => cmd_bench_rg(a),
         Cmd::Bench(BenchCmd::Serve(a)) => cmd_bench_serve(a, cli.threads),
         Cmd::Bench(BenchCmd::DepthStudy(a)) => cmd_bench_depth_study(*a),
+        Cmd::Bench(BenchCmd::Perf(a)) => cmd_bench_perf(*a, cli.threads),
+        Cmd::Bench(BenchCmd::PerfJob { job }) => cmd_bench_perf_job(&job),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -1192,11 +1252,77 @@ fn cmd_bench_rg(a: RgBenchArgs) -> Result<()> {
         samples: a.samples,
         seed: a.seed,
         reps: a.reps,
+        dump: None,
     })?;
     println!("{}", bench::rg_bench_table(&r));
     if let Some(p) = a.json {
         write_json(&p, &r)?;
     }
+    Ok(())
+}
+
+fn cmd_bench_perf(a: PerfArgs, threads: Option<usize>) -> Result<()> {
+    use bench::perf::{perf, perf_table, PerfConfig, PerfOutcome};
+    let cfg = PerfConfig {
+        data: a.data,
+        max_train: a.max_train,
+        cd_hidden: a.cd_hidden,
+        cd_batch: a.cd_batch,
+        cd_lr: a.cd_lr,
+        cd_epochs: a.cd_epochs,
+        samples: a.samples,
+        reps: a.reps,
+        seed: a.seed,
+        reference_dir: a.reference_dir,
+        no_reference: a.no_reference,
+        scaling: !a.no_scaling,
+        full_training: a.full_training,
+        work_dir: a.work_dir,
+    };
+    let exe = std::env::current_exe().context("bench perf: locating the rgshield binary")?;
+    let run = |job: &bench::perf::PerfJob| -> rgshield::error::Result<PerfOutcome> {
+        let json = serde_json::to_string(job)
+            .map_err(|e| rgshield::error::Error::invalid(format!("bench perf job: {e}")))?;
+        let mut cmd = std::process::Command::new(&exe);
+        if let Some(t) = threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        let out = cmd
+            .args(["bench", "perf-job", "--job", &json])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| rgshield::error::Error::io(&exe, e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(rgshield::error::Error::invalid(format!(
+                "bench perf job {json} failed ({})",
+                out.status
+            )));
+        }
+        let line = stdout.lines().last().unwrap_or("");
+        serde_json::from_str(line).map_err(|e| {
+            rgshield::error::Error::invalid(format!(
+                "bench perf job {json}: bad result '{line}': {e}"
+            ))
+        })
+    };
+    let report = perf(&cfg, run, |m| eprintln!("bench perf: {m}"))?;
+    let table = perf_table(&report);
+    println!("{table}");
+    if let Some(p) = a.json {
+        write_json(&p, &report)?;
+    }
+    if let Some(p) = a.out {
+        rgshield::util::atomic_write(&p, table.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn cmd_bench_perf_job(job: &str) -> Result<()> {
+    let job: bench::perf::PerfJob =
+        serde_json::from_str(job).with_context(|| format!("bench perf-job: bad --job '{job}'"))?;
+    let outcome = bench::perf::run_job(&job)?;
+    println!("{}", serde_json::to_string(&outcome)?);
     Ok(())
 }
 

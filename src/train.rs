@@ -418,34 +418,120 @@ pub fn model_moments<R: rand::Rng>(
     (m, g.v)
 }
 
+/// Learning rule of contrastive divergence (CD-k) for one RBM.
+#[derive(Clone, Copy, Debug)]
+pub struct CdParams {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Gibbs steps k of the negative phase.
+    pub steps: usize,
+}
+
+/// One CD-k update of `rbm` on a batch of `batch` lower-layer rows `v`: data moments
+/// `⟨σ(Wv + a) vᵀ⟩` minus the moments after `steps` block Gibbs rounds started at the data, through
+/// the momentum step. The greedy pretraining's update (and `bench perf`'s CD epoch).
+pub fn cd_update<R: rand::Rng>(
+    rbm: &mut Rbm,
+    vel: &mut Velocity,
+    v: &[f32],
+    batch: usize,
+    p: &CdParams,
+    rng: &mut R,
+) {
+    let ph = rbm.up_probs(v, batch);
+    let g = gibbs(rbm, v, batch, p.steps, rng);
+    let grad = moment_difference(&ph, v, &g.h_probs, &g.v, batch, rbm.n_up, rbm.n_down);
+    vel.step(rbm, &grad, p.lr, p.momentum, p.weight_decay);
+}
+
+/// The KL gradient of eq. 14 / CD: data moments minus model moments, `⟨u lᵀ⟩_data − ⟨u lᵀ⟩_model`
+/// (and the first-moment differences), each side a batch of `batch` rows (`u`: `batch × nu`,
+/// `l`: `batch × nl`). One GEMM over the 2·batch stacked rows with the model's upper rows
+/// negated, instead of two second-moment matrices and their difference: the same operations,
+/// one pass over the `nu × nl` output instead of three (`docs/performance.md`).
+pub fn moment_difference(
+    data_u: &[f32],
+    data_l: &[f32],
+    model_u: &[f32],
+    model_l: &[f32],
+    batch: usize,
+    nu: usize,
+    nl: usize,
+) -> Moments {
+    let mut up = Vec::with_capacity(2 * batch * nu);
+    up.extend_from_slice(data_u);
+    up.extend(model_u.iter().map(|&x| -x));
+    let mut low = Vec::with_capacity(2 * batch * nl);
+    low.extend_from_slice(data_l);
+    low.extend_from_slice(model_l);
+    let mut w = vec![0.0; nu * nl];
+    gemm_atb_acc(&mut w, &up, &low, 2 * batch, nu, nl, 1.0 / batch as f32);
+    let diff =
+        |d: Vec<f32>, m: Vec<f32>| -> Vec<f32> { d.iter().zip(&m).map(|(d, m)| d - m).collect() };
+    Moments {
+        w,
+        a: diff(
+            column_means(data_u, batch, nu),
+            column_means(model_u, batch, nu),
+        ),
+        b: diff(
+            column_means(data_l, batch, nl),
+            column_means(model_l, batch, nl),
+        ),
+    }
+}
+
+/// One epoch of CD-k over `rows` rows of `x` (row-major, `rbm.n_down` wide) in shuffled batches of
+/// `batch` (the last one shorter).
+pub fn cd_epoch<R: rand::Rng>(
+    rbm: &mut Rbm,
+    vel: &mut Velocity,
+    x: &[f32],
+    batch: usize,
+    p: &CdParams,
+    rng: &mut R,
+) {
+    let rows = x.len() / rbm.n_down;
+    let mut order: Vec<usize> = (0..rows).collect();
+    shuffle(&mut order, rng);
+    for chunk in order.chunks(batch.max(1)) {
+        let v = batch_rows(x, chunk, rbm.n_down);
+        cd_update(rbm, vel, &v, chunk.len(), p, rng);
+    }
+}
+
 /// Momentum SGD state for one RBM.
-struct Velocity {
+pub struct Velocity {
     w: Vec<f32>,
     a: Vec<f32>,
     b: Vec<f32>,
 }
 
 impl Velocity {
-    fn new(r: &Rbm) -> Self {
+    /// Zero velocity for `r`'s parameters.
+    pub fn new(r: &Rbm) -> Self {
         Velocity {
             w: vec![0.0; r.w.len()],
             a: vec![0.0; r.a.len()],
             b: vec![0.0; r.b.len()],
         }
     }
-    /// `v ← m v + lr (data − model − wd·W)`, then `θ ← θ + v`.
-    fn step(&mut self, r: &mut Rbm, data: &Moments, model: &Moments, lr: f32, mom: f32, wd: f32) {
-        for i in 0..r.w.len() {
-            self.w[i] = mom * self.w[i] + lr * (data.w[i] - model.w[i] - wd * r.w[i]);
-            r.w[i] += self.w[i];
+    /// `v ← m v + lr (grad − wd·W)` (no decay on biases), then `θ ← θ + v`; `grad` is the
+    /// data-minus-model [`moment_difference`].
+    fn step(&mut self, r: &mut Rbm, grad: &Moments, lr: f32, mom: f32, wd: f32) {
+        for ((v, w), g) in self.w.iter_mut().zip(&mut r.w).zip(&grad.w) {
+            *v = mom * *v + lr * (g - wd * *w);
+            *w += *v;
         }
-        for i in 0..r.a.len() {
-            self.a[i] = mom * self.a[i] + lr * (data.a[i] - model.a[i]);
-            r.a[i] += self.a[i];
-        }
-        for i in 0..r.b.len() {
-            self.b[i] = mom * self.b[i] + lr * (data.b[i] - model.b[i]);
-            r.b[i] += self.b[i];
+        for (vel, par, g) in [
+            (&mut self.a, &mut r.a, &grad.a),
+            (&mut self.b, &mut r.b, &grad.b),
+        ] {
+            for ((v, p), g) in vel.iter_mut().zip(par.iter_mut()).zip(g) {
+                *v = mom * *v + lr * g;
+                *p += *v;
+            }
         }
     }
 }
@@ -680,6 +766,12 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let rows = self.prep.fit.len();
         let n0 = self.prep.fit.n_features;
+        let cd = CdParams {
+            lr: cfg.pretrain_lr,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            steps: cfg.cd_k,
+        };
         for k in 1..n {
             let mut vel = Velocity::new(model.rbm(k));
             for _epoch in 0..cfg.pretrain_epochs {
@@ -694,17 +786,13 @@ impl<'a> Trainer<'a> {
                         cfg.targets
                             .last_step(sample_up(model, &x, b, k - 1, &mut self.rng))
                     };
-                    let r = model.rbm(k);
-                    let ph = r.up_probs(&v, b);
-                    let data = pair_moments(&ph, &v, b, r.n_up, r.n_down);
-                    let (neg, _) = model_moments(r, &v, b, cfg.cd_k, &mut self.rng);
-                    vel.step(
+                    cd_update(
                         &mut model.layers[k - 1],
-                        &data,
-                        &neg,
-                        cfg.pretrain_lr,
-                        cfg.momentum,
-                        cfg.weight_decay,
+                        &mut vel,
+                        &v,
+                        b,
+                        &cd,
+                        &mut self.rng,
                     );
                 }
                 self.tick();
@@ -732,19 +820,18 @@ impl<'a> Trainer<'a> {
             let y = batch_rows(&self.prep.fit_targets, chunk, nc);
             let (u, l) = eq14_pairs(model, k, &x, &y, b, cfg.targets, &mut self.rng);
             let r = model.rbm(k);
-            let data = pair_moments(&u, &l, b, r.n_up, r.n_down);
             let start: Vec<f32> = match chains {
                 Some(c) if cfg.persistent && c.len() == l.len() => c.clone(),
                 _ => bernoulli(&l, &mut self.rng),
             };
-            let (neg, end) = model_moments(r, &start, b, cfg.cd_k, &mut self.rng);
+            let g = gibbs(r, &start, b, cfg.cd_k, &mut self.rng);
+            let grad = moment_difference(&u, &l, &g.h_probs, &g.v, b, r.n_up, r.n_down);
             if cfg.persistent {
-                *chains = Some(end);
+                *chains = Some(g.v);
             }
             vel.step(
                 &mut model.layers[k - 1],
-                &data,
-                &neg,
+                &grad,
                 lr,
                 cfg.momentum,
                 cfg.weight_decay,
@@ -1072,6 +1159,29 @@ mod tests {
                     &ex.data_w,
                     &format!("k={k} {targets:?} data W"),
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn moment_difference_is_data_minus_model_moments() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+        let (b, nu, nl) = (7, 5, 9);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>()).collect() };
+        let (du, dl, mu, ml) = (draw(b * nu), draw(b * nl), draw(b * nu), draw(b * nl));
+        let g = moment_difference(&du, &dl, &mu, &ml, b, nu, nl);
+        let (d, m) = (
+            pair_moments(&du, &dl, b, nu, nl),
+            pair_moments(&mu, &ml, b, nu, nl),
+        );
+        for (x, y) in [
+            (&g.w, (&d.w, &m.w)),
+            (&g.a, (&d.a, &m.a)),
+            (&g.b, (&d.b, &m.b)),
+        ] {
+            assert_eq!(x.len(), y.0.len());
+            for ((g, d), m) in x.iter().zip(y.0).zip(y.1) {
+                assert!((g - (d - m)).abs() < 1e-6, "{g} vs {}", d - m);
             }
         }
     }

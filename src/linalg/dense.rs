@@ -28,6 +28,7 @@ pub fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
     }
     let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
     matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
+    super::clear_upper_vector_state();
     Ok(out)
 }
 

@@ -9,6 +9,31 @@ pub mod dense;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+/// Clear the upper halves of the vector registers (`vzeroupper`) after a faer product.
+///
+/// faer's x86 matrix-multiply micro-kernels (AVX-512, generated code) return with the upper
+/// register state dirty. This crate is compiled for baseline x86-64, so the code after a product
+/// is legacy SSE, and each switch between it and VEX code (libm's `expf` in every sigmoid) then
+/// pays the SSE/AVX transition penalty: measured (perf, `docs/performance.md`) at ~95% of the
+/// up-pass's time, 180 ns per unit update. One `vzeroupper` per product removes it.
+#[inline]
+pub fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU supports AVX (checked just above), which is all `vzeroupper`
+            // needs; it only zeroes register bits above 127, which hold no live value here.
+            unsafe { zero_upper() }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper();
+}
+
 /// `out (m×n) = a (m×k) · bᵀ` where `b` is `n×k` (row-major), overwriting `out`.
 pub fn gemm_abt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
     debug_assert_eq!(a.len(), m * k);
@@ -18,6 +43,7 @@ pub fn gemm_abt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: us
     let bm = MatRef::from_row_major_slice(b, n, k);
     let om = MatMut::from_row_major_slice_mut(out, m, n);
     matmul(om, Accum::Replace, am, bm.transpose(), 1.0f32, Par::Seq);
+    clear_upper_vector_state();
 }
 
 /// `out (m×n) = a (m×k) · b` where `b` is `k×n` (row-major), overwriting `out`.
@@ -29,6 +55,7 @@ pub fn gemm_ab(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usi
     let bm = MatRef::from_row_major_slice(b, k, n);
     let om = MatMut::from_row_major_slice_mut(out, m, n);
     matmul(om, Accum::Replace, am, bm, 1.0f32, Par::Seq);
+    clear_upper_vector_state();
 }
 
 /// `out (m×n) += alpha · aᵀ · b` where `a` is `r×m` and `b` is `r×n` (row-major): the sum over
@@ -49,6 +76,7 @@ pub fn gemm_atb_acc(
     let bm = MatRef::from_row_major_slice(b, r, n);
     let om = MatMut::from_row_major_slice_mut(out, m, n);
     matmul(om, Accum::Add, am.transpose(), bm, alpha, Par::Seq);
+    clear_upper_vector_state();
 }
 
 #[cfg(test)]

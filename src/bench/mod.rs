@@ -1,5 +1,8 @@
 //! Benchmarks printed as tables (`rgshield bench …`). Targets live here, never in timed tests.
 
+pub mod npy;
+pub mod perf;
+
 use serde::Serialize;
 
 use crate::data::Dataset;
@@ -128,6 +131,9 @@ pub struct RgBenchConfig {
     pub seed: u64,
     /// Repetitions; the fastest is reported.
     pub reps: usize,
+    /// Write the two layers' states (`hi.npy`, `lo.npy`, 0/1 `u8`, S × width) and the bit-packed
+    /// `C_kk`, `C_k,k-1` (`rust_ckk.npy`, `rust_ckl.npy`, f64) here, for the numpy reference.
+    pub dump: Option<std::path::PathBuf>,
 }
 
 /// Timings of one `bench rg` run, in seconds (fastest of the repetitions).
@@ -253,6 +259,13 @@ pub fn rg_bench(cfg: &RgBenchConfig) -> Result<RgBenchReport> {
     let (stability_seconds, _) = fastest(cfg.reps, || {
         stability_matrix(ckk.as_ref(), ckl.as_ref(), Regularisation::default())
     })?;
+    if let Some(dir) = &cfg.dump {
+        npy::write_u8(&dir.join("hi.npy"), hi, s, w)?;
+        npy::write_u8(&dir.join("lo.npy"), lo, s, w)?;
+        for (name, c) in [("rust_ckk.npy", &ckk), ("rust_ckl.npy", &ckl)] {
+            npy::write_f64(&dir.join(name), c.nrows(), c.ncols(), |i, j| c[(i, j)])?;
+        }
+    }
     let mut max_abs_difference = 0.0f64;
     for (a, b) in [(&ckk, &gkk), (&ckl, &gkl)] {
         for j in 0..a.ncols() {
