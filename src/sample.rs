@@ -22,9 +22,20 @@ pub fn uniform_f32<R: Rng>(rng: &mut R) -> f32 {
     (rng.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
-/// Draw independent Bernoulli(p) values in {0, 1} into `out`.
+/// Draw independent Bernoulli(p) values in {0, 1} into `out`: two 24-bit uniforms from each
+/// 64-bit draw (bits 40–63 and 16–39), halving the generator's share of a unit update.
 pub fn bernoulli_into<R: Rng>(probs: &[f32], rng: &mut R, out: &mut [f32]) {
-    for (o, &p) in out.iter_mut().zip(probs) {
+    const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
+    let mut o2 = out.chunks_exact_mut(2);
+    let mut p2 = probs.chunks_exact(2);
+    for (o, p) in (&mut o2).zip(&mut p2) {
+        let r = rng.next_u64();
+        let u0 = (r >> 40) as f32 * SCALE;
+        let u1 = ((r >> 16) & 0xFF_FFFF) as f32 * SCALE;
+        o[0] = if u0 < p[0] { 1.0 } else { 0.0 };
+        o[1] = if u1 < p[1] { 1.0 } else { 0.0 };
+    }
+    for (o, &p) in o2.into_remainder().iter_mut().zip(p2.remainder()) {
         *o = if uniform_f32(rng) < p { 1.0 } else { 0.0 };
     }
 }

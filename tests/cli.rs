@@ -138,3 +138,59 @@ fn bad_model_and_data_arguments_give_clear_errors() {
     assert!(!ok);
     assert!(stderr.contains("lr"), "{stderr}");
 }
+
+/// `bench perf` end to end on the embedded digits (no references, no scaling): every job runs in
+/// a child process and comes back with its metrics and peak memory; the table states the goals.
+#[test]
+fn bench_perf_runs_its_jobs_in_child_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("perf.json");
+    let (ok, stdout, stderr) = rgshield(&[
+        "bench",
+        "perf",
+        "--data",
+        "digits",
+        "--samples",
+        "300",
+        "--reps",
+        "1",
+        "--cd-hidden",
+        "16",
+        "--no-reference",
+        "--no-scaling",
+        "--work-dir",
+        dir.path().join("work").to_str().unwrap(),
+        "--json",
+        jp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("≥ 0.5×")
+            && stdout.contains("≥ 5×")
+            && stdout.contains("≥ 3×: not measured"),
+        "{stdout}"
+    );
+    let r = json(&jp);
+    let outcomes = r["outcomes"].as_array().unwrap();
+    // Two sampling stacks, the correlators, the CD epochs.
+    assert_eq!(outcomes.len(), 4, "{r}");
+    for o in outcomes {
+        assert!(o["max_rss_bytes"].as_u64().unwrap() > 1 << 20, "{o}");
+    }
+    assert_eq!(
+        outcomes[0]["metrics"]["unit_updates"],
+        300.0 * (256.0 + 256.0 + 10.0)
+    );
+    let cd = &outcomes[3]["metrics"];
+    assert_eq!(cd["rows"], 1258.0);
+    assert!(cd["seconds_per_epoch"].as_f64().unwrap() > 0.0);
+    assert!(r["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["unavailable"].is_string()));
+
+    // A malformed job is refused with the field named, not a panic.
+    let (ok, _, stderr) = rgshield(&["bench", "perf-job", "--job", "{\"job\":\"sampling\"}"]);
+    assert!(!ok && stderr.contains("widths"), "{stderr}");
+}

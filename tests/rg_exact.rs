@@ -672,7 +672,12 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
     }
     let rj = rel_frobenius(sj.as_ref(), fd.as_ref()).unwrap();
     println!("served Jacobian vs finite differences of the exact E[h_N|x]: rel {rj:.1e}");
-    assert!(rj < 0.025, "served Jacobian off by {rj} (measured 1.3e-2)");
+    // No standard error is estimated for this Jacobian; its sampling spread, measured over seeds
+    // 11–16 at S = 100 000, is rel 1.3e-2 … 2.8e-2 (a wrong factor or sign gives ~1).
+    assert!(
+        rj < 0.04,
+        "served Jacobian off by {rj} (seed-to-seed spread 1.3e-2 … 2.8e-2)"
+    );
 
     // Output side (P): chain and direct against exact.
     let gb = complete(&WIDTHS[..3]);
