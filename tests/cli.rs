@@ -172,8 +172,8 @@ fn bench_perf_runs_its_jobs_in_child_processes() {
     );
     let r = json(&jp);
     let outcomes = r["outcomes"].as_array().unwrap();
-    // Two sampling stacks, the correlators, the CD epochs.
-    assert_eq!(outcomes.len(), 4, "{r}");
+    // Two sampling stacks, the correlators (both paths, then bit-packed alone), the CD epochs.
+    assert_eq!(outcomes.len(), 5, "{r}");
     for o in outcomes {
         assert!(o["max_rss_bytes"].as_u64().unwrap() > 1 << 20, "{o}");
     }
@@ -181,7 +181,9 @@ fn bench_perf_runs_its_jobs_in_child_processes() {
         outcomes[0]["metrics"]["unit_updates"],
         300.0 * (256.0 + 256.0 + 10.0)
     );
-    let cd = &outcomes[3]["metrics"];
+    assert_eq!(outcomes[3]["job"]["job"], "bit-packed");
+    assert_eq!(outcomes[3]["metrics"]["operators"], 2080.0);
+    let cd = &outcomes[4]["metrics"];
     assert_eq!(cd["rows"], 1258.0);
     assert!(cd["seconds_per_epoch"].as_f64().unwrap() > 0.0);
     assert!(r["references"]

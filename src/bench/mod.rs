@@ -183,31 +183,46 @@ fn fastest<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)>
     Ok((best, v))
 }
 
-/// Time the correlators and the stability matrix of one layer (SPEC §5) on a random stack
-/// `width-width-width` (weights N(0, 1/width)·4, a strongly coupled regime), from exact ancestral
-/// samples of layers 1 and 2 given a random binary input; bit-packed and float in the same run.
-pub fn rg_bench(cfg: &RgBenchConfig) -> Result<RgBenchReport> {
+/// The order-2 basis of width `width` and exact ancestral samples of layers 1 (`lo`) and 2 (`hi`),
+/// `samples × width` each, of `bench rg`'s random stack given its random binary input.
+pub(crate) fn rg_bench_states(
+    width: usize,
+    samples: usize,
+    seed: u64,
+) -> Result<(crate::rg::OperatorBasis, Vec<f32>, Vec<f32>)> {
     use crate::model::DeepRbm;
-    use crate::rg::correlators::{covariance, covariance_bitpacked, PackedOperators};
-    use crate::rg::{stability::stability_matrix, FlowConfig, OperatorBasis, Regularisation};
+    use crate::rg::{FlowConfig, OperatorBasis};
     use rand::{RngExt, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    let w = cfg.width;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let w = width;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let model = DeepRbm::random(&[w, w, w], 4.0 / (w as f32).sqrt(), &mut rng)?;
     let x: Vec<f32> = (0..w)
         .map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 })
         .collect();
     let fc = FlowConfig {
-        samples: cfg.samples,
-        seed: cfg.seed,
+        samples,
+        seed,
         blocks: 1,
         ..FlowConfig::default()
     };
-    let layers = crate::rg::stability::sample_classification(&model, &x, &fc)?;
-    let basis = OperatorBasis::order2(w)?;
-    let (s, lo, hi) = (cfg.samples, &layers[0].states, &layers[1].states);
+    let mut layers = crate::rg::stability::sample_classification(&model, &x, &fc)?;
+    let hi = layers.swap_remove(1).states;
+    let lo = layers.swap_remove(0).states;
+    Ok((OperatorBasis::order2(w)?, lo, hi))
+}
+
+/// Time the correlators and the stability matrix of one layer (SPEC §5) on a random stack
+/// `width-width-width` (weights N(0, 1/width)·4, a strongly coupled regime), from exact ancestral
+/// samples of layers 1 and 2 given a random binary input; bit-packed and float in the same run.
+pub fn rg_bench(cfg: &RgBenchConfig) -> Result<RgBenchReport> {
+    use crate::rg::correlators::{covariance, covariance_bitpacked, PackedOperators};
+    use crate::rg::{stability::stability_matrix, Regularisation};
+
+    let w = cfg.width;
+    let (basis, lo, hi) = rg_bench_states(w, cfg.samples, cfg.seed)?;
+    let (s, lo, hi) = (cfg.samples, &lo, &hi);
 
     let (pack_seconds, (pk, pl)) = fastest(cfg.reps, || {
         Ok((
