@@ -523,6 +523,15 @@ fn json_f64(v: &serde_json::Value, key: &str) -> Option<f64> {
     v.get(key).and_then(serde_json::Value::as_f64)
 }
 
+/// A field of a reference's JSON line as text (`?` when missing).
+fn json_text(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(x) => x.to_string(),
+        None => "?".into(),
+    }
+}
+
 fn mib(b: Option<u64>) -> String {
     b.map_or("–".into(), |b| {
         format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
@@ -666,9 +675,9 @@ pub fn perf(
                 ours: format!("{ours_total:.3} s bit-packed"),
                 reference: format!(
                     "{t:.3} s numpy {} ({}, {} threads)",
-                    v.get("numpy").and_then(|x| x.as_str()).unwrap_or("?"),
-                    v.get("blas").and_then(|x| x.as_str()).unwrap_or("?"),
-                    v.get("threads").map_or("?".into(), |x| x.to_string())
+                    json_text(&v, "numpy"),
+                    json_text(&v, "blas"),
+                    json_text(&v, "threads")
                 ),
                 ratio: Some(t / ours_total),
                 goal: Some(CORRELATOR_GOAL),
@@ -751,8 +760,8 @@ pub fn perf(
                 ours: format!("{ours:.2} s/epoch (1 thread)"),
                 reference: format!(
                     "{t:.2} s/epoch scikit-learn {} ({} threads)",
-                    v.get("sklearn").and_then(|x| x.as_str()).unwrap_or("?"),
-                    v.get("threads").map_or("?".into(), |x| x.to_string())
+                    json_text(&v, "sklearn"),
+                    json_text(&v, "threads")
                 ),
                 ratio: Some(t / ours),
                 goal: Some(CD_GOAL),
