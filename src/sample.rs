@@ -26,6 +26,7 @@ pub fn uniform_f32<R: Rng>(rng: &mut R) -> f32 {
 /// 64-bit draw (bits 40–63 and 16–39), halving the generator's share of a unit update.
 pub fn bernoulli_into<R: Rng>(probs: &[f32], rng: &mut R, out: &mut [f32]) {
     const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
+    debug_assert_eq!(out.len(), probs.len());
     let mut o2 = out.chunks_exact_mut(2);
     let mut p2 = probs.chunks_exact(2);
     for (o, p) in (&mut o2).zip(&mut p2) {
@@ -107,8 +108,22 @@ pub struct GibbsState {
 /// Block Gibbs sampling of the joint `t_k(h_k, h_{k-1})` of one RBM: `steps` rounds of
 /// h ~ t(h|v), v ~ t(v|h), starting from lower states `v0` (a batch of `batch` chains).
 pub fn gibbs<R: Rng>(rbm: &Rbm, v0: &[f32], batch: usize, steps: usize, rng: &mut R) -> GibbsState {
+    gibbs_from(rbm, v0, rbm.up_probs(v0, batch), batch, steps, rng)
+}
+
+/// [`gibbs`] given the upper probabilities `h_probs0 = σ(W v0 + a)` the caller already holds (CD
+/// needs them for its data moments; recomputing them would be a sixth GEMM per batch).
+pub fn gibbs_from<R: Rng>(
+    rbm: &Rbm,
+    v0: &[f32],
+    h_probs0: Vec<f32>,
+    batch: usize,
+    steps: usize,
+    rng: &mut R,
+) -> GibbsState {
+    debug_assert_eq!(h_probs0.len(), batch * rbm.n_up);
     let mut v = v0.to_vec();
-    let mut h_probs = rbm.up_probs(&v, batch);
+    let mut h_probs = h_probs0;
     let mut h = vec![0.0; h_probs.len()];
     for _ in 0..steps {
         bernoulli_into(&h_probs, rng, &mut h);

@@ -26,7 +26,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::linalg::gemm_atb_acc;
 use crate::model::{check_widths, DeepRbm, Rbm};
-use crate::sample::{bernoulli, gibbs, sample_down, sample_up, OutputMode, Predictor};
+use crate::sample::{bernoulli, gibbs, gibbs_from, sample_down, sample_up, OutputMode, Predictor};
 use crate::util::mix_seed;
 
 /// Which training procedure.
@@ -440,7 +440,7 @@ pub fn cd_update<R: rand::Rng>(
     rng: &mut R,
 ) {
     let ph = rbm.up_probs(v, batch);
-    let g = gibbs(rbm, v, batch, p.steps, rng);
+    let g = gibbs_from(rbm, v, ph.clone(), batch, p.steps, rng);
     let grad = moment_difference(&ph, v, &g.h_probs, &g.v, batch, rbm.n_up, rbm.n_down);
     vel.step(rbm, &grad, p.lr, p.momentum, p.weight_decay);
 }
@@ -1184,6 +1184,57 @@ mod tests {
                 assert!((g - (d - m)).abs() < 1e-6, "{g} vs {}", d - m);
             }
         }
+    }
+
+    #[test]
+    fn cd_update_is_the_two_moment_rule_with_momentum_and_decay_on_w_only() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let mut rbm = Rbm::random(6, 4, 0.7, &mut rng);
+        rbm.a = vec![0.2, -0.1, 0.0, 0.3];
+        rbm.b = vec![-0.2, 0.1, 0.4, 0.0, -0.3, 0.2];
+        let v: Vec<f32> = (0..5 * 6)
+            .map(|i| ((i * 7 + 3) % 5 < 2) as u8 as f32)
+            .collect();
+        let p = CdParams {
+            lr: 0.1,
+            momentum: 0.5,
+            weight_decay: 0.01,
+            steps: 2,
+        };
+        // Reference: the two moment matrices of the data and of the chains, then the rule,
+        // twice (so the momentum term is exercised), with the same random stream.
+        let mut want = rbm.clone();
+        let (mut vw, mut va, mut vb) = (vec![0.0f32; 24], vec![0.0f32; 4], vec![0.0f32; 6]);
+        let mut rng_ref = Xoshiro256PlusPlus::seed_from_u64(9);
+        for _ in 0..2 {
+            let data = pair_moments(&want.up_probs(&v, 5), &v, 5, 4, 6);
+            let (neg, _) = model_moments(&want, &v, 5, p.steps, &mut rng_ref);
+            for i in 0..24 {
+                vw[i] =
+                    p.momentum * vw[i] + p.lr * (data.w[i] - neg.w[i] - p.weight_decay * want.w[i]);
+                want.w[i] += vw[i];
+            }
+            for i in 0..4 {
+                va[i] = p.momentum * va[i] + p.lr * (data.a[i] - neg.a[i]);
+                want.a[i] += va[i];
+            }
+            for j in 0..6 {
+                vb[j] = p.momentum * vb[j] + p.lr * (data.b[j] - neg.b[j]);
+                want.b[j] += vb[j];
+            }
+        }
+        let mut got = rbm.clone();
+        let mut vel = Velocity::new(&got);
+        let mut rng_cd = Xoshiro256PlusPlus::seed_from_u64(9);
+        for _ in 0..2 {
+            cd_update(&mut got, &mut vel, &v, 5, &p, &mut rng_cd);
+        }
+        for (g, w) in [(&got.w, &want.w), (&got.a, &want.a), (&got.b, &want.b)] {
+            for (x, y) in g.iter().zip(w.iter()) {
+                assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+            }
+        }
+        assert!(got.w.iter().zip(&rbm.w).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 
     #[test]

@@ -213,29 +213,61 @@ pub(crate) fn rg_bench_states(
     Ok((OperatorBasis::order2(w)?, lo, hi))
 }
 
+/// The bit-packed path's timings (fastest of `reps`) and its `C_kk`, `C_k,k-1`.
+pub(crate) struct BitPackedTiming {
+    pub pack_seconds: f64,
+    pub bitpacked_seconds: f64,
+    pub ckk: faer::Mat<f64>,
+    pub ckl: faer::Mat<f64>,
+}
+
+/// Pack both layers' operators (`hi` = layer k, `lo` = layer k−1, S × width each) and form
+/// `C_kk`, `C_k,k-1` by AND + popcount, each stage timed.
+pub(crate) fn time_bitpacked(
+    basis: &crate::rg::OperatorBasis,
+    lo: &[f32],
+    hi: &[f32],
+    samples: usize,
+    reps: usize,
+) -> Result<BitPackedTiming> {
+    use crate::rg::correlators::{covariance_bitpacked, PackedOperators};
+    let (pack_seconds, (pk, pl)) = fastest(reps, || {
+        Ok((
+            PackedOperators::from_states(basis, hi, samples)?,
+            PackedOperators::from_states(basis, lo, samples)?,
+        ))
+    })?;
+    let (bitpacked_seconds, (ckk, ckl)) = fastest(reps, || {
+        Ok((
+            covariance_bitpacked(&pk, &pk)?,
+            covariance_bitpacked(&pk, &pl)?,
+        ))
+    })?;
+    Ok(BitPackedTiming {
+        pack_seconds,
+        bitpacked_seconds,
+        ckk,
+        ckl,
+    })
+}
+
 /// Time the correlators and the stability matrix of one layer (SPEC §5) on a random stack
 /// `width-width-width` (weights N(0, 1/width)·4, a strongly coupled regime), from exact ancestral
 /// samples of layers 1 and 2 given a random binary input; bit-packed and float in the same run.
 pub fn rg_bench(cfg: &RgBenchConfig) -> Result<RgBenchReport> {
-    use crate::rg::correlators::{covariance, covariance_bitpacked, PackedOperators};
+    use crate::rg::correlators::covariance;
     use crate::rg::{stability::stability_matrix, Regularisation};
 
     let w = cfg.width;
     let (basis, lo, hi) = rg_bench_states(w, cfg.samples, cfg.seed)?;
     let (s, lo, hi) = (cfg.samples, &lo, &hi);
 
-    let (pack_seconds, (pk, pl)) = fastest(cfg.reps, || {
-        Ok((
-            PackedOperators::from_states(&basis, hi, s)?,
-            PackedOperators::from_states(&basis, lo, s)?,
-        ))
-    })?;
-    let (bitpacked_seconds, (ckk, ckl)) = fastest(cfg.reps, || {
-        Ok((
-            covariance_bitpacked(&pk, &pk)?,
-            covariance_bitpacked(&pk, &pl)?,
-        ))
-    })?;
+    let BitPackedTiming {
+        pack_seconds,
+        bitpacked_seconds,
+        ckk,
+        ckl,
+    } = time_bitpacked(&basis, lo, hi, s, cfg.reps)?;
     let (evaluate_seconds, (fk, fl)) = fastest(cfg.reps, || {
         Ok((basis.evaluate(hi, s)?, basis.evaluate(lo, s)?))
     })?;

@@ -34,7 +34,19 @@ pub fn write_u8(path: &Path, values: &[f32], rows: usize, cols: usize) -> Result
             values.len()
         )));
     }
-    let data: Vec<u8> = values.iter().map(|&v| u8::from(v != 0.0)).collect();
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| v != 0.0 && v != 1.0)
+    {
+        return Err(Error::invalid(format!(
+            "{}: value {v} at row {}, column {} is not 0 or 1 (the exchange is binary)",
+            path.display(),
+            i / cols.max(1),
+            i % cols.max(1)
+        )));
+    }
+    let data: Vec<u8> = values.iter().map(|&v| u8::from(v == 1.0)).collect();
     atomic_write(path, &encode("|u1", rows, cols, &data))
 }
 
@@ -94,7 +106,11 @@ pub fn read_f64(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
         return Err(bad("not 2-D"));
     };
     let data = &bytes[start + hlen..];
-    if data.len() != rows * cols * 8 {
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(8))
+        .ok_or_else(|| bad("shape too large"))?;
+    if data.len() != expected {
         return Err(bad("length"));
     }
     let values = data
@@ -131,6 +147,10 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[bytes.len() - 4..], &[0, 1, 1, 0]);
         assert!(write_u8(&p, &[0.0; 3], 2, 2).is_err());
+        let e = write_u8(&p, &[0.0, 1.0, 0.5, 1.0], 2, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0.5") && e.contains("row 1, column 0"), "{e}");
         let e = read_f64(&p).unwrap_err().to_string();
         assert!(e.contains("b.npy") && e.contains("dtype"), "{e}");
         std::fs::write(&p, b"garbage").unwrap();

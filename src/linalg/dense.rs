@@ -85,6 +85,7 @@ pub fn sym_eigen(a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
             "symmetric eigendecomposition ({n}×{n}) failed: {e:?}"
         ))
     })?;
+    super::clear_upper_vector_state();
     let vals = (0..n).map(|i| d[i]).collect();
     Ok((vals, u))
 }
@@ -121,6 +122,7 @@ pub fn singular_values(a: MatRef<'_, f64>) -> Result<Vec<f64>> {
         Default::default(),
     )
     .map_err(|e| Error::invalid(format!("SVD ({m}×{n}) failed: {e:?}")))?;
+    super::clear_upper_vector_state();
     let mut s: Vec<f64> = (0..k).map(|i| d[i]).collect();
     s.sort_by(|x, y| y.total_cmp(x));
     Ok(s)
@@ -166,6 +168,7 @@ pub fn eigenvalues(a: MatRef<'_, f64>) -> Result<Vec<(f64, f64)>> {
         Default::default(),
     )
     .map_err(|e| Error::invalid(format!("eigenvalues ({n}×{n}) failed: {e:?}")))?;
+    super::clear_upper_vector_state();
     let mut v: Vec<(f64, f64)> = (0..n).map(|i| (re[i], im[i])).collect();
     v.sort_by(|x, y| {
         let (mx, my) = (x.0.hypot(x.1), y.0.hypot(y.1));
@@ -207,6 +210,7 @@ pub fn cholesky(c: MatRef<'_, f64>, lambda: f64) -> Result<Mat<f64>> {
             "Cholesky ({n}×{n}, ridge {lambda:e}): not positive definite ({e:?})"
         ))
     })?;
+    super::clear_upper_vector_state();
     for j in 0..n {
         for i in 0..j {
             l[(i, j)] = 0.0;
@@ -234,6 +238,7 @@ pub fn cholesky_solve(l: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>
         par,
     ));
     llt::solve::solve_in_place(l, x.as_mut(), par, MemStack::new(&mut buf));
+    super::clear_upper_vector_state();
     Ok(x)
 }
 

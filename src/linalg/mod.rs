@@ -15,7 +15,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 /// register state dirty. This crate is compiled for baseline x86-64, so the code after a product
 /// is legacy SSE, and each switch between it and VEX code (libm's `expf` in every sigmoid) then
 /// pays the SSE/AVX transition penalty: measured (perf, `docs/performance.md`) at ~95% of the
-/// up-pass's time, 180 ns per unit update. One `vzeroupper` per product removes it.
+/// up-pass's time, 180 ns per unit update. One `vzeroupper` after every faer call (products here
+/// and in [`dense`], decompositions and solves in [`dense`], the coupling fits' triangular
+/// products) removes it.
 #[inline]
 pub fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]

@@ -352,6 +352,7 @@ impl Problem {
                         1.0,
                         Par::Seq,
                     );
+                    crate::linalg::clear_upper_vector_state();
                 }
                 start += rows;
             }
@@ -403,6 +404,7 @@ fn inverse_diagonal(l: &Mat<f64>) -> Vec<f64> {
     let n = l.nrows();
     let mut li = Mat::<f64>::zeros(n, n);
     invert_lower_triangular(li.as_mut(), l.as_ref(), Par::Seq);
+    crate::linalg::clear_upper_vector_state();
     (0..n)
         .map(|j| (j..n).map(|k| li[(k, j)] * li[(k, j)]).sum())
         .collect()
