@@ -447,9 +447,9 @@ pub fn cd_update<R: rand::Rng>(
 
 /// The KL gradient of eq. 14 / CD: data moments minus model moments, `⟨u lᵀ⟩_data − ⟨u lᵀ⟩_model`
 /// (and the first-moment differences), each side a batch of `batch` rows (`u`: `batch × nu`,
-/// `l`: `batch × nl`). One GEMM over the 2·batch stacked rows with the model's upper rows
-/// negated, instead of two second-moment matrices and their difference: the same operations,
-/// one pass over the `nu × nl` output instead of three (`docs/performance.md`).
+/// `l`: `batch × nl`). Both products accumulate into one `nu × nl` matrix (the model's with
+/// weight −1/batch) instead of forming two second-moment matrices and their difference
+/// (`docs/performance.md`).
 pub fn moment_difference(
     data_u: &[f32],
     data_l: &[f32],
@@ -459,14 +459,10 @@ pub fn moment_difference(
     nu: usize,
     nl: usize,
 ) -> Moments {
-    let mut up = Vec::with_capacity(2 * batch * nu);
-    up.extend_from_slice(data_u);
-    up.extend(model_u.iter().map(|&x| -x));
-    let mut low = Vec::with_capacity(2 * batch * nl);
-    low.extend_from_slice(data_l);
-    low.extend_from_slice(model_l);
     let mut w = vec![0.0; nu * nl];
-    gemm_atb_acc(&mut w, &up, &low, 2 * batch, nu, nl, 1.0 / batch as f32);
+    let inv = 1.0 / batch as f32;
+    gemm_atb_acc(&mut w, data_u, data_l, batch, nu, nl, inv);
+    gemm_atb_acc(&mut w, model_u, model_l, batch, nu, nl, -inv);
     let diff =
         |d: Vec<f32>, m: Vec<f32>| -> Vec<f32> { d.iter().zip(&m).map(|(d, m)| d - m).collect() };
     Moments {
