@@ -305,17 +305,22 @@ pub fn step_to_norm(x: &[f64], d: &[f64], eps: f64) -> (Vec<f64>, f64) {
         .collect();
     comps.sort_by(|a, b| a.0.total_cmp(&b.0));
     let target = eps * eps;
+    // Σ d² of the components not yet saturated, as suffix sums (summed from the end, not by
+    // subtracting from the total: with one slow component left, the subtraction cancelled to a
+    // relative error of 1e-10 and the step overshot ε — found by the proptest in tests/attack.rs).
+    let mut free = vec![0.0f64; comps.len() + 1];
+    for i in (0..comps.len()).rev() {
+        free[i] = free[i + 1] + comps[i].2;
+    }
     let mut saturated = 0.0; // Σ room² of saturated components
-    let mut free: f64 = comps.iter().map(|c| c.2).sum(); // Σ d² of unsaturated ones
     let mut t = f64::INFINITY;
-    for &(ts, r, d2) in &comps {
+    for (i, &(ts, r, _)) in comps.iter().enumerate() {
         // norm²(ts) with components before this one saturated.
-        if saturated + ts * ts * free >= target {
-            t = ((target - saturated) / free).max(0.0).sqrt();
+        if saturated + ts * ts * free[i] >= target {
+            t = ((target - saturated) / free[i]).max(0.0).sqrt();
             break;
         }
         saturated += r * r;
-        free -= d2;
     }
     let xp: Vec<f64> = x
         .iter()
