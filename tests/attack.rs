@@ -474,6 +474,14 @@ fn attack_run_is_complete_and_independent_of_the_thread_count() {
 }
 
 proptest! {
+    // A fixed seed: the same cases on every run (CI included). The regressions file keeps the
+    // case a random-seeded CI run once found (step_to_norm's cancellation, since fixed).
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_125),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn binary_attack_only_writes_zeros_and_ones(
         bits in proptest::collection::vec(any::<bool>(), 1..40),

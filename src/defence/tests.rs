@@ -296,7 +296,12 @@ fn check_guarantees(y: &[f32], u: &[f64], eps: f64, st: &PoisonStep) -> Result<(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // A fixed seed: the same 512 cases on every run (CI included), as every sampled test here.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_125),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rg_poison_keeps_argmax_box_and_step_bound((y, u, eps, seed, seeded) in case()) {
