@@ -473,7 +473,8 @@ struct PerfArgs {
     /// Samples S of the sampling and correlator comparisons.
     #[arg(long, default_value_t = 20_000)]
     samples: usize,
-    /// Repetitions of the sampling and correlator timings (the fastest is reported).
+    /// Repetitions of the correlator timings and rounds of the alternating CD / scikit-learn
+    /// timings (the fastest of each is reported); the sampling takes at least 10.
     #[arg(long, default_value_t = 2)]
     reps: usize,
     #[arg(long, default_value_t = 0)]
