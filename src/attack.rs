@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use crate::analyze::{classification_bases, AnalyzeConfig, BasisChoice};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{check_at_least, check_positive, Error, Result};
 use crate::rg::fisher::{input_fisher, top_eigen};
 use crate::rg::{FlowConfig, InputFisherReport, OperatorBasis};
 use crate::sample::{argmax, OutputMode, Predictor};
@@ -165,35 +165,17 @@ impl AttackConfig {
         if self.epsilons.is_empty() && self.pixels.is_empty() {
             return Err(Error::invalid("attack: no ε and no pixel budget given"));
         }
-        if let Some(e) = self.epsilons.iter().find(|e| !(e.is_finite() && **e > 0.0)) {
-            return Err(Error::invalid(format!(
-                "attack: ε = {e} (each ε must be finite and > 0)"
-            )));
+        for &e in &self.epsilons {
+            check_positive("attack: ε", e)?;
         }
         if self.pixels.contains(&0) {
             return Err(Error::invalid("attack: a pixel budget of 0 flips nothing"));
         }
-        if self.samples < 2 {
-            return Err(Error::invalid(format!(
-                "attack: --samples {} (need at least 2)",
-                self.samples
-            )));
-        }
-        if self.serve_samples == 0 {
-            return Err(Error::invalid("attack: --serve-samples must be ≥ 1"));
-        }
-        if self.pgd_steps == 0 {
-            return Err(Error::invalid("attack: --pgd-steps must be ≥ 1"));
-        }
-        if self.blocks == 0 {
-            return Err(Error::invalid("attack: blocks must be ≥ 1"));
-        }
-        if !(self.reference_epsilon.is_finite() && self.reference_epsilon > 0.0) {
-            return Err(Error::invalid(format!(
-                "attack: reference ε = {} (must be finite and > 0)",
-                self.reference_epsilon
-            )));
-        }
+        check_at_least("attack: --samples", self.samples, 2)?;
+        check_at_least("attack: --serve-samples", self.serve_samples, 1)?;
+        check_at_least("attack: --pgd-steps", self.pgd_steps, 1)?;
+        check_at_least("attack: blocks", self.blocks, 1)?;
+        check_positive("attack: reference ε", self.reference_epsilon)?;
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ use crate::analyze::{analyze, AnalysisReport, AnalyzeConfig, BasisChoice, CC_TOL
 use crate::attack::{attack, quartiles, AttackConfig, Method as AttackMethod};
 use crate::attack::{MethodRate, Quartiles};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{check_at_least, check_positive, Error, Result};
 use crate::model::io::{self as model_io, ModelMeta};
 use crate::rg::OutputReading;
 use crate::sample::{OutputMode, Predictor};
@@ -90,24 +90,10 @@ impl DepthStudyConfig {
         if self.inputs.is_empty() {
             return Err(Error::invalid("depth study: no inputs selected"));
         }
-        if self.samples < 2 {
-            return Err(Error::invalid(format!(
-                "depth study: {} samples (need at least 2)",
-                self.samples
-            )));
-        }
-        if self.blocks == 0 {
-            return Err(Error::invalid("depth study: blocks must be ≥ 1"));
-        }
-        if self.serve_samples == 0 {
-            return Err(Error::invalid("depth study: served samples must be ≥ 1"));
-        }
-        if !(self.attack_epsilon.is_finite() && self.attack_epsilon > 0.0) {
-            return Err(Error::invalid(format!(
-                "depth study: attack ε = {} (must be finite and > 0)",
-                self.attack_epsilon
-            )));
-        }
+        check_at_least("depth study: samples", self.samples, 2)?;
+        check_at_least("depth study: blocks", self.blocks, 1)?;
+        check_at_least("depth study: served samples", self.serve_samples, 1)?;
+        check_positive("depth study: attack ε", self.attack_epsilon)?;
         self.train.validate()
     }
 

@@ -55,3 +55,42 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `value ≥ min`, else an error naming `what` (e.g. `"attack: --samples"`) and the value.
+pub fn check_at_least(what: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(Error::invalid(format!(
+            "{what} = {value} (must be ≥ {min})"
+        )));
+    }
+    Ok(())
+}
+
+/// `value` finite and > 0, else an error naming `what` and the value.
+pub fn check_positive(what: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(Error::invalid(format!(
+            "{what} = {value} (must be finite and > 0)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_checks_name_the_value() {
+        assert!(check_at_least("x", 2, 2).is_ok());
+        let e = check_at_least("attack: --samples", 1, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("attack: --samples = 1 (must be ≥ 2)"), "{e}");
+        assert!(check_positive("ε", 0.5).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = check_positive("ε", bad).unwrap_err().to_string();
+            assert!(e.contains("must be finite and > 0"), "{e}");
+        }
+    }
+}
