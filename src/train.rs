@@ -404,20 +404,6 @@ pub struct Moments {
     pub b: Vec<f32>,
 }
 
-/// Model moments of the joint `t_k` from Gibbs chains started at (or continuing from) `v`:
-/// returns the moments and the chains' final lower states. Upper moments are Rao-Blackwellised.
-pub fn model_moments<R: rand::Rng>(
-    rbm: &Rbm,
-    v: &[f32],
-    batch: usize,
-    steps: usize,
-    rng: &mut R,
-) -> (Moments, Vec<f32>) {
-    let g = gibbs(rbm, v, batch, steps, rng);
-    let m = pair_moments(&g.h_probs, &g.v, batch, rbm.n_up, rbm.n_down);
-    (m, g.v)
-}
-
 /// Learning rule of contrastive divergence (CD-k) for one RBM.
 #[derive(Clone, Copy, Debug)]
 pub struct CdParams {
@@ -1157,6 +1143,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Model moments of the joint `t_k` from Gibbs chains started at `v` (upper moments
+    /// Rao-Blackwellised): the reference the training's fused gradient is checked against.
+    fn model_moments<R: rand::Rng>(
+        rbm: &Rbm,
+        v: &[f32],
+        batch: usize,
+        steps: usize,
+        rng: &mut R,
+    ) -> (Moments, Vec<f32>) {
+        let g = gibbs(rbm, v, batch, steps, rng);
+        let m = pair_moments(&g.h_probs, &g.v, batch, rbm.n_up, rbm.n_down);
+        (m, g.v)
     }
 
     #[test]
