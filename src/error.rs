@@ -8,6 +8,7 @@ pub enum Error {
     /// Reading or writing a file failed.
     #[error("{path}: {err}")]
     Io {
+        /// The file.
         path: PathBuf,
         /// In the message rather than chained, so it is printed once.
         err: std::io::Error,
@@ -17,7 +18,12 @@ pub enum Error {
     Data(#[from] crate::data::DataError),
     /// A model file is malformed or disagrees with itself.
     #[error("{path}: {msg}")]
-    Model { path: PathBuf, msg: String },
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// Shapes or widths do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
@@ -29,31 +35,37 @@ pub enum Error {
     Net {
         /// The address involved.
         addr: String,
+        /// What failed.
         err: std::io::Error,
     },
 }
 
 impl Error {
+    /// [`Error::Io`] for `path`.
     pub fn io(path: &Path, err: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
             err,
         }
     }
+    /// [`Error::Model`] for `path`.
     pub fn model(path: &Path, msg: impl Into<String>) -> Self {
         Error::Model {
             path: path.to_path_buf(),
             msg: msg.into(),
         }
     }
+    /// [`Error::Invalid`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
+    /// [`Error::Shape`].
     pub fn shape(msg: impl Into<String>) -> Self {
         Error::Shape(msg.into())
     }
 }
 
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `value ≥ min`, else an error naming `what` (e.g. `"attack: --samples"`) and the value.

@@ -52,7 +52,9 @@ pub fn bernoulli<R: Rng>(probs: &[f32], rng: &mut R) -> Vec<f32> {
 /// probabilities they were drawn from (kept for Rao-Blackwellised estimators).
 #[derive(Clone, Debug)]
 pub struct LayerBatch {
+    /// Binary states, row-major `batch × width`.
     pub states: Vec<f32>,
+    /// The probabilities they were drawn from.
     pub probs: Vec<f32>,
 }
 
@@ -150,7 +152,12 @@ pub fn mean_field_layers(model: &DeepRbm, x: &[f32], batch: usize) -> Vec<Vec<f3
 pub enum OutputMode {
     /// The served output `ŷ(x) = E_{q_N}[h_N|x]` (SPEC §1), Rao-Blackwellised over `samples`
     /// ancestral samples of `h_{N-1}`, seeded from (model, input, seed).
-    Served { samples: usize, seed: u64 },
+    Served {
+        /// Samples S (≥ 1).
+        samples: usize,
+        /// Seed of the sampler (keep it private when a defence is randomised).
+        seed: u64,
+    },
     /// The deterministic mean-field approximation.
     MeanField,
 }
@@ -163,6 +170,7 @@ pub struct Predictor<'m> {
 }
 
 impl<'m> Predictor<'m> {
+    /// A predictor of `model`'s outputs in `mode`.
     pub fn new(model: &'m DeepRbm, mode: OutputMode) -> Self {
         Self::with_fingerprint(model, mode, model.fingerprint())
     }
@@ -183,6 +191,7 @@ impl<'m> Predictor<'m> {
         }
     }
 
+    /// The output mode.
     pub fn mode(&self) -> OutputMode {
         self.mode
     }

@@ -4,16 +4,18 @@
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rgshield::analyze::{analyze, AnalyzeConfig, BasisChoice};
 use rgshield::data::{self, DataSpec, LoadOptions};
+use rgshield::experiments::analyze::{analyze, AnalyzeParams};
+use rgshield::rg::BasisChoice;
 use rgshield::DeepRbm;
+use rgshield::{NoProgress, Params};
 
 #[test]
 fn analysis_of_a_small_model_is_complete_and_consistent() {
     let d = data::load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
     let model = DeepRbm::random(&[64, 8, 6, 10], 0.4, &mut rng).unwrap();
-    let cfg = AnalyzeConfig {
+    let cfg = AnalyzeParams {
         inputs: vec![0, 1],
         samples: 3_000,
         seed: 1,
@@ -21,7 +23,7 @@ fn analysis_of_a_small_model_is_complete_and_consistent() {
         blocks: 3,
         pilot_samples: 600,
     };
-    let r = analyze(&model, &d, &cfg, &|| {}).unwrap();
+    let r = analyze(&model, &d, &cfg.clone().check().unwrap(), &NoProgress).unwrap();
     assert_eq!(r.inputs.len(), 2);
     assert_eq!(r.classes.len(), 10);
     assert_eq!(r.classification_operators, vec![8 + 6, 6 + 6, 1023]);
@@ -59,11 +61,15 @@ fn analysis_of_a_small_model_is_complete_and_consistent() {
         }
     }
     // bad selections are errors, not panics
-    let bad = AnalyzeConfig {
+    let bad = AnalyzeParams {
         inputs: vec![100_000],
         ..cfg.clone()
-    };
-    let e = analyze(&model, &d, &bad, &|| {}).unwrap_err().to_string();
+    }
+    .check()
+    .unwrap();
+    let e = analyze(&model, &d, &bad, &NoProgress)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("100000") && e.contains("out of range"), "{e}");
     assert!("order3".parse::<BasisChoice>().is_err());
     assert_eq!(

@@ -8,32 +8,36 @@
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rgshield::analyze::BasisChoice;
-use rgshield::attack::{
-    attack, binary_flip, fgsm_delta, fisher_directions, judge, mean_field_margin, outcomes_along,
-    pgd, project_ball_box, step_to_norm, tally, AttackConfig, AttackContext, FgsmKind, InputAttack,
-    Method,
-};
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::exact;
+use rgshield::experiments::attack::{
+    attack, fisher_directions, judge, outcomes_along, tally, AttackContext, AttackParams,
+    InputAttack, Method,
+};
 use rgshield::linalg::dense::{from_row_major, sym_eigen};
 use rgshield::model::standard_normal;
+use rgshield::model::RbmParts;
+use rgshield::perturb::{
+    binary_flip, fgsm_delta, mean_field_margin, pgd, project_ball_box, step_to_norm, FgsmKind,
+};
+use rgshield::rg::BasisChoice;
 use rgshield::rg::{FlowConfig, OperatorBasis};
 use rgshield::{DeepRbm, Rbm};
+use rgshield::{NoProgress, Params};
 
 /// A random stack with Gaussian weights of std `scale` and Gaussian biases (std 0.5).
 fn stack(widths: &[usize], scale: f32, seed: u64) -> DeepRbm {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(2000 + seed);
-    let mut m = DeepRbm::random(widths, scale, &mut rng).unwrap();
-    for l in &mut m.layers {
+    let m = DeepRbm::random(widths, scale, &mut rng).unwrap();
+    m.edited(|_, l| {
         for a in &mut l.a {
             *a = 0.5 * standard_normal(&mut rng);
         }
         for b in &mut l.b {
             *b = 0.5 * standard_normal(&mut rng);
         }
-    }
-    m
+    })
+    .unwrap()
 }
 
 fn binary_input(n: usize, seed: u64) -> Vec<f32> {
@@ -236,13 +240,21 @@ fn pgd_never_leaves_the_ball_or_the_box_and_lowers_the_margin() {
 /// A 2-2-2 model in which the class is pixel 0, deterministically (weights ±20): h_1 copies x,
 /// the output is one-hot of h_{1,0}. Pixel 1 cannot change the class.
 fn pixel0_classifier() -> DeepRbm {
-    let mut r1 = Rbm::zeros(2, 2);
-    r1.w = vec![20.0, 0.0, 0.0, 20.0];
-    r1.a = vec![-10.0, -10.0];
-    let mut r2 = Rbm::zeros(2, 2);
-    r2.w = vec![-20.0, 0.0, 20.0, 0.0];
-    r2.a = vec![10.0, -10.0];
-    DeepRbm::new(vec![r1, r2]).unwrap()
+    let rbm = |w: Vec<f32>, a: Vec<f32>| {
+        Rbm::new(RbmParts {
+            n_down: 2,
+            n_up: 2,
+            w,
+            a,
+            b: vec![0.0; 2],
+        })
+        .unwrap()
+    };
+    DeepRbm::new(vec![
+        rbm(vec![20.0, 0.0, 0.0, 20.0], vec![-10.0, -10.0]),
+        rbm(vec![-20.0, 0.0, 20.0, 0.0], vec![10.0, -10.0]),
+    ])
+    .unwrap()
 }
 
 fn record(index: usize, label: u32, served_class: usize) -> InputAttack {
@@ -269,13 +281,15 @@ fn record(index: usize, label: u32, served_class: usize) -> InputAttack {
 #[test]
 fn success_bookkeeping_on_a_model_with_a_known_answer() {
     let m = pixel0_classifier();
-    let cfg = AttackConfig {
+    let cfg = AttackParams {
         inputs: vec![0],
         basis: BasisChoice::Order1,
         samples: 100,
         serve_samples: 64,
-        ..AttackConfig::default()
-    };
+        ..AttackParams::default()
+    }
+    .check()
+    .unwrap();
     let ctx = AttackContext::new(&m, &[], &cfg).unwrap();
     let eps = [0.3, 1.0, 3.0];
     // Four inputs labelled by pixel 0 (all served correctly), and one mislabelled (not attacked).
@@ -378,7 +392,7 @@ fn attack_run_is_complete_and_independent_of_the_thread_count() {
     let d = three_digits();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
     let model = DeepRbm::random(&[64, 8, 6, 3], 1.0, &mut rng).unwrap();
-    let cfg = AttackConfig {
+    let cfg = AttackParams {
         inputs: (0..40).collect(),
         epsilons: vec![0.5, 1.0, 4.0],
         pixels: vec![2, 8],
@@ -387,19 +401,20 @@ fn attack_run_is_complete_and_independent_of_the_thread_count() {
         pilot_samples: 400,
         serve_samples: 16,
         pgd_steps: 5,
-        ..AttackConfig::default()
+        ..AttackParams::default()
     };
+    let cfg_checked = cfg.clone().check().unwrap();
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap()
-        .install(|| attack(&model, &d, &cfg, &|| {}).unwrap());
+        .install(|| attack(&model, &d, &cfg_checked, &NoProgress).unwrap());
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap()
-        .install(|| attack(&model, &d, &cfg, &|| {}).unwrap());
-    let strip = |r: &rgshield::attack::AttackReport| {
+        .install(|| attack(&model, &d, &cfg_checked, &NoProgress).unwrap());
+    let strip = |r: &rgshield::experiments::attack::AttackReport| {
         let mut v = serde_json::to_value(r).unwrap();
         v["seconds"] = serde_json::Value::Null;
         v
@@ -458,19 +473,21 @@ fn attack_run_is_complete_and_independent_of_the_thread_count() {
     assert!(v.success_fisher.is_some() && v.success_pgd.is_some());
     assert!(v.fisher_top_direct.median.unwrap() > 0.0);
     // Bad settings are errors, not panics.
-    let bad = AttackConfig {
+    let bad = AttackParams {
         inputs: vec![d.test.len()],
         ..cfg.clone()
-    };
-    assert!(attack(&model, &d, &bad, &|| {})
+    }
+    .check()
+    .unwrap();
+    assert!(attack(&model, &d, &bad, &NoProgress)
         .unwrap_err()
         .to_string()
         .contains("out of range"));
-    let bad = AttackConfig {
+    let bad = AttackParams {
         epsilons: vec![f64::NAN],
         ..cfg
     };
-    assert!(attack(&model, &d, &bad, &|| {}).is_err());
+    assert!(bad.check().is_err());
 }
 
 proptest! {
@@ -591,17 +608,4 @@ fn attack_cli_writes_its_report_and_plots_and_rejects_bad_budgets() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ε = 0 "), "{err}");
-}
-
-#[test]
-fn quartiles_interpolate_and_count_non_finite_values() {
-    let q = rgshield::attack::quartiles(&[5.0, 1.0, f64::INFINITY, 3.0, 2.0, f64::NAN, 4.0]);
-    assert_eq!((q.n, q.non_finite), (5, 2));
-    assert_eq!(
-        (q.q1, q.median, q.q3, q.max),
-        (Some(2.0), Some(3.0), Some(4.0), Some(5.0))
-    );
-    let q = rgshield::attack::quartiles(&[1.0, 2.0]);
-    assert_eq!(q.median, Some(1.5));
-    assert_eq!(rgshield::attack::quartiles(&[]).median, None);
 }

@@ -15,15 +15,17 @@ use rgshield::DeepRbm;
 /// A 6-5-4 stack with random weights and non-zero biases, and an input x.
 fn stack() -> (DeepRbm, Vec<f32>) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(20240611);
-    let mut model = DeepRbm::random(&[6, 5, 4], 0.8, &mut rng).unwrap();
-    for (k, layer) in model.layers.iter_mut().enumerate() {
-        for (i, a) in layer.a.iter_mut().enumerate() {
-            *a = 0.3 * (i as f32) - 0.5 + 0.2 * k as f32;
-        }
-        for (j, b) in layer.b.iter_mut().enumerate() {
-            *b = 0.1 * (j as f32) - 0.2;
-        }
-    }
+    let model = DeepRbm::random(&[6, 5, 4], 0.8, &mut rng)
+        .unwrap()
+        .edited(|k, layer| {
+            for (i, a) in layer.a.iter_mut().enumerate() {
+                *a = 0.3 * (i as f32) - 0.5 + 0.2 * (k - 1) as f32;
+            }
+            for (j, b) in layer.b.iter_mut().enumerate() {
+                *b = 0.1 * (j as f32) - 0.2;
+            }
+        })
+        .unwrap();
     let x = vec![1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
     (model, x)
 }
@@ -31,12 +33,12 @@ fn stack() -> (DeepRbm, Vec<f32>) {
 /// The exact layer-1 fields `g_i = −(W_1 x + a_1)_i` in f64.
 fn exact_fields(model: &DeepRbm, x: &[f32]) -> Vec<f64> {
     let r = model.rbm(1);
-    (0..r.n_up)
+    (0..r.n_up())
         .map(|i| {
-            let z: f64 = (0..r.n_down)
-                .map(|j| r.w[i * r.n_down + j] as f64 * x[j] as f64)
+            let z: f64 = (0..r.n_down())
+                .map(|j| r.w()[i * r.n_down() + j] as f64 * x[j] as f64)
                 .sum::<f64>()
-                + r.a[i] as f64;
+                + r.a()[i] as f64;
             -z
         })
         .collect()

@@ -6,8 +6,9 @@ mod common;
 use common::rgshield;
 
 use rgshield::data::{self, DataSpec, LoadOptions};
-use rgshield::depth_study::{self, DepthStudyConfig, ModelSource};
-use rgshield::train::Method;
+use rgshield::experiments::depth_study::{self, DepthStudyParams, ModelSource};
+use rgshield::train::{Method, TrainParams};
+use rgshield::{NoProgress, Params, Valid};
 
 fn digits() -> rgshield::data::Dataset {
     let spec: DataSpec = "digits".parse().expect("digits spec");
@@ -15,8 +16,11 @@ fn digits() -> rgshield::data::Dataset {
 }
 
 /// Depths 1 and 2 at width 8, 3 inputs, S = 200, a few seconds of training.
-fn tiny(models: &Path) -> DepthStudyConfig {
-    let mut c = DepthStudyConfig::defaults_for(Method::Hybrid, 1);
+fn tiny(models: &Path) -> DepthStudyParams {
+    let mut c = DepthStudyParams {
+        train: TrainParams::for_method(Method::Hybrid, 1),
+        ..DepthStudyParams::default()
+    };
     c.depths = vec![1, 2];
     c.width = 8;
     c.models_dir = models.to_path_buf();
@@ -29,8 +33,8 @@ fn tiny(models: &Path) -> DepthStudyConfig {
     c
 }
 
-fn hidden(_: &str, _: usize, _: u64) -> indicatif::ProgressBar {
-    indicatif::ProgressBar::hidden()
+fn checked(p: DepthStudyParams) -> Valid<DepthStudyParams> {
+    p.check().expect("valid parameters")
 }
 
 #[test]
@@ -39,10 +43,10 @@ fn one_row_per_depth_bounded_fisher_and_models_reused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     let out = dir.path().join("out");
-    let cfg = tiny(&models);
+    let cfg = checked(tiny(&models));
 
     let mut printed = vec![depth_study::table_header(&data, &cfg)];
-    let first = depth_study::depth_study(&data, &cfg, Some(&out), &hidden, |r| {
+    let first = depth_study::depth_study(&data, &cfg, Some(&out), &NoProgress, |r| {
         printed.push(depth_study::table_row(r))
     })
     .expect("first run");
@@ -112,7 +116,8 @@ fn one_row_per_depth_bounded_fisher_and_models_reused() {
     // Second call: the saved models are reused, untouched, and give the same accuracy.
     let weights = |d: usize| std::fs::read(models.join(format!("d{d}/model.safetensors"))).unwrap();
     let before = (weights(1), weights(2));
-    let second = depth_study::depth_study(&data, &cfg, None, &hidden, |_| {}).expect("second run");
+    let second =
+        depth_study::depth_study(&data, &cfg, None, &NoProgress, |_| {}).expect("second run");
     assert_eq!(second.rows.len(), 2);
     for (a, b) in first.rows.iter().zip(&second.rows) {
         assert_eq!(b.model_source, ModelSource::Reused);
@@ -134,11 +139,12 @@ fn mismatched_existing_model_is_refused_before_any_work() {
     other.depths = vec![2];
     other.width = 6;
     other.inputs = vec![0];
-    depth_study::depth_study(&data, &other, None, &hidden, |_| {}).expect("width-6 model");
+    depth_study::depth_study(&data, &checked(other), None, &NoProgress, |_| {})
+        .expect("width-6 model");
     let saved = std::fs::read(models.join("d2/model.safetensors")).unwrap();
 
-    let cfg = tiny(&models);
-    let err = depth_study::depth_study(&data, &cfg, None, &hidden, |_| {})
+    let cfg = checked(tiny(&models));
+    let err = depth_study::depth_study(&data, &cfg, None, &NoProgress, |_| {})
         .expect_err("mismatched widths must be refused")
         .to_string();
     assert!(err.contains("d2"), "{err}");

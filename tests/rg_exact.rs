@@ -31,16 +31,16 @@ const SCALES: [f32; 3] = [0.5, 1.5, 3.0];
 /// A random stack with Gaussian weights of std `scale` and non-zero Gaussian biases (std 0.5).
 fn stack(widths: &[usize], scale: f32, seed: u64) -> DeepRbm {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1000 + seed);
-    let mut m = DeepRbm::random(widths, scale, &mut rng).unwrap();
-    for l in &mut m.layers {
+    let m = DeepRbm::random(widths, scale, &mut rng).unwrap();
+    m.edited(|_, l| {
         for a in &mut l.a {
             *a = 0.5 * standard_normal(&mut rng);
         }
         for b in &mut l.b {
             *b = 0.5 * standard_normal(&mut rng);
         }
-    }
-    m
+    })
+    .unwrap()
 }
 
 /// A random binary input.
@@ -399,18 +399,25 @@ fn stability_matrices_transform_under_reparametrisation_and_relabelling() {
     // the rows of T^{(2)} (and the columns of T^{(3)}): singular values, canonical correlations and
     // F_x are unchanged, the eigenvalues of T^{(2)} are not.
     let perm = [2usize, 0, 4, 1, 3];
-    let mut mp = m.clone();
-    let (r2, r3) = (m.rbm(2), m.rbm(3));
-    for (new, &old) in perm.iter().enumerate() {
-        for c in 0..r2.n_down {
-            mp.layers[1].w[new * r2.n_down + c] = r2.w[old * r2.n_down + c];
-        }
-        mp.layers[1].a[new] = r2.a[old];
-        mp.layers[2].b[new] = r3.b[old];
-        for i in 0..r3.n_up {
-            mp.layers[2].w[i * r3.n_down + new] = r3.w[i * r3.n_down + old];
-        }
-    }
+    let (r2, r3) = (m.rbm(2).to_parts(), m.rbm(3).to_parts());
+    let mp = m
+        .edited(|k, l| {
+            for (new, &old) in perm.iter().enumerate() {
+                if k == 2 {
+                    for c in 0..r2.n_down {
+                        l.w[new * r2.n_down + c] = r2.w[old * r2.n_down + c];
+                    }
+                    l.a[new] = r2.a[old];
+                }
+                if k == 3 {
+                    l.b[new] = r3.b[old];
+                    for i in 0..r3.n_up {
+                        l.w[i * r3.n_down + new] = r3.w[i * r3.n_down + old];
+                    }
+                }
+            }
+        })
+        .unwrap();
     let cp = exact::classification_correlators(&mp, &x, &bases, true).unwrap();
     let sp = spectra(
         t(&cp, 2).as_ref(),
@@ -1030,11 +1037,14 @@ fn stability_matrix_is_the_derivative_of_the_exact_couplings() {
 fn saturated_and_frozen_units_keep_their_f64_variance() {
     // Depth 1, both hidden units driven to z ≈ 20 and 22: in f32 σ(z) rounds to exactly 1 and the
     // Rao-Blackwellised variance p(1−p) would vanish; recomputed in f64 from x it is ≈ 2e-9, 3e-10.
-    let mut m = stack(&[3, 2], 1.0, 31);
-    m.layers[0].a = vec![20.0, 22.0];
-    for w in &mut m.layers[0].w {
-        *w *= 0.01;
-    }
+    let m = stack(&[3, 2], 1.0, 31)
+        .edited(|_, l| {
+            l.a = vec![20.0, 22.0];
+            for w in &mut l.w {
+                *w *= 0.01;
+            }
+        })
+        .unwrap();
     let x = [1.0f32, 0.0, 1.0];
     assert_eq!(m.rbm(1).up_probs(&x, 1), vec![1.0f32, 1.0], "f32 saturates");
     let bases = vec![OperatorBasis::order1(2).unwrap()];
@@ -1060,7 +1070,7 @@ fn saturated_and_frozen_units_keep_their_f64_variance() {
     assert!(dc < 1e-7 && dd < 1e-7, "chain {dc}, direct {dd}");
     // N = 1 with a layer that never flips in f64 either (z = 60): C_11 has a zero eigenvalue, the
     // direct estimate is the chain (no inversion) and equals the bound.
-    m.layers[0].a = vec![60.0, 0.3];
+    let m = m.edited(|_, l| l.a = vec![60.0, 0.3]).unwrap();
     let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
     let b = rgshield::rg::fisher::first_layer_bound(&m, &x).unwrap();
     let d = rel_frobenius(r.direct.value.as_ref(), b.as_ref()).unwrap();

@@ -9,16 +9,17 @@ use rgshield::DeepRbm;
 
 fn stack(widths: &[usize], scale: f32, seed: u64) -> DeepRbm {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut m = DeepRbm::random(widths, scale, &mut rng).unwrap();
-    for (k, l) in m.layers.iter_mut().enumerate() {
+    let m = DeepRbm::random(widths, scale, &mut rng).unwrap();
+    m.edited(|k1, l| {
+        let k = k1 - 1;
         for (i, a) in l.a.iter_mut().enumerate() {
             *a = 0.4 * ((i + k) as f32 % 3.0) - 0.4;
         }
         for (j, b) in l.b.iter_mut().enumerate() {
             *b = 0.3 - 0.2 * ((j + k) as f32 % 4.0);
         }
-    }
-    m
+    })
+    .unwrap()
 }
 
 /// Mean and standard error of per-sample values (rows of `width`).

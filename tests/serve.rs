@@ -252,8 +252,8 @@ async fn model_endpoint_shows_metadata_never_weights() {
     ] {
         assert!(!text.contains(key), "{key} in {text}");
     }
-    for l in &m.layers {
-        for w in l.w.iter().take(5) {
+    for l in m.rbms() {
+        for w in l.w().iter().take(5) {
             assert!(!text.contains(&w.to_string()), "weight {w} in {text}");
         }
     }

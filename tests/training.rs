@@ -2,7 +2,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use rgshield::data::{self, DataSpec, LoadOptions};
-use rgshield::train::{Method, TrainConfig, Trainer};
+use rgshield::train::{Method, TrainParams, Trainer};
+use rgshield::Params;
 
 fn digits_small() -> data::Dataset {
     let opts = LoadOptions {
@@ -13,15 +14,14 @@ fn digits_small() -> data::Dataset {
     data::load(&DataSpec::Digits, &opts).unwrap()
 }
 
-fn quick(method: Method) -> TrainConfig {
-    TrainConfig {
-        method,
+fn quick(method: Method) -> TrainParams {
+    TrainParams {
         pretrain_epochs: 2,
         sweeps: 2,
         epochs_per_layer: 1,
         finetune_epochs: 10,
         eval_samples: 8,
-        ..TrainConfig::default()
+        ..TrainParams::for_method(method, 1)
     }
 }
 
@@ -29,7 +29,7 @@ fn quick(method: Method) -> TrainConfig {
 fn training_is_bit_identical_on_one_and_two_threads() {
     let d = digits_small();
     for method in [Method::Eq14, Method::Hybrid] {
-        let cfg = quick(method);
+        let cfg = quick(method).check().unwrap();
         let run = |threads: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -52,22 +52,23 @@ fn training_is_bit_identical_on_one_and_two_threads() {
 #[test]
 fn trainer_rejects_bad_configuration_and_widths() {
     let d = digits_small();
-    let cfg = TrainConfig {
+    let e = TrainParams {
         batch: 0,
         ..quick(Method::Eq14)
-    };
-    let e = Trainer::new(&d, &cfg).err().unwrap().to_string();
+    }
+    .check()
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("batch"), "{e}");
-    let cfg = TrainConfig {
+    let e = TrainParams {
         lr: f32::NAN,
         ..quick(Method::Eq14)
-    };
-    assert!(Trainer::new(&d, &cfg)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("lr"));
-    let cfg = quick(Method::Eq14);
+    }
+    .check()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("lr"), "{e}");
+    let cfg = quick(Method::Eq14).check().unwrap();
     let e = Trainer::new(&d, &cfg)
         .unwrap()
         .train(&[64, 8, 9])

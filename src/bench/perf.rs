@@ -23,13 +23,15 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{fastest, npy, rg_bench, RgBenchConfig};
+use super::npy;
+use super::rg::{fastest, rg_bench, rg_bench_states, time_bitpacked, RgBenchConfig};
 use crate::data::{self, DataSpec, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::linalg::gemm_abt;
 use crate::model::{DeepRbm, Rbm};
+use crate::params::Params;
 use crate::sample::{sample_up, CHUNK};
-use crate::train::{cd_epoch, CdParams, Method, TrainConfig, Trainer, Velocity};
+use crate::train::{cd_epoch, CdParams, Method, TrainParams, Trainer, Velocity};
 use crate::util::mix_seed;
 
 /// Goal of the up-pass: at least this fraction of the bare-GEMM rate on the same shapes.
@@ -46,49 +48,77 @@ pub enum PerfJob {
     /// Ancestral up-pass of `samples` random binary inputs through a random stack `widths`
     /// (chunks of [`CHUNK`] in parallel, as the estimators run it), beside the same GEMMs alone.
     Sampling {
+        /// Widths of the random stack.
         widths: Vec<usize>,
+        /// Inputs sampled up the stack.
         samples: usize,
+        /// Repetitions (at least 10 are timed; the fastest is kept).
         reps: usize,
+        /// Seed of the stack and the inputs.
         seed: u64,
     },
     /// `bench rg` at `width` (order 2) and `samples`; with `dump`, the two layers' states and the
     /// bit-packed correlators are written there as `.npy` for the numpy reference.
     Correlators {
+        /// Width of both layers.
         width: usize,
+        /// Ancestral samples S.
         samples: usize,
+        /// Repetitions (the fastest is kept).
         reps: usize,
+        /// Seed of the stack and the samples.
         seed: u64,
+        /// Where to write the states and correlators for the numpy reference.
         dump: Option<PathBuf>,
     },
     /// The bit-packed path of `bench rg` alone (pack both layers, `C_kk` and `C_k,k-1`), so that
     /// the process's peak memory is that path's.
     BitPacked {
+        /// Width of both layers.
         width: usize,
+        /// Ancestral samples S.
         samples: usize,
+        /// Repetitions (the fastest is kept).
         reps: usize,
+        /// Seed of the stack and the samples.
         seed: u64,
     },
     /// `epochs` CD-1 epochs (no momentum, no weight decay: scikit-learn's rule) of one RBM
     /// `n_features → hidden` on the training split of `data`; with `dump`, the training inputs
     /// are written there as `x.npy` for the scikit-learn reference.
     CdEpoch {
+        /// Data set (as `--data`).
         data: String,
+        /// k×k pooling of the images.
         pool: usize,
+        /// Keep only the first n training rows.
         max_train: Option<usize>,
+        /// Hidden units of the RBM.
         hidden: usize,
+        /// Minibatch size.
         batch: usize,
+        /// Learning rate.
         lr: f32,
+        /// Epochs timed.
         epochs: usize,
+        /// Seed of the initialisation and the minibatch order.
         seed: u64,
+        /// Where to write the training inputs for the scikit-learn reference.
         dump: Option<PathBuf>,
     },
     /// Full training of `widths` on `data` with the method's documented defaults.
     Train {
+        /// Data set (as `--data`).
         data: String,
+        /// k×k pooling of the images.
         pool: usize,
+        /// Keep only the first n training rows.
         max_train: Option<usize>,
+        /// Widths of the trained stack.
         widths: Vec<usize>,
+        /// Training method (its documented defaults).
         method: Method,
+        /// Training seed.
         seed: u64,
     },
 }
@@ -96,7 +126,9 @@ pub enum PerfJob {
 /// What a job measured: named numbers (seconds, rates, accuracies) and the child's peak memory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PerfOutcome {
+    /// The job that ran.
     pub job: PerfJob,
+    /// Its measurements by name.
     pub metrics: BTreeMap<String, f64>,
     /// Peak resident set size of the process that ran the job (`VmHWM`), if readable.
     pub max_rss_bytes: Option<u64>,
@@ -168,8 +200,8 @@ pub fn run_job(job: &PerfJob) -> Result<PerfOutcome> {
             reps,
             seed,
         } => {
-            let (basis, lo, hi) = super::rg_bench_states(*width, *samples, *seed)?;
-            let t = super::time_bitpacked(&basis, &lo, &hi, *samples, *reps)?;
+            let (basis, lo, hi) = rg_bench_states(*width, *samples, *seed)?;
+            let t = time_bitpacked(&basis, &lo, &hi, *samples, *reps)?;
             let mut m = BTreeMap::new();
             m.insert("pack_seconds".into(), t.pack_seconds);
             m.insert("bitpacked_seconds".into(), t.bitpacked_seconds);
@@ -199,7 +231,7 @@ pub fn run_job(job: &PerfJob) -> Result<PerfOutcome> {
             seed,
         } => {
             let d = load(data, *pool, *max_train)?;
-            let cfg = TrainConfig::defaults_for(*method, *seed);
+            let cfg = TrainParams::for_method(*method, *seed).check()?;
             let t0 = Instant::now();
             let (model, outcome) = Trainer::new(&d, &cfg)?.train(widths)?;
             let seconds = t0.elapsed().as_secs_f64();
@@ -375,13 +407,19 @@ pub struct PerfConfig {
     pub data: String,
     /// Training rows of the CD comparison (None = the whole split).
     pub max_train: Option<usize>,
+    /// Hidden units of the CD comparison's RBM.
     pub cd_hidden: usize,
+    /// Minibatch size of the CD comparison.
     pub cd_batch: usize,
+    /// Learning rate of the CD comparison.
     pub cd_lr: f32,
+    /// CD epochs timed.
     pub cd_epochs: usize,
     /// Samples of the sampling and correlator comparisons.
     pub samples: usize,
+    /// Repetitions of each timing (the fastest is reported).
     pub reps: usize,
+    /// Seed of the random stacks and samples.
     pub seed: u64,
     /// `benches/reference/` (setup.sh, correlators.py, bernoulli_rbm.py).
     pub reference_dir: PathBuf,
@@ -401,47 +439,70 @@ pub struct PerfConfig {
 /// A reference (python) run: its JSON line, or why it did not run.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReferenceRun {
+    /// What the reference measured.
     pub what: String,
+    /// Its JSON result line.
     pub result: Option<serde_json::Value>,
+    /// Why it did not run, when it did not.
     pub unavailable: Option<String>,
 }
 
 /// One headline comparison of the table.
 #[derive(Clone, Debug, Serialize)]
 pub struct PerfRow {
+    /// The workload measured.
     pub workload: String,
+    /// Our figure.
     pub ours: String,
+    /// The reference's figure.
     pub reference: String,
     /// reference time / our time (> 1: we are faster), or our rate / the limit's rate.
     pub ratio: Option<f64>,
+    /// The goal of the ratio, when there is one.
     pub goal: Option<f64>,
+    /// Our job's peak memory.
     pub max_rss_bytes: Option<u64>,
+    /// The reference's peak memory.
     pub reference_max_rss_bytes: Option<u64>,
+    /// How the ratio was formed and anything to know about the row.
     pub note: String,
 }
 
 /// One line of the scaling table: a workload with one size doubled.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScalingRow {
+    /// The workload.
     pub workload: String,
+    /// Which size was doubled.
     pub doubled: String,
+    /// Seconds at the base size.
     pub base_seconds: f64,
+    /// Seconds with the size doubled.
     pub seconds: f64,
+    /// `seconds / base_seconds`.
     pub time_factor: f64,
     /// The factor (or range) the operation count predicts.
     pub expected: String,
+    /// Peak memory at the base size.
     pub base_max_rss_bytes: Option<u64>,
+    /// Peak memory with the size doubled.
     pub max_rss_bytes: Option<u64>,
 }
 
 /// Everything `bench perf` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct PerfReport {
+    /// The CPU, as `/proc/cpuinfo` names it.
     pub machine: String,
+    /// rayon threads.
     pub threads: usize,
+    /// The headline comparisons.
     pub rows: Vec<PerfRow>,
+    /// The scaling table.
     pub scaling: Vec<ScalingRow>,
+    /// Every job's outcome.
     pub outcomes: Vec<PerfOutcome>,
+    /// The python reference runs.
     pub references: Vec<ReferenceRun>,
     /// Optional measurements that failed (the run went on without them).
     pub failures: Vec<String>,

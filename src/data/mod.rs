@@ -116,13 +116,13 @@ pub struct Dataset {
 impl Dataset {
     /// An error naming the first of `inputs` (test-split indices) out of range; `what` names the
     /// caller in the message.
-    pub fn check_test_inputs(&self, inputs: &[usize], what: &str) -> Result<(), String> {
+    pub fn check_test_inputs(&self, inputs: &[usize], what: &str) -> Result<(), DataError> {
         match inputs.iter().find(|&&i| i >= self.test.len()) {
-            Some(&i) => Err(format!(
+            Some(&i) => Err(DataError::InvalidOption(format!(
                 "{what}: input {i} is out of range (the test split of '{}' has {} rows)",
                 self.name,
                 self.test.len()
-            )),
+            ))),
             None => Ok(()),
         }
     }
@@ -306,18 +306,18 @@ pub enum Binarize {
 }
 
 impl FromStr for Binarize {
-    type Err = String;
+    type Err = DataError;
 
     /// Accepts `default`, `off` (or `none`, `real`), or a finite number (the threshold).
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, DataError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "default" => Ok(Binarize::Default),
             "off" | "none" | "real" => Ok(Binarize::Off),
             t => match t.parse::<f32>() {
                 Ok(v) if v.is_finite() => Ok(Binarize::Threshold(v)),
-                _ => Err(format!(
-                    "invalid binarisation '{s}': expected 'default', 'off' or a finite threshold number"
-                )),
+                _ => Err(DataError::InvalidOption(format!(
+                    "binarisation '{s}': expected 'default', 'off' or a finite threshold number"
+                ))),
             },
         }
     }
@@ -877,7 +877,11 @@ mod tests {
         );
         assert!("nan".parse::<Binarize>().is_err());
         assert!("inf".parse::<Binarize>().is_err());
-        assert!("x".parse::<Binarize>().unwrap_err().contains("'x'"));
+        assert!("x"
+            .parse::<Binarize>()
+            .unwrap_err()
+            .to_string()
+            .contains("'x'"));
         for b in [Binarize::Default, Binarize::Off, Binarize::Threshold(7.5)] {
             assert_eq!(b.to_string().parse::<Binarize>().unwrap(), b);
         }

@@ -32,9 +32,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{check_served, Defence};
-use crate::analyze::{classification_bases, generation_bases, AnalyzeConfig, BasisChoice};
 use crate::error::{Error, Result};
 use crate::model::{standard_normal, DeepRbm};
+use crate::rg::basis::{classification_bases, generation_bases, BasisChoice, BasisPlan};
 use crate::rg::fisher::output_fisher;
 use crate::rg::{FlowConfig, OperatorBasis, OutputReading};
 use crate::sample::argmax;
@@ -272,6 +272,7 @@ pub struct PoisonCache {
     #[serde(default)]
     pub samples: usize,
     #[serde(default)]
+    /// Seed of the estimate.
     pub seed: u64,
 }
 
@@ -351,7 +352,6 @@ impl PoisonCache {
         reading: OutputReading,
         flow_cfg: &FlowConfig,
     ) -> Result<Self> {
-        model.validate().map_err(Error::shape)?;
         let n = model.n_outputs();
         if n < 2 {
             return Err(Error::invalid(format!(
@@ -390,15 +390,12 @@ impl PoisonCache {
         samples: usize,
         seed: u64,
     ) -> Result<Self> {
-        let acfg = AnalyzeConfig {
-            inputs: Vec::new(),
-            samples,
-            seed,
-            basis: BasisChoice::Order1,
-            blocks: 1,
+        let plan = BasisPlan {
+            choice: BasisChoice::Order1,
             pilot_samples: 0,
+            seed,
         };
-        let cbases = classification_bases(model, &[], &acfg)?;
+        let cbases = classification_bases(model, &[], &plan)?;
         let gbases = generation_bases(model, &cbases, image_shape)?;
         let fc = FlowConfig {
             samples,

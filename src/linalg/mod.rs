@@ -1,7 +1,7 @@
 //! Linear algebra of the crate, pinned to `Par::Seq` so the bits do not depend on the thread count
 //! (parallelism comes from rayon across inputs and chunks):
 //! * this module — thin f32 wrappers over faer for the dense products of the samplers and trainers
-//!   (row-major `Vec<f32>` / `&[f32]`);
+//!   (row-major `Vec<f32>` / `&[f32]`), and the dot product and norm of f64 vectors;
 //! * [`dense`] — the f64 products and decompositions of the RG estimators (`faer::Mat<f64>`).
 
 pub mod dense;
@@ -34,6 +34,16 @@ pub fn clear_upper_vector_state() {
 #[target_feature(enable = "avx")]
 unsafe fn zero_upper() {
     std::arch::x86_64::_mm256_zeroupper();
+}
+
+/// `Σ a_i b_i` of two f64 vectors (over the shorter length).
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Euclidean norm `‖v‖₂` of an f64 vector.
+pub fn norm2(v: &[f64]) -> f64 {
+    v.iter().map(|a| a * a).sum::<f64>().sqrt()
 }
 
 /// `out (m×n) = a (m×k) · bᵀ` where `b` is `n×k` (row-major), overwriting `out`.

@@ -19,13 +19,17 @@ use crate::util::{atomic_write, write_json};
 pub const FORMAT: &str = "rgshield-deep-rbm";
 /// `model.json`'s `format_version` this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The weights' file name in a model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The metadata's file name in a model directory.
 pub const META_FILE: &str = "model.json";
 
 /// Contents of `model.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelMeta {
+    /// Always [`FORMAT`].
     pub format: String,
+    /// [`FORMAT_VERSION`] when written.
     pub format_version: u32,
     /// `n_0 … n_N`.
     pub widths: Vec<usize>,
@@ -34,12 +38,15 @@ pub struct ModelMeta {
     /// FNV-1a fingerprint of the weights (hex), checked against `model.safetensors` on load.
     pub weights_fingerprint: String,
     #[serde(default)]
+    /// The data set the model was trained on.
     pub dataset: Option<DatasetInfo>,
     /// The training configuration (free-form JSON so older files stay readable).
     #[serde(default)]
     pub training: Option<serde_json::Value>,
     #[serde(default)]
+    /// Measured numbers (test accuracy and the like).
     pub metrics: BTreeMap<String, f64>,
+    /// `rgshield VERSION`.
     pub created_by: String,
 }
 
@@ -91,7 +98,6 @@ pub fn weights_to_bytes(model: &DeepRbm) -> Result<Vec<u8>> {
 /// Save `model.safetensors` and `model.json` into `dir` (created if missing), each atomically.
 /// `meta.widths` and `meta.weights_fingerprint` are set from the model.
 pub fn save(dir: &Path, model: &DeepRbm, meta: &ModelMeta) -> Result<()> {
-    model.validate().map_err(Error::shape)?;
     if meta.class_names.len() != model.n_outputs() {
         return Err(Error::shape(format!(
             "{} class names for {} output units",
@@ -169,7 +175,10 @@ pub fn load(path: &Path) -> Result<(DeepRbm, ModelMeta)> {
 }
 
 /// Parse safetensors bytes into a stack of the given widths; the error message says what is wrong.
-pub fn weights_from_bytes(bytes: &[u8], widths: &[usize]) -> std::result::Result<DeepRbm, String> {
+pub(crate) fn weights_from_bytes(
+    bytes: &[u8],
+    widths: &[usize],
+) -> std::result::Result<DeepRbm, String> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let n = widths.len() - 1;
@@ -204,7 +213,8 @@ pub fn weights_from_bytes(bytes: &[u8], widths: &[usize]) -> std::result::Result
             a: read(&format!("rbm{k}.a"), &[nu])?,
             b: read(&format!("rbm{k}.b"), &[nd])?,
         };
-        rbm.validate(&format!("rbm{k}"))?;
+        rbm.validate(&format!("rbm{k}"))
+            .map_err(|e| e.to_string())?;
         layers.push(rbm);
     }
     let expected = 3 * n;

@@ -1,6 +1,11 @@
-//! The model: one binary RBM `t_k(h_k, h_{k-1})` (SPEC §0, seed eq. 1) and the deep stack of N of them.
+//! The model: one binary RBM `t_k(h_k, h_{k-1})` (SPEC §0, paper eq. 1) and the deep stack of N of
+//! them; the logistic function ([`sigmoid`]) and the f64 conditionals ([`kernels`]) they use.
 
 pub mod io;
+pub mod kernels;
+pub mod sigmoid;
+
+pub use sigmoid::{sigmoid, sigmoid_rows};
 
 use rand::RngExt;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -10,109 +15,71 @@ use crate::linalg::{gemm_ab, gemm_abt};
 use crate::util::{fnv1a64, fnv1a64_f32};
 
 /// One RBM joining the lower layer `h_{k-1}` (width `n_down`) and the upper layer `h_k` (width `n_up`):
-/// `t_k(h_k, h_{k-1}) ∝ exp(h_kᵀ W h_{k-1} + aᵀ h_k + bᵀ h_{k-1})` (seed eq. 1).
+/// `t_k(h_k, h_{k-1}) ∝ exp(h_kᵀ W h_{k-1} + aᵀ h_k + bᵀ h_{k-1})` (paper eq. 1).
+///
+/// Invariant: the lengths agree with the widths (both ≥ 1) and every value is finite. Built only
+/// through [`Rbm::new`] (checked), [`Rbm::zeros`] and [`Rbm::random`]; training updates the fields
+/// inside the crate and checks them again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rbm {
     /// Width of the upper layer, `n_k`.
-    pub n_up: usize,
+    pub(crate) n_up: usize,
+    /// Width of the lower layer, `n_{k-1}`.
+    pub(crate) n_down: usize,
+    /// `W_k`, row-major `n_up × n_down`.
+    pub(crate) w: Vec<f32>,
+    /// Upper-layer bias `a_k` (length `n_up`).
+    pub(crate) a: Vec<f32>,
+    /// Lower-layer bias `b_k` (length `n_down`).
+    pub(crate) b: Vec<f32>,
+}
+
+/// The parameters of one RBM as plain data, for building or editing a model from outside the
+/// crate ([`Rbm::new`], [`Rbm::to_parts`], [`DeepRbm::edited`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RbmParts {
     /// Width of the lower layer, `n_{k-1}`.
     pub n_down: usize,
+    /// Width of the upper layer, `n_k`.
+    pub n_up: usize,
     /// `W_k`, row-major `n_up × n_down`.
     pub w: Vec<f32>,
-    /// Upper-layer bias `a_k` (length `n_up`).
+    /// Upper-layer bias `a_k`.
     pub a: Vec<f32>,
-    /// Lower-layer bias `b_k` (length `n_down`).
+    /// Lower-layer bias `b_k`.
     pub b: Vec<f32>,
 }
 
-/// The logistic function `σ(z) = 1/(1 + e^{-z})` in f32.
-///
-/// From `t = e^{-|z|}` (so nothing overflows): `σ = 1/(1+t)` for z ≥ 0, `t/(1+t)` below. The
-/// exponential is Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial,
-/// scaling by 2ⁿ through the exponent bits) written without branches or calls, so the row loops
-/// of [`Rbm::up_probs`] and [`Rbm::down_probs`] vectorise; libm's `expf` call per unit cost more
-/// than a 64-wide layer's dot products (`docs/performance.md`). Error against the f64 logistic
-/// ≤ 2.4e-7 absolute and 1e-6 relative for z ≥ −87 (tested over ±100); below, the result is
-/// clamped to e^{−87} ≈ 1.6e-38 (σ(−∞) included); NaN stays NaN.
-#[inline(always)]
-pub fn sigmoid(z: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // 1.5·2²³: adding and subtracting it rounds to the nearest integer (|x·log2 e| < 2²²).
-    const ROUND: f32 = 12_582_912.0;
-    let x = -z.abs();
-    // e^-87 is the smallest result kept in the normal range; NaN fails the test and stays NaN.
-    let x = if x < -87.0 { -87.0 } else { x };
-    let k = x * LOG2E + ROUND;
-    let n = k - ROUND;
-    let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
-    let poly = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = poly * (r * r) + r + 1.0;
-    // n ∈ [−126, 0] sits in the low mantissa bits of k = 1.5·2²³ + n (bits 0x4B40_0000 + n), so
-    // 2ⁿ is built from integer operations alone (no float→int conversion, whose saturating
-    // semantics would be checked lane by lane); for NaN the bits are garbage but e is NaN.
-    let two_n = f32::from_bits(
-        k.to_bits()
-            .wrapping_sub(0x4B40_0000)
-            .wrapping_add(127)
-            .wrapping_shl(23),
-    );
-    let t = e * two_n;
-    let s = 1.0 / (1.0 + t);
-    if z >= 0.0 {
-        s
-    } else {
-        t * s
-    }
-}
-
-/// `out[r, j] ← σ(out[r, j] + bias[j])` for every row r of the row-major `out` (rows of
-/// `bias.len()`): the activation step of the up and down conditionals. The same [`sigmoid`]
-/// everywhere; on x86-64 with AVX-512 (or AVX2) the loop is compiled for those registers and
-/// chosen at run time. No fused multiply-adds are formed, so every path gives identical bits.
-pub fn sigmoid_rows(out: &mut [f32], bias: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { sigmoid_rows_avx512(out, bias) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { sigmoid_rows_avx2(out, bias) };
-        }
-    }
-    sigmoid_rows_portable(out, bias);
-}
-
-#[inline(always)]
-fn sigmoid_rows_portable(out: &mut [f32], bias: &[f32]) {
-    if bias.is_empty() {
-        return;
-    }
-    for row in out.chunks_exact_mut(bias.len()) {
-        for (o, &a) in row.iter_mut().zip(bias) {
-            *o = sigmoid(*o + a);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sigmoid_rows_avx512(out: &mut [f32], bias: &[f32]) {
-    sigmoid_rows_portable(out, bias);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sigmoid_rows_avx2(out: &mut [f32], bias: &[f32]) {
-    sigmoid_rows_portable(out, bias);
-}
-
 impl Rbm {
+    /// An RBM from its parameters, checked (lengths, widths ≥ 1, finite values); the error names
+    /// the tensor and index.
+    pub fn new(parts: RbmParts) -> Result<Self> {
+        let r = Rbm::from_parts_unchecked(parts);
+        r.validate("rbm")?;
+        Ok(r)
+    }
+
+    fn from_parts_unchecked(parts: RbmParts) -> Self {
+        Rbm {
+            n_up: parts.n_up,
+            n_down: parts.n_down,
+            w: parts.w,
+            a: parts.a,
+            b: parts.b,
+        }
+    }
+
+    /// A copy of the parameters as plain data.
+    pub fn to_parts(&self) -> RbmParts {
+        RbmParts {
+            n_down: self.n_down,
+            n_up: self.n_up,
+            w: self.w.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+        }
+    }
+
     /// All-zero RBM.
     pub fn zeros(n_down: usize, n_up: usize) -> Self {
         Rbm {
@@ -131,6 +98,31 @@ impl Rbm {
             *w = scale * standard_normal(rng);
         }
         r
+    }
+
+    /// Width of the upper layer, `n_k`.
+    pub fn n_up(&self) -> usize {
+        self.n_up
+    }
+
+    /// Width of the lower layer, `n_{k-1}`.
+    pub fn n_down(&self) -> usize {
+        self.n_down
+    }
+
+    /// `W_k`, row-major `n_up × n_down`.
+    pub fn w(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// Upper-layer bias `a_k`.
+    pub fn a(&self) -> &[f32] {
+        &self.a
+    }
+
+    /// Lower-layer bias `b_k`.
+    pub fn b(&self) -> &[f32] {
+        &self.b
     }
 
     /// Up conditional (eq. 3): `P(h_k,i = 1 | h_{k-1}) = σ(W h_{k-1} + a)_i` for a batch of `batch`
@@ -157,15 +149,16 @@ impl Rbm {
     }
 
     /// Check internal consistency (lengths) and finiteness; `what` names the layer in messages.
-    pub fn validate(&self, what: &str) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self, what: &str) -> Result<()> {
+        let bad = |m: String| Err(Error::shape(m));
         if self.n_up == 0 || self.n_down == 0 {
-            return Err(format!(
+            return bad(format!(
                 "{what}: zero width ({}×{})",
                 self.n_up, self.n_down
             ));
         }
         if self.w.len() != self.n_up * self.n_down {
-            return Err(format!(
+            return bad(format!(
                 "{what}.W has {} values, expected {}×{}",
                 self.w.len(),
                 self.n_up,
@@ -173,14 +166,14 @@ impl Rbm {
             ));
         }
         if self.a.len() != self.n_up {
-            return Err(format!(
+            return bad(format!(
                 "{what}.a has length {}, expected {}",
                 self.a.len(),
                 self.n_up
             ));
         }
         if self.b.len() != self.n_down {
-            return Err(format!(
+            return bad(format!(
                 "{what}.b has length {}, expected {}",
                 self.b.len(),
                 self.n_down
@@ -188,7 +181,10 @@ impl Rbm {
         }
         for (name, v) in [("W", &self.w), ("a", &self.a), ("b", &self.b)] {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(format!("{what}.{name}[{i}] is not finite ({})", v[i]));
+                return Err(Error::invalid(format!(
+                    "{what}.{name}[{i}] is not finite ({})",
+                    v[i]
+                )));
             }
         }
         Ok(())
@@ -204,16 +200,20 @@ pub fn standard_normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
 
 /// A deep stack of N RBMs, widths `n_0 … n_N`: layer 0 is the input x, layer N the output y.
 /// `layers[k-1]` is the paper's RBM k.
+///
+/// Invariant: at least one RBM, consecutive widths agree, every value finite — checked once, by
+/// [`DeepRbm::new`] (and by the loader, which goes through it), so the library's entry points do
+/// not check the model again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeepRbm {
-    pub layers: Vec<Rbm>,
+    pub(crate) layers: Vec<Rbm>,
 }
 
 impl DeepRbm {
     /// Build from RBMs, checking that consecutive widths agree and every value is finite.
     pub fn new(layers: Vec<Rbm>) -> Result<Self> {
         let m = DeepRbm { layers };
-        m.validate().map_err(Error::shape)?;
+        m.validate()?;
         Ok(m)
     }
 
@@ -228,9 +228,30 @@ impl DeepRbm {
         )
     }
 
+    /// The same stack with every RBM's parameters edited by `edit(k, parts)` (k = 1…N), checked
+    /// again: a way to build hand-made or perturbed models without breaking the invariant.
+    pub fn edited(&self, mut edit: impl FnMut(usize, &mut RbmParts)) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut p = r.to_parts();
+                edit(i + 1, &mut p);
+                Rbm::from_parts_unchecked(p)
+            })
+            .collect();
+        DeepRbm::new(layers)
+    }
+
     /// Number of RBMs, N.
     pub fn depth(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The RBMs, `rbms()[k-1]` = RBM k.
+    pub fn rbms(&self) -> &[Rbm] {
+        &self.layers
     }
 
     /// Widths `n_0 … n_N`.
@@ -240,10 +261,12 @@ impl DeepRbm {
         w
     }
 
+    /// Input width `n_0`.
     pub fn n_inputs(&self) -> usize {
         self.layers[0].n_down
     }
 
+    /// Output width `n_N` (the number of classes).
     pub fn n_outputs(&self) -> usize {
         self.layers[self.layers.len() - 1].n_up
     }
@@ -253,23 +276,23 @@ impl DeepRbm {
         &self.layers[k - 1]
     }
 
-    /// Consistency of widths and values.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// Consistency of widths and values (the invariant; training checks it after its updates).
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.layers.is_empty() {
-            return Err("a deep RBM needs at least one layer".into());
+            return Err(Error::shape("a deep RBM needs at least one layer"));
         }
         for (i, l) in self.layers.iter().enumerate() {
             l.validate(&format!("rbm{}", i + 1))?;
         }
         for (i, p) in self.layers.windows(2).enumerate() {
             if p[0].n_up != p[1].n_down {
-                return Err(format!(
+                return Err(Error::shape(format!(
                     "rbm{} has upper width {} but rbm{} has lower width {}",
                     i + 1,
                     p[0].n_up,
                     i + 2,
                     p[1].n_down
-                ));
+                )));
             }
         }
         Ok(())
@@ -287,6 +310,11 @@ impl DeepRbm {
         }
         h
     }
+
+    /// The fingerprint as `model.json` writes it: 16 hexadecimal digits.
+    pub fn fingerprint_hex(&self) -> String {
+        format!("{:016x}", self.fingerprint())
+    }
 }
 
 /// Widths must have at least two entries, all positive.
@@ -302,6 +330,26 @@ pub fn check_widths(widths: &[usize]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Depths (numbers of RBMs) are ≥ 1 and at least one is given; `what` names them in messages.
+pub fn check_depths(what: &str, depths: &[usize]) -> Result<()> {
+    if depths.is_empty() {
+        return Err(Error::invalid(format!("{what}: no depths given")));
+    }
+    if depths.contains(&0) {
+        return Err(Error::invalid(format!("{what}: depth 0 is not a network")));
+    }
+    Ok(())
+}
+
+/// Widths `[n_in, hidden × (depth − 1), n_out]` of a stack of `depth` RBMs with equal hidden
+/// widths (the depth benchmarks and the depth study).
+pub fn stack_widths(n_in: usize, hidden: usize, depth: usize, n_out: usize) -> Vec<usize> {
+    let mut w = vec![n_in];
+    w.extend(std::iter::repeat_n(hidden, depth.saturating_sub(1)));
+    w.push(n_out);
+    w
 }
 
 /// Parse a comma-separated width list such as `64,64,10`.
@@ -345,68 +393,6 @@ mod tests {
     }
 
     #[test]
-    fn sigmoid_matches_the_f64_logistic() {
-        let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
-        for i in -2_000_000..=2_000_000 {
-            let z = i as f32 * 5e-5;
-            let exact = 1.0 / (1.0 + (-(z as f64)).exp());
-            let got = sigmoid(z) as f64;
-            max_abs = max_abs.max((got - exact).abs());
-            if z >= -87.0 {
-                max_rel = max_rel.max((got - exact).abs() / exact);
-            } else {
-                // Clamped: e^-87 ≈ 1.6e-38 instead of a smaller value.
-                assert!(got > 0.0 && got <= 1.7e-38, "{z} {got:e}");
-            }
-        }
-        assert!(
-            max_abs <= 2.4e-7 && max_rel <= 1e-6,
-            "{max_abs:e} {max_rel:e}"
-        );
-        assert_eq!(sigmoid(0.0), 0.5);
-        assert_eq!(sigmoid(200.0), 1.0);
-        assert!(sigmoid(-200.0) > 0.0 && sigmoid(-200.0) < 2e-38);
-        assert!(sigmoid(f32::NAN).is_nan());
-        // Monotone on a fine grid.
-        let mut prev = 0.0f32;
-        for i in -10_000..=10_000 {
-            let s = sigmoid(i as f32 * 1e-3);
-            assert!(s >= prev, "{i}");
-            prev = s;
-        }
-    }
-
-    #[test]
-    fn sigmoid_rows_gives_the_scalar_bits_on_every_path() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
-        let bias: Vec<f32> = (0..37).map(|_| 3.0 * standard_normal(&mut rng)).collect();
-        let z: Vec<f32> = (0..37 * 11)
-            .map(|_| 30.0 * standard_normal(&mut rng))
-            .collect();
-        let expect: Vec<u32> = z
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| sigmoid(v + bias[i % 37]).to_bits())
-            .collect();
-        let bits = |v: &[f32]| -> Vec<u32> { v.iter().map(|x| x.to_bits()).collect() };
-        let mut a = z.clone();
-        sigmoid_rows(&mut a, &bias);
-        assert_eq!(bits(&a), expect);
-        let mut b = z.clone();
-        sigmoid_rows_portable(&mut b, &bias);
-        assert_eq!(bits(&b), expect);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                let mut c = z.clone();
-                // SAFETY: AVX2 checked just above.
-                unsafe { sigmoid_rows_avx2(&mut c, &bias) };
-                assert_eq!(bits(&c), expect);
-            }
-        }
-    }
-
-    #[test]
     fn widths_are_checked() {
         assert!(parse_widths("64,64,10").is_ok());
         let e = parse_widths("64,x,10").unwrap_err().to_string();
@@ -414,10 +400,22 @@ mod tests {
         assert!(parse_widths("64").is_err());
         assert!(parse_widths("64,0,10").is_err());
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut m = DeepRbm::random(&[4, 3, 2], 1.0, &mut rng).unwrap();
+        let m = DeepRbm::random(&[4, 3, 2], 1.0, &mut rng).unwrap();
         assert_eq!(m.widths(), vec![4, 3, 2]);
-        m.layers[1].w[0] = f32::NAN;
-        let e = m.validate().unwrap_err();
+        let e = m
+            .edited(|k, p| {
+                if k == 2 {
+                    p.w[0] = f32::NAN;
+                }
+            })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rbm2.W[0]"), "{e}");
+        let e = m
+            .edited(|_, p| p.a.pop().map(drop).unwrap_or(()))
+            .unwrap_err();
+        assert!(e.to_string().contains("rbm1.a has length 2"), "{e}");
+        let same = m.edited(|_, _| ()).unwrap();
+        assert_eq!(same, m);
     }
 }

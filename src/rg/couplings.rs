@@ -37,7 +37,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
-use crate::linalg::dense;
+use crate::linalg::{dense, norm2};
 use crate::model::DeepRbm;
 use crate::rg::operators::OperatorBasis;
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
@@ -149,10 +149,6 @@ fn softplus(z: f64) -> f64 {
 #[inline]
 fn covers(row: &[u64], mask: &[u64]) -> bool {
     row.iter().zip(mask).all(|(r, m)| r & m == *m)
-}
-
-fn norm2(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
 impl Problem {

@@ -16,22 +16,22 @@
 use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
-use crate::exact;
 use crate::linalg::dense;
+use crate::model::kernels::{down_probs_f64, up_probs_f64};
 use crate::model::DeepRbm;
+use crate::rg::basis::{check_classification_bases, generation_flow_bases};
 use crate::rg::correlators::{jackknife, Estimator, FlowCorrelators};
 use crate::rg::operators::OperatorBasis;
 use crate::rg::stability::{
-    chain_product, check_finite, classification_bases, classification_moments, condition_number,
-    flow_stability, generation_flow_bases, generation_moments, spectra, stability_matrix_with,
-    FlowConfig, Regularisation, RegularisedInverse, Spectra, Stability, StabilityStep,
+    chain_product, check_finite, classification_moments, condition_number, flow_stability,
+    generation_moments, spectra, stability_matrix_with, FlowConfig, Regularisation,
+    RegularisedInverse, Spectra, Stability, StabilityStep,
 };
 use crate::rg::OutputReading;
 
 /// `∂g^{(1)}/∂x` (`m_1 × n_0`): `−W_1` on the order-1 rows of layer 1's basis, zero on the others
 /// (SPEC §6, RG-NOTES §1.3 and A5: `H^{(1)}_x = −(W_1 x + a_1)ᵀ h + const` exactly).
 pub fn input_source_jacobian(model: &DeepRbm, basis1: &OperatorBasis) -> Result<Mat<f64>> {
-    model.validate().map_err(Error::shape)?;
     let r = model.rbm(1);
     if basis1.width() != r.n_up {
         return Err(Error::shape(format!(
@@ -106,7 +106,6 @@ fn output_source_jacobian_with(
 
 /// RBM N, after checking the model and that `basis_top` is a basis of layer N−1.
 fn top_rbm_for<'m>(model: &'m DeepRbm, basis_top: &OperatorBasis) -> Result<&'m crate::Rbm> {
-    model.validate().map_err(Error::shape)?;
     let top = model.rbm(model.depth());
     if basis_top.width() != top.n_down {
         return Err(Error::shape(format!(
@@ -126,7 +125,7 @@ pub fn class_conditional_means(model: &DeepRbm, basis_top: &OperatorBasis) -> Re
     for c in 0..nn {
         let mut e = vec![0.0f64; nn];
         e[c] = 1.0;
-        let mu = basis_top.conditional_means_one(&exact::down_probs(top, &e))?;
+        let mu = basis_top.conditional_means_one(&down_probs_f64(top, &e))?;
         for (r, v) in mu.into_iter().enumerate() {
             d[(r, c)] = v;
         }
@@ -315,7 +314,6 @@ pub fn poison_direction(f_tilde: MatRef<'_, f64>) -> Result<PoisonDirection> {
 /// `F_x` for N = 1 and an upper bound (⪰) of `F_x` at every depth (data-processing inequality,
 /// RG-NOTES §4 item 1).
 pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
-    model.validate().map_err(Error::shape)?;
     let r = model.rbm(1);
     if x.len() != r.n_down {
         return Err(Error::shape(format!(
@@ -326,7 +324,7 @@ pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
     }
     check_finite(x, "x")?;
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let mu = exact::up_probs(r, &x64);
+    let mu = up_probs_f64(r, &x64);
     let n0 = r.n_down;
     Ok(Mat::from_fn(n0, n0, |a, b| {
         (0..r.n_up)
@@ -338,7 +336,6 @@ pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
 /// The output-side bound `W_N diag(σ'(W_Nᵀ y + b_N)) W_Nᵀ` (SPEC §7, reading (P)): `F̃_y` of every
 /// depth is ⪯ this (RG-NOTES §4 item 2).
 pub fn output_bound(model: &DeepRbm, y: &[f32]) -> Result<Mat<f64>> {
-    model.validate().map_err(Error::shape)?;
     let top = model.rbm(model.depth());
     if y.len() != top.n_up {
         return Err(Error::shape(format!(
@@ -349,7 +346,7 @@ pub fn output_bound(model: &DeepRbm, y: &[f32]) -> Result<Mat<f64>> {
     }
     check_finite(y, "y")?;
     let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-    let mu = exact::down_probs(top, &y64);
+    let mu = down_probs_f64(top, &y64);
     let (nn, nd) = (top.n_up, top.n_down);
     Ok(Mat::from_fn(nn, nn, |a, b| {
         (0..nd)
@@ -385,7 +382,6 @@ pub struct MeanFieldReading {
 
 /// The mean-field reading at x (see [`MeanFieldReading`]).
 pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading> {
-    model.validate().map_err(Error::shape)?;
     let n0 = model.n_inputs();
     if x.len() != n0 {
         return Err(Error::shape(format!(
@@ -400,7 +396,7 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
     let mut per_layer_fisher = Vec::new();
     for k in 1..=model.depth() {
         let r = model.rbm(k);
-        let next = exact::up_probs(r, &mu);
+        let next = up_probs_f64(r, &mu);
         let w = Mat::from_fn(r.n_up, r.n_down, |i, c| r.w[i * r.n_down + c] as f64);
         let wj = dense::mul(w.as_ref(), j.as_ref())?;
         let d: Vec<f64> = next.iter().map(|m| m * (1.0 - m)).collect();
@@ -644,7 +640,7 @@ pub fn input_fisher(
     bases: &[OperatorBasis],
     cfg: &FlowConfig,
 ) -> Result<InputFisherReport> {
-    classification_bases(model, bases)?;
+    check_classification_bases(model, bases)?;
     let j1 = input_source_jacobian(model, &bases[0])?;
     let fm = classification_moments(model, x, bases, cfg, true)?;
     let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &|_, _| Ok(j1.clone()))?;
@@ -760,7 +756,7 @@ mod tests {
         let b = first_layer_bound(&m, &x).unwrap();
         assert!(dense::rel_frobenius(mf.fisher.as_ref(), b.as_ref()).unwrap() < 1e-14);
         // And for N = 1 the exact Fisher equals the bound too.
-        let e = exact::fisher_input(&m, &x).unwrap();
+        let e = crate::exact::fisher_input(&m, &x).unwrap();
         let e = dense::from_row_major(&e, 5, 5).unwrap();
         assert!(dense::rel_frobenius(e.as_ref(), b.as_ref()).unwrap() < 1e-13);
     }

@@ -2,25 +2,26 @@
 //!
 //! For a fixed input x the classification network is a Markov chain `x → h_1 → … → h_N`; each
 //! layer's distribution `q_k(·|x) = exp(−Σ_α g_α^{(k)} O_α)/Z` defines couplings `g^{(k)}` on an
-//! operator basis ([`operators`]). Perturbing the couplings of layer k−1 moves those of layer k by
+//! operator basis ([`operators`], chosen per layer by [`basis`]). Perturbing the couplings of layer k−1 moves those of layer k by
 //! the stability matrix `T^{(k)} = C_{k,k}^{-1} C_{k,k−1}` ([`stability`]), estimated from connected
 //! correlators of exact ancestral samples ([`correlators`]). Chaining them gives the Fisher
 //! information of the output with respect to the input, and, on the generation network, with
-//! respect to the served output — the poison direction ([`fisher`]).
+//! respect to the served output — the poison direction ([`fisher`]). The couplings themselves are
+//! fitted by pseudo-likelihood for plotting their flow ([`couplings`]).
 //!
 //! Everything is f64; samples are the f32 {0,1} states of [`crate::sample`]. Decompositions run with
 //! `faer::Par::Seq`, and the samplers are seeded from (model, seed, input), so every result is
-//! bit-identical from run to run. [`crate::exact`] provides the enumerated references (exact
-//! correlators and Fisher matrices) for tiny stacks.
+//! bit-identical from run to run. The tests check every estimator against `crate::exact`, which
+//! enumerates tiny stacks (exact correlators and Fisher matrices); nothing here depends on it.
 
-#![warn(missing_docs)]
-
+pub mod basis;
 pub mod correlators;
 pub mod couplings;
 pub mod fisher;
 pub mod operators;
 pub mod stability;
 
+pub use basis::{BasisChoice, BasisPlan};
 pub use correlators::{Estimator, FlowCorrelators, FlowMoments, Jackknife};
 pub use fisher::{InputFisherReport, MeanFieldReading, OutputFisherReport, PoisonDirection};
 pub use operators::{BasisKind, OperatorBasis};

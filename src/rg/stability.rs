@@ -12,9 +12,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
 use crate::linalg::dense;
+use crate::model::kernels::{down_probs_f64, up_probs_f64, StepDir};
 use crate::model::DeepRbm;
+use crate::rg::basis::{check_classification_bases, generation_flow_bases};
 use crate::rg::correlators::{
-    Estimator, FirstProbs, FlowCorrelators, FlowKernels, FlowMoments, MomentOptions, StepDir,
+    Estimator, FirstProbs, FlowCorrelators, FlowKernels, FlowMoments, MomentOptions,
     DEFAULT_MEMORY_BUDGET,
 };
 use crate::rg::operators::OperatorBasis;
@@ -486,7 +488,6 @@ fn classification_samples(
     x: &[f32],
     cfg: &FlowConfig,
 ) -> Result<(Vec<LayerBatch>, FlowKernels)> {
-    model.validate().map_err(Error::shape)?;
     check_config(cfg)?;
     if x.len() != model.n_inputs() {
         return Err(Error::shape(format!(
@@ -503,7 +504,7 @@ fn classification_samples(
     let h1 = draw_rows(&[r1.up_probs(x, 1)], s, |_| 0, &mut rng);
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let kernels = FlowKernels {
-        first: FirstProbs::Shared(crate::exact::up_probs(r1, &x64)),
+        first: FirstProbs::Shared(up_probs_f64(r1, &x64)),
         steps: (2..=n)
             .map(|k| (model.rbm(k).clone(), StepDir::Up))
             .collect(),
@@ -540,7 +541,6 @@ fn generation_samples(
     reading: OutputReading,
     cfg: &FlowConfig,
 ) -> Result<(Vec<LayerBatch>, FlowKernels)> {
-    model.validate().map_err(Error::shape)?;
     check_config(cfg)?;
     let nn = model.n_outputs();
     if y.len() != nn {
@@ -567,7 +567,7 @@ fn generation_samples(
             let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
             let first = draw_rows(&[top.down_probs(y, 1)], s, |_| 0, &mut rng);
             let k = FlowKernels {
-                first: FirstProbs::Shared(crate::exact::down_probs(top, &y64)),
+                first: FirstProbs::Shared(down_probs_f64(top, &y64)),
                 steps,
             };
             (first, k)
@@ -595,7 +595,7 @@ fn generation_samples(
             let rows64: Vec<Vec<f64>> = (0..nn)
                 .map(|c| {
                     let e: Vec<f64> = onehot(c).iter().map(|&v| v as f64).collect();
-                    crate::exact::down_probs(top, &e)
+                    down_probs_f64(top, &e)
                 })
                 .collect();
             let first = draw_rows(&rows32, s, |r| class[r], &mut rng);
@@ -630,46 +630,6 @@ fn moment_options(cfg: &FlowConfig, direct: bool, kernels: FlowKernels) -> Momen
     }
 }
 
-/// Check a basis list against the flow layer widths.
-pub(crate) fn check_bases(bases: &[OperatorBasis], widths: &[usize], what: &str) -> Result<()> {
-    if bases.len() != widths.len() {
-        return Err(Error::shape(format!(
-            "{what}: {} layers need {} bases, got {}",
-            widths.len(),
-            widths.len(),
-            bases.len()
-        )));
-    }
-    for (j, (b, &w)) in bases.iter().zip(widths).enumerate() {
-        if b.width() != w {
-            return Err(Error::shape(format!(
-                "{what}: basis {j} is for {} units, the layer has {w}",
-                b.width()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Flow-order bases of the classification network: `bases[k−1]` is layer k (k = 1…N).
-pub(crate) fn classification_bases(model: &DeepRbm, bases: &[OperatorBasis]) -> Result<()> {
-    model.validate().map_err(Error::shape)?;
-    let w = model.widths();
-    check_bases(bases, &w[1..], "classification bases (layers 1…N)")
-}
-
-/// Generation bases are given by layer, `bases[k]` for k = 0…N−1; returns them in flow order
-/// (layer N−1 first).
-pub(crate) fn generation_flow_bases(
-    model: &DeepRbm,
-    bases: &[OperatorBasis],
-) -> Result<Vec<OperatorBasis>> {
-    model.validate().map_err(Error::shape)?;
-    let w = model.widths();
-    check_bases(bases, &w[..w.len() - 1], "generation bases (layers 0…N−1)")?;
-    Ok(bases.iter().rev().cloned().collect())
-}
-
 /// Sampled moments of the classification flow given x (SPEC §5): `bases[k−1]` is the basis of
 /// layer k = 1…N. `direct` also accumulates `Cov(O(h_N), O(h_1))`.
 pub fn classification_moments(
@@ -679,7 +639,7 @@ pub fn classification_moments(
     cfg: &FlowConfig,
     direct: bool,
 ) -> Result<FlowMoments> {
-    classification_bases(model, bases)?;
+    check_classification_bases(model, bases)?;
     let (layers, kernels) = classification_samples(model, x, cfg)?;
     FlowMoments::accumulate_with(
         layers,

@@ -68,9 +68,13 @@ impl Default for ServeBenchConfig {
 /// One timed HTTP phase.
 #[derive(Clone, Debug, Serialize)]
 pub struct HttpPhase {
+    /// The defence of this phase.
     pub defence: String,
+    /// Requests answered.
     pub requests: u64,
+    /// Seconds of the phase.
     pub seconds: f64,
+    /// Requests per second.
     pub per_s: f64,
     /// Failed requests: I/O errors, non-200 answers, unreadable bodies.
     pub errors: u64,
@@ -81,11 +85,15 @@ pub struct HttpPhase {
 /// Result of [`serve_bench`].
 #[derive(Clone, Debug, Serialize)]
 pub struct ServeBenchReport {
+    /// The benchmark's settings.
     pub config: ServeBenchConfig,
+    /// Widths of the served model.
     pub widths: Vec<usize>,
     /// In-process predictions per second (same inputs and mode, all cores, no defence).
     pub in_process_per_s: f64,
+    /// HTTP phase without a defence.
     pub undefended: HttpPhase,
+    /// HTTP phase with the defence.
     pub defended: HttpPhase,
     /// `undefended.per_s / in_process_per_s`.
     pub http_ratio: f64,

@@ -7,12 +7,13 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{check_at_least, check_positive, Error, Result};
 use crate::model::standard_normal;
+use crate::params::{Params, Valid};
 
 /// Settings of the distilled clone.
 #[derive(Clone, Debug, Serialize)]
-pub struct MlpConfig {
+pub struct MlpParams {
     /// Hidden ReLU units.
     pub hidden: usize,
     /// Passes over the queries.
@@ -25,10 +26,10 @@ pub struct MlpConfig {
     pub weight_decay: f64,
 }
 
-impl Default for MlpConfig {
+impl Default for MlpParams {
     /// 100 hidden units, 60 epochs of minibatches of 32, Adam at 3e-3, weight decay 1e-4.
     fn default() -> Self {
-        MlpConfig {
+        MlpParams {
             hidden: 100,
             epochs: 60,
             batch: 32,
@@ -38,17 +39,37 @@ impl Default for MlpConfig {
     }
 }
 
+impl Params for MlpParams {
+    fn check(self) -> Result<Valid<Self>> {
+        check_at_least("distillation: hidden units", self.hidden, 1)?;
+        check_at_least("distillation: batch", self.batch, 1)?;
+        check_positive("distillation: learning rate", self.lr)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::invalid(format!(
+                "distillation: weight decay = {} (must be finite and ≥ 0)",
+                self.weight_decay
+            )));
+        }
+        Ok(Valid::checked(self))
+    }
+}
+
 /// `z = W2 relu(W1 x + b1) + b2`, `p = softmax(z)`. Row-major weights.
 #[derive(Clone, Debug)]
 pub struct Mlp {
+    /// Inputs.
     pub n_in: usize,
+    /// Hidden ReLU units.
     pub hidden: usize,
+    /// Outputs (classes).
     pub n_out: usize,
-    /// `hidden × n_in`.
+    /// `W1`, `hidden × n_in`.
     pub w1: Vec<f64>,
+    /// `b1`.
     pub b1: Vec<f64>,
-    /// `n_out × hidden`.
+    /// `W2`, `n_out × hidden`.
     pub w2: Vec<f64>,
+    /// `b2`.
     pub b2: Vec<f64>,
 }
 
@@ -244,18 +265,18 @@ impl Mlp {
 
     /// Train by Adam on `rows` inputs `x` (row-major) and target probability rows `t` (each
     /// non-negative, summing to 1).
-    pub fn distill(x: &[f64], t: &[f64], rows: usize, cfg: &MlpConfig, seed: u64) -> Result<Self> {
+    pub fn distill(
+        x: &[f64],
+        t: &[f64],
+        rows: usize,
+        cfg: &Valid<MlpParams>,
+        seed: u64,
+    ) -> Result<Self> {
         if rows == 0 || !x.len().is_multiple_of(rows) || !t.len().is_multiple_of(rows) {
             return Err(Error::shape(format!(
                 "distillation: {} input values and {} target values for {rows} rows",
                 x.len(),
                 t.len()
-            )));
-        }
-        if cfg.batch == 0 || cfg.hidden == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-            return Err(Error::invalid(format!(
-                "distillation config: batch {}, hidden {}, lr {}",
-                cfg.batch, cfg.hidden, cfg.lr
             )));
         }
         let (n_in, n_out) = (x.len() / rows, t.len() / rows);
@@ -404,14 +425,15 @@ mod tests {
             x.extend(&v);
             t.extend(if c == 1 { [0.1, 0.9] } else { [0.9, 0.1] });
         }
-        let m = Mlp::distill(&x, &t, rows, &MlpConfig::default(), 1).unwrap();
+        let cfg = MlpParams::default().check().unwrap();
+        let m = Mlp::distill(&x, &t, rows, &cfg, 1).unwrap();
         let agree = (0..rows)
             .filter(|&r| m.class(&x[r * 4..(r + 1) * 4]) == usize::from(t[r * 2 + 1] > 0.5))
             .count();
         assert!(agree as f64 / rows as f64 > 0.9, "{agree}/{rows}");
         let mut bad = t.clone();
         bad[0] = 0.5; // row 0 sums to 0.6
-        let e = Mlp::distill(&x, &bad, rows, &MlpConfig::default(), 1).unwrap_err();
+        let e = Mlp::distill(&x, &bad, rows, &cfg, 1).unwrap_err();
         assert!(e.to_string().contains("target row 0"), "{e}");
     }
 }

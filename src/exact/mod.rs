@@ -6,6 +6,9 @@
 //! be tiny.
 
 use crate::error::{Error, Result};
+use crate::model::kernels::{
+    down_probs_f64 as down_probs, step_probs, up_probs_f64 as up_probs, StepDir as Dir,
+};
 use crate::model::{DeepRbm, Rbm};
 
 /// Largest layer width that is enumerated.
@@ -33,10 +36,6 @@ pub fn index_of(h: &[f32]) -> usize {
         .sum()
 }
 
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 /// Product-Bernoulli distribution over 2^n states with unit means `p`.
 pub fn product_bernoulli(p: &[f64]) -> Vec<f64> {
     let n = p.len();
@@ -45,32 +44,6 @@ pub fn product_bernoulli(p: &[f64]) -> Vec<f64> {
             (0..n)
                 .map(|i| if (s >> i) & 1 == 1 { p[i] } else { 1.0 - p[i] })
                 .product()
-        })
-        .collect()
-}
-
-/// Up probabilities `σ(W h + a)` of an RBM in f64, for a real lower vector.
-pub fn up_probs(rbm: &Rbm, h: &[f64]) -> Vec<f64> {
-    (0..rbm.n_up)
-        .map(|i| {
-            let z: f64 = (0..rbm.n_down)
-                .map(|j| rbm.w[i * rbm.n_down + j] as f64 * h[j])
-                .sum::<f64>()
-                + rbm.a[i] as f64;
-            sigmoid(z)
-        })
-        .collect()
-}
-
-/// Down probabilities `σ(Wᵀ h + b)` of an RBM in f64, for a real upper vector.
-pub fn down_probs(rbm: &Rbm, h: &[f64]) -> Vec<f64> {
-    (0..rbm.n_down)
-        .map(|j| {
-            let z: f64 = (0..rbm.n_up)
-                .map(|i| rbm.w[i * rbm.n_down + j] as f64 * h[i])
-                .sum::<f64>()
-                + rbm.b[j] as f64;
-            sigmoid(z)
         })
         .collect()
 }
@@ -164,11 +137,15 @@ pub struct Eq14Exact {
     pub kl: f64,
     /// Data moments under `P_k`: `⟨h_k h_{k-1}ᵀ⟩` (row-major `n_k × n_{k-1}`), `⟨h_k⟩`, `⟨h_{k-1}⟩`.
     pub data_w: Vec<f64>,
+    /// Data moments `⟨h_k⟩`.
     pub data_a: Vec<f64>,
+    /// Data moments `⟨h_{k-1}⟩`.
     pub data_b: Vec<f64>,
     /// Model moments under the joint RBM `t_k`.
     pub model_w: Vec<f64>,
+    /// Model moments `⟨h_k⟩`.
     pub model_a: Vec<f64>,
+    /// Model moments `⟨h_{k-1}⟩`.
     pub model_b: Vec<f64>,
 }
 
@@ -335,29 +312,10 @@ fn softplus(z: f64) -> f64 {
 // exact joint distribution of consecutive layers.
 // ---------------------------------------------------------------------------------------------
 
-// Direction of a kernel step: up `t_k(h_k|h_{k-1})` or down `t_k(h_{k-1}|h_k)`.
-use crate::rg::correlators::StepDir as Dir;
-
-/// Widths (source, target) of a kernel step.
-fn step_widths(rbm: &Rbm, dir: Dir) -> (usize, usize) {
-    match dir {
-        Dir::Up => (rbm.n_down, rbm.n_up),
-        Dir::Down => (rbm.n_up, rbm.n_down),
-    }
-}
-
-/// Unit probabilities (f64) of the target layer of a kernel step given a source state vector.
-pub fn step_probs(rbm: &Rbm, dir: Dir, h: &[f64]) -> Vec<f64> {
-    match dir {
-        Dir::Up => up_probs(rbm, h),
-        Dir::Down => down_probs(rbm, h),
-    }
-}
-
 /// Push `cols` columns of functions on the source layer (row-major `2^{n_src} × cols`) through the
 /// kernel: `out[t, c] = Σ_s K(t|s) in[s, c]`.
 fn push_columns(rbm: &Rbm, dir: Dir, input: &[f64], cols: usize) -> Result<Vec<f64>> {
-    let (ns, nt) = step_widths(rbm, dir);
+    let (ns, nt) = dir.widths(rbm);
     check_width(ns, "a kernel's source layer")?;
     check_width(nt, "a kernel's target layer")?;
     let (ss, st) = (1usize << ns, 1usize << nt);
@@ -428,7 +386,6 @@ fn fisher_from(q: &[f64], dq: &[f64], p: usize) -> Vec<f64> {
 /// `s = ∂ log q_k(h|x)/∂x`, from `∂q_1/∂x = q_1(h) (h − μ_1)ᵀ W_1` pushed through the kernels.
 /// `F_1 = W_1ᵀ diag(μ_1(1−μ_1)) W_1`, and `F_k ⪯ F_{k−1}` (data-processing inequality).
 pub fn fisher_input_layers(model: &DeepRbm, x: &[f32]) -> Result<Vec<Vec<f64>>> {
-    model.validate().map_err(Error::shape)?;
     let r1 = model.rbm(1);
     if x.len() != r1.n_down {
         return Err(Error::shape(format!(
@@ -481,7 +438,6 @@ fn generation_top(
     y: &[f32],
     reading: crate::rg::OutputReading,
 ) -> Result<Vec<f64>> {
-    model.validate().map_err(Error::shape)?;
     let top = model.rbm(model.depth());
     let (nn, nd) = (top.n_up, top.n_down);
     if y.len() != nn {
@@ -678,7 +634,7 @@ fn flow_correlators(
         )));
     }
     for (j, (r, d)) in steps.iter().enumerate() {
-        let (ns, nt) = step_widths(r, *d);
+        let (ns, nt) = d.widths(r);
         if bases[j].width() != ns || bases[j + 1].width() != nt {
             return Err(Error::shape(format!(
                 "exact correlators: bases of widths {} → {} for a {ns} → {nt} kernel",
@@ -761,7 +717,6 @@ pub fn classification_correlators(
     bases: &[crate::rg::OperatorBasis],
     direct: bool,
 ) -> Result<crate::rg::FlowCorrelators> {
-    model.validate().map_err(Error::shape)?;
     if x.len() != model.n_inputs() {
         return Err(Error::shape(format!(
             "input has {} values, the model {} inputs",

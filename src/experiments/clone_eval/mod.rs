@@ -18,31 +18,38 @@
 //! the defender's utility (victim accuracy through ŷ', answers whose class changed) and distortion
 //! (mean L1, L2, KL of ŷ' against ŷ over the queries).
 
+mod classifier;
 pub mod mlp;
+mod plots;
+mod tables;
+
+pub use classifier::{Classifier, CloneData, DistillLearner, Eq14Learner, Learner, RbmClassifier};
+pub use plots::write_plots;
+pub use tables::{markdown, paired_differences, tables, PairedDifference, SavedRows};
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use faer::Mat;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::attack::{fisher_sign, mean_field_margin, step_to_norm};
 use crate::data::{Dataset, Split};
 use crate::defence::{distortion, DefenceSpec, PoisonCache};
 use crate::error::{Error, Result};
 use crate::model::DeepRbm;
-use crate::rg::fisher::{mean_field_reading, top_eigen};
+use crate::params::{Params, Valid};
+use crate::perturb::{gaussian_vector, step_to_norm};
+use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{subset, Method, TrainConfig, Trainer};
+use crate::train::{subset, Method, TrainParams};
 use crate::util::{fnv1a64, mix_seed};
-use mlp::{Mlp, MlpConfig};
+use mlp::MlpParams;
 
-/// How the clone is trained (SPEC §9 (a), (b)).
+/// How the clone is trained (SPEC §9 (a), (b)); [`LearnerKind::build`] makes its [`Learner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Learner {
+pub enum LearnerKind {
     /// The victim's architecture, eq. 14 on (x, ŷ') — the seed's threat model.
     Eq14,
     /// A softmax MLP distilled by cross-entropy.
@@ -63,15 +70,34 @@ pub enum View {
 /// One attacker: a learner and a view of the served outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct AttackerSpec {
-    pub learner: Learner,
+    /// How the clone is trained.
+    pub learner: LearnerKind,
+    /// What the attacker keeps of each answer.
     pub view: View,
+}
+
+impl LearnerKind {
+    /// The learner with the experiment's settings.
+    pub fn build(self, params: &Valid<CloneEvalParams>, widths: &[usize]) -> Box<dyn Learner> {
+        match self {
+            // Both were checked by `CloneEvalParams::check`.
+            LearnerKind::Eq14 => Box::new(Eq14Learner {
+                params: Valid::checked(params.eq14.clone()),
+                widths: widths.to_vec(),
+                mode: params.serve,
+            }),
+            LearnerKind::Distill => Box::new(DistillLearner {
+                params: Valid::checked(params.mlp.clone()),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Display for AttackerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let l = match self.learner {
-            Learner::Eq14 => "eq14",
-            Learner::Distill => "distill",
+            LearnerKind::Eq14 => "eq14",
+            LearnerKind::Distill => "distill",
         };
         match self.view {
             View::Raw => write!(f, "{l}"),
@@ -89,11 +115,11 @@ impl AttackerSpec {
         for tok in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if tok == "adaptive" {
                 out.push(AttackerSpec {
-                    learner: Learner::Distill,
+                    learner: LearnerKind::Distill,
                     view: View::Round(1),
                 });
                 out.push(AttackerSpec {
-                    learner: Learner::Distill,
+                    learner: LearnerKind::Distill,
                     view: View::Top1,
                 });
             } else {
@@ -115,8 +141,8 @@ impl FromStr for AttackerSpec {
             None => (s, None),
         };
         let learner = match l {
-            "eq14" => Learner::Eq14,
-            "distill" => Learner::Distill,
+            "eq14" => LearnerKind::Eq14,
+            "distill" => LearnerKind::Distill,
             _ => {
                 return Err(Error::invalid(format!(
                     "attacker '{s}': unknown learner '{l}' (eq14, distill, adaptive)"
@@ -152,8 +178,10 @@ impl FromStr for AttackerSpec {
 /// A defence with the strengths (its own parameter) to sweep.
 #[derive(Clone, Debug, Serialize)]
 pub struct DefenceSetting {
+    /// The defence.
     #[serde(serialize_with = "display")]
     pub spec: DefenceSpec,
+    /// Its parameter's values.
     pub strengths: Vec<f64>,
 }
 
@@ -191,8 +219,10 @@ impl DefenceSetting {
 
 /// Settings of [`clone_eval`].
 #[derive(Clone, Debug, Serialize)]
-pub struct CloneEvalConfig {
+pub struct CloneEvalParams {
+    /// Defences and their sweeps.
     pub defences: Vec<DefenceSetting>,
+    /// Attackers.
     pub attackers: Vec<AttackerSpec>,
     /// Queries per attacker.
     pub budget: usize,
@@ -209,22 +239,25 @@ pub struct CloneEvalConfig {
     /// Evaluation inputs (correctly served ones, in order) used for the transfer measurement.
     pub transfer_inputs: usize,
     /// Eq. 14 clone training (its seed is replaced per run).
-    pub eq14: TrainConfig,
+    pub eq14: TrainParams,
     /// Distilled clone.
-    pub mlp: MlpConfig,
+    pub mlp: MlpParams,
 }
 
-impl Default for CloneEvalConfig {
+impl Default for CloneEvalParams {
+    /// Attackers eq14 and distill, budget 1000, seeds 1…5, half the test split as the pool, 5%
+    /// flips, served S = 64, transfer at L2 = 1 on 100 inputs, the eq. 14 and MLP defaults; no
+    /// defence.
     fn default() -> Self {
-        CloneEvalConfig {
+        CloneEvalParams {
             defences: Vec::new(),
             attackers: vec![
                 AttackerSpec {
-                    learner: Learner::Eq14,
+                    learner: LearnerKind::Eq14,
                     view: View::Raw,
                 },
                 AttackerSpec {
-                    learner: Learner::Distill,
+                    learner: LearnerKind::Distill,
                     view: View::Raw,
                 },
             ],
@@ -238,14 +271,14 @@ impl Default for CloneEvalConfig {
             },
             transfer_epsilon: 1.0,
             transfer_inputs: 100,
-            eq14: TrainConfig::defaults_for(Method::Eq14, 1),
-            mlp: MlpConfig::default(),
+            eq14: TrainParams::for_method(Method::Eq14, 1),
+            mlp: MlpParams::default(),
         }
     }
 }
 
-impl CloneEvalConfig {
-    fn validate(&self) -> Result<()> {
+impl Params for CloneEvalParams {
+    fn check(self) -> Result<Valid<Self>> {
         let bad = |m: String| Err(Error::invalid(format!("clone-eval: {m}")));
         if self.defences.is_empty() || self.defences.iter().any(|d| d.strengths.is_empty()) {
             return bad("no defence (or a defence without strengths) to evaluate".into());
@@ -278,17 +311,27 @@ impl CloneEvalConfig {
         if !(self.transfer_epsilon.is_finite() && self.transfer_epsilon > 0.0) {
             return bad(format!("transfer ε = {}", self.transfer_epsilon));
         }
-        self.eq14.validate()
+        if let OutputMode::Served { samples: 0, .. } = self.serve {
+            return bad("served output with 0 samples".into());
+        }
+        self.eq14.clone().check()?;
+        self.mlp.clone().check()?;
+        Ok(Valid::checked(self))
     }
 }
 
 /// One (seed, defence, strength, attacker) run.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CloneRow {
+    /// Seed of the query split, augmentation and clone initialisation.
     pub seed: u64,
+    /// The defence's name with its parameter.
     pub defence: String,
+    /// The defence's kind (its CLI name).
     pub defence_kind: String,
+    /// The defence's parameter.
     pub strength: f64,
+    /// The attacker (learner and view).
     pub attacker: String,
     /// Clone accuracy on the evaluation set (true labels).
     pub clone_accuracy: f64,
@@ -306,18 +349,26 @@ pub struct CloneRow {
     pub changed_argmax: f64,
     /// Mean distortion over the queries.
     pub l1: f64,
+    /// Mean L2 distortion over the queries.
     pub l2: f64,
+    /// Mean KL distortion over the queries.
     pub kl: f64,
+    /// Wall-clock time of this clone.
     pub seconds: f64,
 }
 
 /// Per-seed measurements that do not depend on the defence.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SeedBaseline {
+    /// The seed.
     pub seed: u64,
+    /// Queries sent.
     pub queries: usize,
+    /// Queries that were natural images (the rest are flipped copies).
     pub natural_queries: usize,
+    /// Evaluation inputs.
     pub eval_inputs: usize,
+    /// Evaluation inputs used for the transfer measurement.
     pub transfer_inputs: usize,
     /// The same attack built on the victim itself (its mean-field input-Fisher direction).
     #[serde(deserialize_with = "nan_if_null")]
@@ -330,30 +381,50 @@ pub struct SeedBaseline {
 /// Mean and sample standard deviation over seeds of one (defence, strength, attacker) cell.
 #[derive(Clone, Debug, Serialize)]
 pub struct CloneCell {
+    /// The defence's name.
     pub defence: String,
+    /// The defence's kind.
     pub defence_kind: String,
+    /// The defence's parameter.
     pub strength: f64,
+    /// The attacker.
     pub attacker: String,
+    /// Seeds in the cell.
     pub seeds: usize,
+    /// Clone accuracy, mean and sd.
     pub clone_accuracy: (f64, f64),
+    /// Fidelity, mean and sd.
     pub fidelity: (f64, f64),
+    /// Transfer success, mean and sd.
     pub transfer_success: (f64, f64),
+    /// Victim accuracy through the defence, mean and sd.
     pub defended_accuracy: (f64, f64),
+    /// Share of changed answers, mean and sd.
     pub changed_argmax: (f64, f64),
+    /// Mean L1 distortion, mean and sd.
     pub l1: (f64, f64),
+    /// Mean KL distortion, mean and sd.
     pub kl: (f64, f64),
 }
 
 /// Everything `clone-eval` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct CloneEvalReport {
+    /// Widths of the victim.
     pub victim_widths: Vec<usize>,
+    /// Data set name.
     pub dataset: String,
-    pub config: CloneEvalConfig,
+    /// The experiment's settings.
+    pub config: Valid<CloneEvalParams>,
+    /// The protocol in one paragraph.
     pub protocol: String,
+    /// Per seed, the measurements that do not depend on the defence.
     pub baselines: Vec<SeedBaseline>,
+    /// One row per (seed, defence, strength, attacker).
     pub rows: Vec<CloneRow>,
+    /// Mean and sd over seeds per cell.
     pub cells: Vec<CloneCell>,
+    /// Wall-clock time of the run.
     pub seconds: f64,
 }
 
@@ -382,8 +453,8 @@ fn build_queries(
 }
 
 /// The attacker's training targets from the defended outputs: (P) values for eq. 14, probability
-/// rows for distillation.
-fn view_targets(defended: &[f32], n_out: usize, view: View, learner: Learner) -> Vec<f32> {
+/// rows (`normalise`) for distillation.
+fn view_targets(defended: &[f32], n_out: usize, view: View, normalise: bool) -> Vec<f32> {
     let mut out = Vec::with_capacity(defended.len());
     for row in defended.chunks_exact(n_out) {
         let mut r: Vec<f32> = match view {
@@ -397,7 +468,7 @@ fn view_targets(defended: &[f32], n_out: usize, view: View, learner: Learner) ->
                 (0..n_out).map(|j| if j == c { 1.0 } else { 0.0 }).collect()
             }
         };
-        if learner == Learner::Distill {
+        if normalise {
             let s: f32 = r.iter().sum();
             if s > 0.0 {
                 r.iter_mut().for_each(|v| *v /= s);
@@ -408,52 +479,6 @@ fn view_targets(defended: &[f32], n_out: usize, view: View, learner: Learner) ->
         out.extend(r.into_iter().map(|v| v.clamp(0.0, 1.0)));
     }
     out
-}
-
-/// A trained clone.
-enum CloneModel {
-    Rbm(DeepRbm),
-    Mlp(Mlp),
-}
-
-impl CloneModel {
-    /// Classes of the evaluation inputs.
-    fn classes(&self, x: &[f32], rows: usize, serve: OutputMode) -> Vec<usize> {
-        match self {
-            CloneModel::Rbm(m) => Predictor::new(m, serve).classes(x, rows),
-            CloneModel::Mlp(m) => x
-                .chunks_exact(m.n_in)
-                .map(|r| m.class(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
-                .collect(),
-        }
-    }
-
-    /// The clone's input-Fisher direction at x (SPEC §6: mean-field reading for an RBM clone, the
-    /// categorical Fisher for the MLP), signed to lower the clone's margin of `class`.
-    fn attack_direction(&self, x: &[f32], class: usize) -> Result<Vec<f64>> {
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let (v, grad) = match self {
-            CloneModel::Rbm(m) => {
-                let f = mean_field_reading(m, x)?.fisher;
-                (
-                    top_eigen(f.as_ref())?.1,
-                    mean_field_margin(m, &x64, class)?.1,
-                )
-            }
-            CloneModel::Mlp(m) => {
-                let n = m.n_in;
-                let f = m.input_fisher(&x64);
-                let f = Mat::from_fn(n, n, |i, j| f[i * n + j]);
-                (top_eigen(f.as_ref())?.1, m.margin(&x64, class)?.1)
-            }
-        };
-        let s = fisher_sign(&x64, &v, &grad);
-        Ok(v.into_iter().map(|a| s * a).collect())
-    }
-}
-
-fn victim_direction(victim: &DeepRbm, x: &[f32], class: usize) -> Result<Vec<f64>> {
-    CloneModel::Rbm(victim.clone()).attack_direction(x, class)
 }
 
 /// Fraction of `inputs` whose victim served class changes when moved to norm ε along `dir(i)`.
@@ -485,28 +510,17 @@ fn agreement<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, sd)
-}
-
 /// Run the cloning experiment (see the module documentation). `caches` holds the poison caches
 /// the `rg` defences need; `tick` is called after each clone.
 pub fn clone_eval(
     victim: &DeepRbm,
     data: &Dataset,
-    cfg: &CloneEvalConfig,
+    params: &Valid<CloneEvalParams>,
     caches: &[PoisonCache],
-    tick: &(dyn Fn() + Sync),
+    progress: &dyn Progress,
 ) -> Result<CloneEvalReport> {
     let t0 = std::time::Instant::now();
-    cfg.validate()?;
+    let cfg = params;
     crate::train::check_widths_fit(&victim.widths(), data)?;
     if data.test.len() < 20 {
         return Err(Error::invalid(format!(
@@ -542,6 +556,20 @@ pub fn clone_eval(
         }
     }
     let predictor = Predictor::new(victim, cfg.serve);
+    let victim_classifier = RbmClassifier::borrowed(victim, cfg.serve);
+    let learners: Vec<Box<dyn Learner>> = cfg
+        .attackers
+        .iter()
+        .map(|a| a.learner.build(params, &victim.widths()))
+        .collect();
+    let clones: usize = cfg
+        .defences
+        .iter()
+        .map(|d| d.strengths.len())
+        .sum::<usize>()
+        * cfg.attackers.len()
+        * cfg.seeds.len();
+    progress.start("clones", clones as u64);
     let mut rows = Vec::new();
     let mut baselines = Vec::new();
     for &seed in &cfg.seeds {
@@ -573,7 +601,7 @@ pub fn clone_eval(
             &eval,
             &transfer_set,
             cfg.transfer_epsilon,
-            |i| victim_direction(victim, eval.row(i), classes_of[&i]),
+            |i| victim_classifier.attack_direction(eval.row(i), classes_of[&i]),
         )?;
         let random = transfer_rate(
             &predictor,
@@ -581,11 +609,10 @@ pub fn clone_eval(
             &transfer_set,
             cfg.transfer_epsilon,
             |i| {
-                let mut r =
-                    Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(seed, 0x4A4D), i as u64));
-                Ok((0..n_in)
-                    .map(|_| crate::model::standard_normal(&mut r) as f64)
-                    .collect())
+                Ok(gaussian_vector(
+                    n_in,
+                    mix_seed(mix_seed(seed, 0x4A4D), i as u64),
+                ))
             },
         )?;
         baselines.push(SeedBaseline {
@@ -597,15 +624,14 @@ pub fn clone_eval(
             victim_self_success: victim_self,
             random_success: random,
         });
-        // Attacker's hold-out for early stopping: the last 10% of the queries, labelled by what
-        // was served.
-        let n_hold = (nq / 10).max(1);
-        let jobs: Vec<(usize, AttackerSpec)> = (0..defences.len())
-            .flat_map(|d| cfg.attackers.iter().map(move |&a| (d, a)))
+        let jobs: Vec<(usize, usize)> = (0..defences.len())
+            .flat_map(|d| (0..cfg.attackers.len()).map(move |a| (d, a)))
             .collect();
         let seed_rows = jobs
             .par_iter()
-            .map(|&(d, attacker)| {
+            .map(|&(d, a)| {
+                let attacker = cfg.attackers[a];
+                let learner = &learners[a];
                 let t1 = std::time::Instant::now();
                 let (spec, strength, defence) = &defences[d];
                 let defend = |x: &[f32], y: &[f32]| -> Result<Vec<f32>> {
@@ -625,55 +651,25 @@ pub fn clone_eval(
                 let def_class: Vec<usize> = eval_defended.chunks_exact(n_out).map(argmax).collect();
                 let defended_accuracy = agreement(&def_class, &labels);
                 let changed = 1.0 - agreement(&def_class, &victim_class);
-                let targets = view_targets(&defended, n_out, attacker.view, attacker.learner);
+                let targets = view_targets(
+                    &defended,
+                    n_out,
+                    attacker.view,
+                    learner.wants_probabilities(),
+                );
                 // Common random numbers: for a given seed and attacker every defence gets the same
                 // clone initialisation and minibatch order, so defences are compared paired.
                 let run_seed = mix_seed(seed, fnv1a64(attacker.to_string().as_bytes()));
-                let clone = match attacker.learner {
-                    Learner::Eq14 => {
-                        let labels: Vec<u32> = targets
-                            .chunks_exact(n_out)
-                            .map(|r| argmax(r) as u32)
-                            .collect();
-                        let split_at = nq - n_hold;
-                        let fit = Split {
-                            x: qx[..split_at * n_in].to_vec(),
-                            y: labels[..split_at].to_vec(),
-                            n_features: n_in,
-                        };
-                        let hold = Split {
-                            x: qx[split_at * n_in..].to_vec(),
-                            y: labels[split_at..].to_vec(),
-                            n_features: n_in,
-                        };
-                        let tc = TrainConfig {
-                            seed: run_seed,
-                            ..cfg.eq14.clone()
-                        };
-                        let (m, _) = Trainer::with_targets(
-                            fit,
-                            targets[..split_at * n_out].to_vec(),
-                            hold,
-                            n_out,
-                            &tc,
-                        )?
-                        .train(&victim.widths())?;
-                        CloneModel::Rbm(m)
-                    }
-                    Learner::Distill => {
-                        let x64: Vec<f64> = qx.iter().map(|&v| v as f64).collect();
-                        let t64: Vec<f64> = targets.iter().map(|&v| v as f64).collect();
-                        let t64: Vec<f64> = t64
-                            .chunks_exact(n_out)
-                            .flat_map(|r| {
-                                let s: f64 = r.iter().sum();
-                                r.iter().map(move |v| v / s).collect::<Vec<_>>()
-                            })
-                            .collect();
-                        CloneModel::Mlp(Mlp::distill(&x64, &t64, nq, &cfg.mlp, run_seed)?)
-                    }
-                };
-                let clone_class = clone.classes(&eval.x, eval.len(), cfg.serve);
+                let clone = learner.fit(
+                    &CloneData {
+                        x: &qx,
+                        targets: &targets,
+                        rows: nq,
+                        n_classes: n_out,
+                    },
+                    run_seed,
+                )?;
+                let clone_class = clone.classes(&eval.x, eval.len());
                 let clone_accuracy = agreement(&clone_class, &labels);
                 let fidelity = agreement(&clone_class, &victim_class);
                 let transfer_success = transfer_rate(
@@ -683,7 +679,7 @@ pub fn clone_eval(
                     cfg.transfer_epsilon,
                     |i| clone.attack_direction(eval.row(i), classes_of[&i]),
                 )?;
-                tick();
+                progress.inc(1);
                 Ok(CloneRow {
                     seed,
                     defence: defence.name(),
@@ -705,11 +701,12 @@ pub fn clone_eval(
             .collect::<Result<Vec<CloneRow>>>()?;
         rows.extend(seed_rows);
     }
-    let cells = summarise(&rows);
+    progress.finish();
+    let cells = tables::summarise(&rows);
     Ok(CloneEvalReport {
         victim_widths: victim.widths(),
         dataset: data.name.clone(),
-        config: cfg.clone(),
+        config: params.clone(),
         protocol: PROTOCOL.to_string(),
         baselines,
         rows,
@@ -725,253 +722,6 @@ pixel-flipped copies; the victim serves its output, the defence distorts it, eac
 on what it sees. Clone accuracy and fidelity on the evaluation set; transfer = victim's served class \
 changed by the clone's input-Fisher direction at L2 norm epsilon (clipped to [0,1]) on correctly served \
 evaluation inputs; distortion = mean over the queries.";
-
-fn summarise(rows: &[CloneRow]) -> Vec<CloneCell> {
-    let mut keys: Vec<(String, String, u64, String)> = Vec::new();
-    for r in rows {
-        let k = (
-            r.defence.clone(),
-            r.defence_kind.clone(),
-            r.strength.to_bits(),
-            r.attacker.clone(),
-        );
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    keys.into_iter()
-        .map(|(defence, kind, bits, attacker)| {
-            let sel: Vec<&CloneRow> = rows
-                .iter()
-                .filter(|r| {
-                    r.defence == defence && r.strength.to_bits() == bits && r.attacker == attacker
-                })
-                .collect();
-            let f =
-                |g: fn(&CloneRow) -> f64| mean_sd(&sel.iter().map(|r| g(r)).collect::<Vec<_>>());
-            CloneCell {
-                defence,
-                defence_kind: kind,
-                strength: f64::from_bits(bits),
-                attacker,
-                seeds: sel.len(),
-                clone_accuracy: f(|r| r.clone_accuracy),
-                fidelity: f(|r| r.fidelity),
-                transfer_success: f(|r| r.transfer_success),
-                defended_accuracy: f(|r| r.defended_accuracy),
-                changed_argmax: f(|r| r.changed_argmax),
-                l1: f(|r| r.l1),
-                kl: f(|r| r.kl),
-            }
-        })
-        .collect()
-}
-
-/// A paired comparison of two defences over seeds (same seed, attacker and — for two defences
-/// with a strength — the same strength: the clones share their initialisation, so the per-seed
-/// difference removes most of the clone-to-clone noise).
-#[derive(Clone, Debug, Serialize)]
-pub struct PairedDifference {
-    /// `a − b`, e.g. `rg:P − random`.
-    pub defences: (String, String),
-    pub attacker: String,
-    /// Strength of `a` (and of `b` when it has one).
-    pub strength: f64,
-    pub seeds: usize,
-    /// Mean and sd over seeds of the per-seed differences, and the mean over its standard error.
-    pub clone_accuracy: (f64, f64, f64),
-    pub transfer_success: (f64, f64, f64),
-    /// Mean L1 distortion of `a` and of `b`.
-    pub l1: (f64, f64),
-}
-
-/// Paired differences `a − b` for every attacker and strength of `a` (`b` = `none` or `top1`
-/// is matched at any strength).
-pub fn paired_differences(rows: &[CloneRow], a: &str, b: &str) -> Vec<PairedDifference> {
-    let mut keys: Vec<(String, u64)> = Vec::new();
-    for r in rows.iter().filter(|r| r.defence_kind == a) {
-        let k = (r.attacker.clone(), r.strength.to_bits());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    let strengthless = |k: &str| k == "none" || k == "top1";
-    keys.into_iter()
-        .filter_map(|(attacker, bits)| {
-            let mut dacc = Vec::new();
-            let mut dtr = Vec::new();
-            let (mut la, mut lb) = (Vec::new(), Vec::new());
-            for ra in rows.iter().filter(|r| {
-                r.defence_kind == a && r.attacker == attacker && r.strength.to_bits() == bits
-            }) {
-                // A seed without a partner run is skipped (the cell's `seeds` says how many paired).
-                let Some(rb) = rows.iter().find(|r| {
-                    r.defence_kind == b
-                        && r.attacker == attacker
-                        && r.seed == ra.seed
-                        && (strengthless(b) || r.strength.to_bits() == bits)
-                }) else {
-                    continue;
-                };
-                dacc.push(ra.clone_accuracy - rb.clone_accuracy);
-                dtr.push(ra.transfer_success - rb.transfer_success);
-                la.push(ra.l1);
-                lb.push(rb.l1);
-            }
-            if dacc.is_empty() {
-                return None;
-            }
-            let with_t = |v: &[f64]| {
-                let (m, sd) = mean_sd(v);
-                let se = sd / (v.len() as f64).sqrt();
-                // A spread at rounding level (identical differences) has no meaningful ratio.
-                (m, sd, if se > 1e-9 { m / se } else { f64::NAN })
-            };
-            Some(PairedDifference {
-                defences: (a.to_string(), b.to_string()),
-                attacker,
-                strength: f64::from_bits(bits),
-                seeds: dacc.len(),
-                clone_accuracy: with_t(&dacc),
-                transfer_success: with_t(&dtr),
-                l1: (mean_sd(&la).0, mean_sd(&lb).0),
-            })
-        })
-        .collect()
-}
-
-/// The Markdown table of the report: mean ± sd over seeds for every defence × strength × attacker.
-pub fn markdown(r: &CloneEvalReport) -> String {
-    let head = format!(
-        "clone-eval: victim {:?} on {}, budget {}, seeds {:?}, transfer at L2 = {}\n\n",
-        r.victim_widths, r.dataset, r.config.budget, r.config.seeds, r.config.transfer_epsilon
-    );
-    tables(&head, &r.baselines, &r.rows)
-}
-
-/// The rows and baselines of a written `clone_eval.json` (for [`tables`] without rerunning).
-#[derive(serde::Deserialize)]
-pub struct SavedRows {
-    pub baselines: Vec<SeedBaseline>,
-    pub rows: Vec<CloneRow>,
-}
-
-/// The Markdown tables of a run from its rows: the mean ± sd cells and the paired differences of
-/// each `rg` defence against `random` and `none`.
-pub fn tables(head: &str, baselines: &[SeedBaseline], rows: &[CloneRow]) -> String {
-    let pm = |v: (f64, f64)| format!("{:.3} ± {:.3}", v.0, v.1);
-    let mut s = head.to_string();
-    let cells = summarise(rows);
-    let r = SavedRows {
-        baselines: baselines.to_vec(),
-        rows: rows.to_vec(),
-    };
-    let b: Vec<f64> = r.baselines.iter().map(|b| b.victim_self_success).collect();
-    let rnd: Vec<f64> = r.baselines.iter().map(|b| b.random_success).collect();
-    s += &format!(
-        "transfer references (independent of the defence): attack built on the victim itself {}, random direction {}\n\n",
-        pm(mean_sd(&b)),
-        pm(mean_sd(&rnd))
-    );
-    s += "| defence | strength | attacker | clone acc | fidelity | transfer | victim acc (defended) | changed argmax | L1 | KL |\n|---|---|---|---|---|---|---|---|---|---|\n";
-    for c in &cells {
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.4} | {:.4} |\n",
-            c.defence_kind,
-            c.strength,
-            c.attacker,
-            pm(c.clone_accuracy),
-            pm(c.fidelity),
-            pm(c.transfer_success),
-            pm(c.defended_accuracy),
-            c.changed_argmax.0,
-            c.l1.0,
-            c.kl.0
-        );
-    }
-    let mut kinds: Vec<&str> = r.rows.iter().map(|x| x.defence_kind.as_str()).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let mut pairs = Vec::new();
-    for a in kinds.iter().filter(|k| k.starts_with("rg")) {
-        for b in ["random", "none"] {
-            pairs.extend(paired_differences(&r.rows, a, b));
-        }
-    }
-    if !pairs.is_empty() {
-        s += "\npaired differences over seeds (same seed, attacker and clone initialisation): mean ± sd [mean/se]\n\n\
-              | a − b | attacker | strength | Δ clone acc | Δ transfer | L1 of a, b |\n|---|---|---|---|---|---|\n";
-        for p in &pairs {
-            s += &format!(
-                "| {} − {} | {} | {} | {:+.3} ± {:.3} [{:+.1}] | {:+.3} ± {:.3} [{:+.1}] | {:.4}, {:.4} |\n",
-                p.defences.0,
-                p.defences.1,
-                p.attacker,
-                p.strength,
-                p.clone_accuracy.0,
-                p.clone_accuracy.1,
-                p.clone_accuracy.2,
-                p.transfer_success.0,
-                p.transfer_success.1,
-                p.transfer_success.2,
-                p.l1.0,
-                p.l1.1
-            );
-        }
-    }
-    s
-}
-
-/// Plots in the style of the prediction-poisoning literature: clone accuracy (and transfer
-/// success) against the defender's mean L1 distortion, one curve per defence, one file per
-/// attacker.
-pub fn write_plots(r: &CloneEvalReport, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    let mut attackers: Vec<&str> = r.cells.iter().map(|c| c.attacker.as_str()).collect();
-    attackers.dedup();
-    attackers.sort_unstable();
-    attackers.dedup();
-    for a in attackers {
-        for (metric, label, get) in [
-            (
-                "accuracy",
-                "clone accuracy",
-                (|c: &CloneCell| c.clone_accuracy.0) as fn(&CloneCell) -> f64,
-            ),
-            ("transfer", "transfer success", |c: &CloneCell| {
-                c.transfer_success.0
-            }),
-        ] {
-            let mut kinds: Vec<&str> = r.cells.iter().map(|c| c.defence_kind.as_str()).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            let series: Vec<(String, Vec<(f64, f64)>)> = kinds
-                .iter()
-                .map(|k| {
-                    let mut pts: Vec<(f64, f64)> = r
-                        .cells
-                        .iter()
-                        .filter(|c| c.attacker == a && c.defence_kind == *k)
-                        .map(|c| (c.l1.0, get(c)))
-                        .collect();
-                    pts.sort_by(|x, y| x.0.total_cmp(&y.0));
-                    (k.to_string(), pts)
-                })
-                .collect();
-            let path = dir.join(format!("clone_{metric}_{}.png", a.replace('+', "_")));
-            crate::report::line_plot(
-                &path,
-                &format!("{label} against distortion, attacker {a}"),
-                "mean L1 distortion of the served outputs",
-                label,
-                &series,
-                false,
-            )?;
-            files.push(path);
-        }
-    }
-    Ok(files)
-}
 
 #[cfg(test)]
 mod tests {
@@ -994,18 +744,18 @@ mod tests {
     fn views_round_keep_top1_and_normalise_for_distillation() {
         let y = [0.14f32, 0.76, 0.0, 0.31];
         assert_eq!(
-            view_targets(&y, 4, View::Round(1), Learner::Eq14),
+            view_targets(&y, 4, View::Round(1), false),
             vec![0.1, 0.8, 0.0, 0.3]
         );
         assert_eq!(
-            view_targets(&y, 4, View::Top1, Learner::Eq14),
+            view_targets(&y, 4, View::Top1, false),
             vec![0.0, 1.0, 0.0, 0.0]
         );
-        let p = view_targets(&y, 4, View::Raw, Learner::Distill);
+        let p = view_targets(&y, 4, View::Raw, true);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((p[1] - 0.76 / 1.21).abs() < 1e-6);
         // All zero after rounding: uniform.
-        let z = view_targets(&[0.01, 0.02], 2, View::Round(1), Learner::Distill);
+        let z = view_targets(&[0.01, 0.02], 2, View::Round(1), true);
         assert_eq!(z, vec![0.5, 0.5]);
     }
 

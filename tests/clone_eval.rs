@@ -1,31 +1,46 @@
-//! The clone pipeline end to end on a small digits stack (issue: "the clone pipeline end to end on
-//! a tiny stack"): every (defence, strength, attacker, seed) row is produced, the argmax guarantee
+//! The clone pipeline end to end on a small digits stack: every (defence, strength, attacker, seed) row is produced, the argmax guarantee
 //! of `rg` holds through the whole pipeline, undefended answers have zero distortion, a distilled
 //! clone of an undefended victim learns it, and the run is deterministic.
 
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::defence::{DefenceSpec, PoisonCache};
-use rgshield::extraction::{
-    clone_eval, mlp::MlpConfig, AttackerSpec, CloneEvalConfig, DefenceSetting,
+use rgshield::experiments::clone_eval::{
+    self as ce, clone_eval, mlp::MlpParams, AttackerSpec, CloneEvalParams, DefenceSetting,
 };
 use rgshield::rg::OutputReading;
 use rgshield::sample::OutputMode;
-use rgshield::train::{Method, TrainConfig, Trainer};
+use rgshield::train::{Method, TrainParams, Trainer};
+use rgshield::{NoProgress, Params, Progress};
+
+/// Counts the steps it is told about.
+#[derive(Default)]
+struct Count(std::sync::atomic::AtomicUsize);
+
+impl Progress for Count {
+    fn inc(&self, n: u64) {
+        self.0
+            .fetch_add(n as usize, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 #[test]
 fn clone_pipeline_end_to_end_on_a_small_stack() {
     let d = data::load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
     // A small hybrid victim, trained briefly: accurate enough that a clone has something to learn.
-    let mut tc = TrainConfig::defaults_for(Method::Hybrid, 3);
-    tc.finetune_epochs = 15;
-    tc.sweeps = 0;
+    let tc = TrainParams {
+        finetune_epochs: 15,
+        sweeps: 0,
+        ..TrainParams::for_method(Method::Hybrid, 3)
+    }
+    .check()
+    .unwrap();
     let (victim, _) = Trainer::new(&d, &tc).unwrap().train(&[64, 16, 10]).unwrap();
     let cache =
         PoisonCache::for_model(&victim, d.image_shape, OutputReading::PlugIn, 400, 0).unwrap();
-    let mut eq14 = TrainConfig::defaults_for(Method::Eq14, 1);
+    let mut eq14 = TrainParams::for_method(Method::Eq14, 1);
     eq14.pretrain_epochs = 2;
     eq14.sweeps = 2;
-    let cfg = CloneEvalConfig {
+    let cfg = CloneEvalParams {
         defences: vec![
             DefenceSetting {
                 spec: DefenceSpec::None,
@@ -49,20 +64,19 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
         },
         transfer_inputs: 20,
         eq14,
-        mlp: MlpConfig {
+        mlp: MlpParams {
             epochs: 30,
-            ..MlpConfig::default()
+            ..MlpParams::default()
         },
-        ..CloneEvalConfig::default()
-    };
-    let ticks = std::sync::atomic::AtomicUsize::new(0);
-    let tick = || {
-        ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    };
-    let r = clone_eval(&victim, &d, &cfg, std::slice::from_ref(&cache), &tick).unwrap();
+        ..CloneEvalParams::default()
+    }
+    .check()
+    .unwrap();
+    let ticks = Count::default();
+    let r = clone_eval(&victim, &d, &cfg, std::slice::from_ref(&cache), &ticks).unwrap();
     // 4 (defence, strength) settings × 3 attackers × 2 seeds.
     assert_eq!(r.rows.len(), 24);
-    assert_eq!(ticks.load(std::sync::atomic::Ordering::Relaxed), 24);
+    assert_eq!(ticks.0.load(std::sync::atomic::Ordering::Relaxed), 24);
     assert_eq!(r.cells.len(), 12);
     assert!(r.cells.iter().all(|c| c.seeds == 2));
     for b in &r.baselines {
@@ -113,20 +127,20 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     assert!(fid > 0.6, "distilled clone fidelity {fid}");
     // The written JSON reads back (NaN written as null included) and gives the paired tables.
     let text = serde_json::to_string(&r).unwrap();
-    let saved: rgshield::extraction::SavedRows = serde_json::from_str(&text).unwrap();
+    let saved: ce::SavedRows = serde_json::from_str(&text).unwrap();
     assert_eq!(saved.rows.len(), 24);
-    let md = rgshield::extraction::tables("", &saved.baselines, &saved.rows);
+    let md = ce::tables("", &saved.baselines, &saved.rows);
     assert!(
         md.contains("rg:P − none") && md.contains("| top1 |"),
         "{md}"
     );
     let mut nan_row = serde_json::to_value(&r.rows[0]).unwrap();
     nan_row["transfer_success"] = serde_json::Value::Null;
-    let back: rgshield::extraction::CloneRow = serde_json::from_value(nan_row).unwrap();
+    let back: ce::CloneRow = serde_json::from_value(nan_row).unwrap();
     assert!(back.transfer_success.is_nan());
     // Deterministic: the same configuration gives the same numbers.
-    let again = clone_eval(&victim, &d, &cfg, &[cache], &|| {}).unwrap();
-    let key = |rows: &[rgshield::extraction::CloneRow]| -> Vec<(f64, f64, f64, f64)> {
+    let again = clone_eval(&victim, &d, &cfg, &[cache], &NoProgress).unwrap();
+    let key = |rows: &[ce::CloneRow]| -> Vec<(f64, f64, f64, f64)> {
         rows.iter()
             .map(|x| (x.clone_accuracy, x.fidelity, x.transfer_success, x.l1))
             .collect()
@@ -142,14 +156,16 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
         rgshield::model::DeepRbm::random(&[64, 8, 10], 0.5, &mut rng).unwrap()
     };
-    let base = CloneEvalConfig {
+    let base = CloneEvalParams {
         defences: vec![DefenceSetting {
             spec: DefenceSpec::Rg(OutputReading::PlugIn),
             strengths: vec![0.1],
         }],
-        ..CloneEvalConfig::default()
-    };
-    let e = clone_eval(&victim, &d, &base, &[], &|| {}).unwrap_err();
+        ..CloneEvalParams::default()
+    }
+    .check()
+    .unwrap();
+    let e = clone_eval(&victim, &d, &base, &[], &NoProgress).unwrap_err();
     assert!(e.to_string().contains("needs a poison cache"), "{e}");
     let none = vec![DefenceSetting {
         spec: DefenceSpec::None,
@@ -157,38 +173,38 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
     }];
     for (cfg, want) in [
         (
-            CloneEvalConfig {
+            CloneEvalParams {
                 defences: none.clone(),
                 budget: 3,
-                ..CloneEvalConfig::default()
+                ..CloneEvalParams::default()
             },
             "budget 3",
         ),
         (
-            CloneEvalConfig {
+            CloneEvalParams {
                 defences: none.clone(),
                 transfer_epsilon: f64::NAN,
-                ..CloneEvalConfig::default()
+                ..CloneEvalParams::default()
             },
             "transfer ε",
         ),
         (
-            CloneEvalConfig {
+            CloneEvalParams {
                 defences: none.clone(),
                 transfer_inputs: 0,
-                ..CloneEvalConfig::default()
+                ..CloneEvalParams::default()
             },
             "transfer inputs 0",
         ),
         (
-            CloneEvalConfig {
+            CloneEvalParams {
                 defences: Vec::new(),
-                ..CloneEvalConfig::default()
+                ..CloneEvalParams::default()
             },
             "no defence",
         ),
     ] {
-        let e = clone_eval(&victim, &d, &cfg, &[], &|| {}).unwrap_err();
+        let e = cfg.check().unwrap_err();
         assert!(e.to_string().contains(want), "{e} (wanted '{want}')");
     }
     let wrong = {
@@ -196,10 +212,12 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
         rgshield::model::DeepRbm::random(&[63, 8, 10], 0.5, &mut rng).unwrap()
     };
-    let cfg = CloneEvalConfig {
+    let cfg = CloneEvalParams {
         defences: none,
-        ..CloneEvalConfig::default()
-    };
-    let e = clone_eval(&wrong, &d, &cfg, &[], &|| {}).unwrap_err();
+        ..CloneEvalParams::default()
+    }
+    .check()
+    .unwrap();
+    let e = clone_eval(&wrong, &d, &cfg, &[], &NoProgress).unwrap_err();
     assert!(e.to_string().contains("widths start with 63"), "{e}");
 }

@@ -168,18 +168,23 @@ impl ServeState {
         self
     }
 
+    /// The served model.
     pub fn model(&self) -> &DeepRbm {
         &self.model
     }
+    /// What `/v1/model` shows.
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
+    /// The output mode.
     pub fn mode(&self) -> OutputMode {
         self.mode
     }
+    /// The defence applied to every answer.
     pub fn defence(&self) -> &Arc<dyn Defence> {
         &self.defence
     }
+    /// The request limits.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -270,11 +275,14 @@ pub struct PredictResponse {
 /// An error answer: a status and `{"error": message}`.
 #[derive(Clone, Debug)]
 pub struct ApiError {
+    /// HTTP status.
     pub status: StatusCode,
+    /// The message of the `error` field.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error answer.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,

@@ -1,8 +1,8 @@
 //! `rgshield bench depth-study`: the depth study of SPEC §10 (issue 5 item 3).
 //!
 //! For each depth N at fixed hidden width: train (or reuse) the model `[n_in, width × (N−1),
-//! n_classes]` with the method's documented defaults, run the RG analysis ([`crate::analyze`]) and
-//! the adversarial attack ([`crate::attack`]) on the same test inputs, and collect one
+//! n_classes]` with the method's documented defaults, run the RG analysis ([`super::analyze`]) and
+//! the adversarial attack ([`super::attack`]) on the same test inputs, and collect one
 //! [`DepthStudyRow`]: accuracies, the top input-Fisher eigenvalue in its stochastic (direct) and
 //! mean-field readings beside the first-layer bound (SPEC §6: the stochastic reading cannot grow
 //! with depth), the stability spectra of §5 per layer, attack success at a fixed ε, and the top
@@ -14,29 +14,35 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::analyze::{analyze, AnalysisReport, AnalyzeConfig, BasisChoice, CC_TOLERANCE};
-use crate::attack::{attack, quartiles, AttackConfig, Method as AttackMethod};
-use crate::attack::{MethodRate, Quartiles};
+use super::analyze::{
+    analyze, AnalysisReport, AnalyzeParams, InputAnalysis, LayerReport, CC_TOLERANCE,
+};
+use super::attack::{attack, AttackParams, Method as AttackMethod, MethodRate};
 use crate::data::Dataset;
 use crate::error::{check_at_least, check_positive, Error, Result};
 use crate::model::io::{self as model_io, ModelMeta};
+use crate::model::{check_depths, stack_widths};
+use crate::params::{Params, Valid};
+use crate::progress::Progress;
+use crate::report::stats::{median, quartiles, Quartiles};
+use crate::rg::basis::{BasisChoice, DEFAULT_BASIS, DEFAULT_PILOT_SAMPLES};
 use crate::rg::OutputReading;
 use crate::sample::{OutputMode, Predictor};
-use crate::train::{Method, TrainConfig, Trainer};
+use crate::train::{TrainParams, Trainer};
 use crate::DeepRbm;
 
 /// Settings of the depth study (SPEC §10).
 #[derive(Clone, Debug, Serialize)]
-pub struct DepthStudyConfig {
+pub struct DepthStudyParams {
     /// Depths N (number of RBMs), each ≥ 1.
     pub depths: Vec<usize>,
     /// Hidden width of every hidden layer.
     pub width: usize,
     /// Models are saved to (and reused from) `models_dir/dN`.
     pub models_dir: PathBuf,
-    /// Training configuration of every depth (the CLI uses `TrainConfig::defaults_for(method,
-    /// seed)`; tests shorten it).
-    pub train: TrainConfig,
+    /// Training parameters of every depth (the CLI uses `TrainParams::for_method(method, seed)`;
+    /// tests shorten it).
+    pub train: TrainParams,
     /// Test-split inputs analysed and attacked.
     pub inputs: Vec<usize>,
     /// Ancestral samples S of the analysis and of the attack's Fisher estimate.
@@ -55,35 +61,32 @@ pub struct DepthStudyConfig {
     pub seed: u64,
 }
 
-impl DepthStudyConfig {
-    /// The study's defaults for a method and training seed: depths 1…6, width 64, inputs 0..50,
-    /// S = 3000, order2:200, 4 jackknife blocks, ε = 1, served S = 64, models in
+impl Default for DepthStudyParams {
+    /// Depths 1…6, width 64, the hybrid's training defaults (seed 1), inputs 0..50, S = 3000,
+    /// [`DEFAULT_BASIS`], 4 jackknife blocks, ε = 1, served S = 64, models in
     /// `runs/depth-study`.
-    pub fn defaults_for(method: Method, seed: u64) -> Self {
-        DepthStudyConfig {
+    fn default() -> Self {
+        DepthStudyParams {
             depths: (1..=6).collect(),
             width: 64,
             models_dir: PathBuf::from("runs/depth-study"),
-            train: TrainConfig::defaults_for(method, seed),
+            train: TrainParams::default(),
             inputs: (0..50).collect(),
             samples: 3000,
-            basis: BasisChoice::TopPairs(200),
+            basis: DEFAULT_BASIS,
             blocks: 4,
-            pilot_samples: 4000,
+            pilot_samples: DEFAULT_PILOT_SAMPLES,
             attack_epsilon: 1.0,
             serve_samples: 64,
             seed: 0,
         }
     }
+}
 
+impl Params for DepthStudyParams {
     /// Check every value's domain before any work starts.
-    pub fn validate(&self) -> Result<()> {
-        if self.depths.is_empty() {
-            return Err(Error::invalid("depth study: no depths given"));
-        }
-        if self.depths.contains(&0) {
-            return Err(Error::invalid("depth study: depth 0 is not a network"));
-        }
+    fn check(self) -> Result<Valid<Self>> {
+        check_depths("depth study", &self.depths)?;
         if self.width == 0 {
             return Err(Error::invalid("depth study: width 0"));
         }
@@ -94,15 +97,46 @@ impl DepthStudyConfig {
         check_at_least("depth study: blocks", self.blocks, 1)?;
         check_at_least("depth study: served samples", self.serve_samples, 1)?;
         check_positive("depth study: attack ε", self.attack_epsilon)?;
-        self.train.validate()
+        self.train.clone().check()?;
+        self.analyze_params().check()?;
+        self.attack_params().check()?;
+        Ok(Valid::checked(self))
     }
+}
 
+impl DepthStudyParams {
     /// Widths `[n_in, width × (N−1), n_classes]` of depth N.
     pub fn widths(&self, data: &Dataset, depth: usize) -> Vec<usize> {
-        let mut w = vec![data.n_features()];
-        w.extend(std::iter::repeat_n(self.width, depth.saturating_sub(1)));
-        w.push(data.n_classes());
-        w
+        stack_widths(data.n_features(), self.width, depth, data.n_classes())
+    }
+
+    /// The analysis every depth runs.
+    pub fn analyze_params(&self) -> AnalyzeParams {
+        AnalyzeParams {
+            inputs: self.inputs.clone(),
+            samples: self.samples,
+            seed: self.seed,
+            basis: self.basis,
+            blocks: self.blocks,
+            pilot_samples: self.pilot_samples,
+        }
+    }
+
+    /// The attack every depth runs: the Fisher directions and the baselines at one ε.
+    pub fn attack_params(&self) -> AttackParams {
+        AttackParams {
+            inputs: self.inputs.clone(),
+            epsilons: vec![self.attack_epsilon],
+            pixels: Vec::new(),
+            samples: self.samples,
+            basis: self.basis,
+            blocks: 1,
+            pilot_samples: self.pilot_samples,
+            serve_samples: self.serve_samples,
+            seed: self.seed,
+            reference_epsilon: self.attack_epsilon,
+            ..AttackParams::default()
+        }
     }
 
     /// Model directory of depth N.
@@ -122,6 +156,7 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// The name in tables.
     pub fn name(self) -> &'static str {
         match self {
             ModelSource::Trained => "trained",
@@ -138,6 +173,7 @@ pub struct StudyLayer {
     /// Median over inputs of the largest |λ(T)| — **depends on the labelling of hidden units**
     /// (RG-NOTES §5 A7); `None` when T is not square.
     pub max_eigenvalue_modulus_median: Option<f64>,
+    /// Always true: eig(T) depends on the labelling of hidden units.
     pub labelling_dependent: bool,
     /// Inputs with any |λ(T)| > 1 (the paper's relevant directions; labelling-dependent).
     pub inputs_with_relevant: usize,
@@ -151,10 +187,13 @@ pub struct StudyLayer {
 /// One depth of the study (SPEC §10).
 #[derive(Clone, Debug, Serialize)]
 pub struct DepthStudyRow {
+    /// Depth N.
     pub depth: usize,
+    /// Widths of the model.
     pub widths: Vec<usize>,
     /// The model directory (`models_dir/dN`).
     pub model_dir: String,
+    /// Trained here or reused.
     pub model_source: ModelSource,
     /// Training method recorded in `model.json` (`None` when the file does not say).
     pub training_method: Option<String>,
@@ -162,21 +201,27 @@ pub struct DepthStudyRow {
     pub fingerprint: String,
     /// Training time (0 for a reused model).
     pub train_seconds: f64,
+    /// Analysis time.
     pub analyze_seconds: f64,
+    /// Attack time.
     pub attack_seconds: f64,
     /// Test accuracy of the served output (S = `serve_samples`, seed 0) and of the mean field.
     pub test_accuracy: f64,
+    /// Test accuracy of the mean-field output.
     pub test_accuracy_mean_field: f64,
     /// Inputs analysed.
     pub inputs: usize,
     /// Top input-Fisher eigenvalue per input: direct (stochastic) estimate, mean-field reading,
     /// first-layer bound `λ_max(W_1ᵀ diag(μ_1(1−μ_1)) W_1)` (SPEC §6).
     pub fisher_direct: Quartiles,
+    /// Top eigenvalue of the mean-field reading's Fisher matrix, quartiles over inputs.
     pub fisher_mean_field: Quartiles,
+    /// Top eigenvalue of the first-layer bound, quartiles over inputs.
     pub fisher_bound: Quartiles,
     /// Median over inputs of the per-input ratios to the bound (stochastic ≤ 1 by the
     /// data-processing inequality; mean-field unbounded).
     pub ratio_direct_median: Option<f64>,
+    /// Median ratio mean field / bound.
     pub ratio_mean_field_median: Option<f64>,
     /// Inputs whose direct estimate exceeds the bound by more than 4 jackknife standard errors
     /// (with one block: exceeds it at all). Expected 0.
@@ -185,30 +230,35 @@ pub struct DepthStudyRow {
     pub layers: Vec<StudyLayer>,
     /// Inputs served correctly at ε = 0 (the attacked ones).
     pub attacked: usize,
+    /// The ε of the success columns.
     pub attack_epsilon: f64,
     /// Success rates at `attack_epsilon`.
     pub success_fisher: Option<f64>,
+    /// Success of the mean-field Fisher direction at ε.
     pub success_fisher_mf: Option<f64>,
+    /// Success of PGD at ε.
     pub success_pgd: Option<f64>,
+    /// Success of a random direction at ε.
     pub success_random: Option<f64>,
     /// Median over classes of the top output-Fisher eigenvalue (direct estimate) at the one-hot
     /// output, readings (P) and (C) (SPEC §7).
     pub output_fisher_p_median: Option<f64>,
+    /// Median top output-Fisher eigenvalue, reading (C).
     pub output_fisher_c_median: Option<f64>,
 }
 
 /// Everything `depth_study.json` holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct DepthStudyReport {
+    /// Data set name.
     pub dataset: String,
-    pub settings: DepthStudyConfig,
+    /// The study's settings.
+    pub settings: Valid<DepthStudyParams>,
+    /// One row per depth.
     pub rows: Vec<DepthStudyRow>,
+    /// Wall-clock time of the study.
     pub seconds: f64,
 }
-
-/// Progress hooks of [`depth_study`]: a bar per stage (`"train"`, `"analyze"`, `"attack"`) of a
-/// depth with its length (0 when the trainer sets it).
-pub type BarFor<'a> = &'a dyn Fn(&str, usize, u64) -> indicatif::ProgressBar;
 
 fn training_method(meta: &ModelMeta) -> Option<String> {
     meta.training
@@ -259,10 +309,6 @@ pub fn reusable_model(
     Ok(Some((model, meta)))
 }
 
-fn median(v: impl IntoIterator<Item = f64>) -> Option<f64> {
-    quartiles(&v.into_iter().collect::<Vec<_>>()).median
-}
-
 fn rate_at(rates: &[MethodRate], m: AttackMethod, eps: f64) -> Option<f64> {
     rates
         .iter()
@@ -282,14 +328,23 @@ fn summarise(
     usize,
     Vec<StudyLayer>,
 ) {
-    let col = |f: &dyn Fn(&crate::analyze::InputAnalysis) -> f64| {
-        quartiles(&an.inputs.iter().map(f).collect::<Vec<_>>())
-    };
+    let col =
+        |f: &dyn Fn(&InputAnalysis) -> f64| quartiles(&an.inputs.iter().map(f).collect::<Vec<_>>());
     let fisher_direct = col(&|i| i.fisher.direct_top);
     let fisher_mean_field = col(&|i| i.fisher.mean_field_top);
     let fisher_bound = col(&|i| i.fisher.bound_top);
-    let ratio_direct = median(an.inputs.iter().map(|i| i.fisher.ratio_direct));
-    let ratio_mf = median(an.inputs.iter().map(|i| i.fisher.ratio_mean_field));
+    let ratio_direct = median(
+        &an.inputs
+            .iter()
+            .map(|i| i.fisher.ratio_direct)
+            .collect::<Vec<_>>(),
+    );
+    let ratio_mf = median(
+        &an.inputs
+            .iter()
+            .map(|i| i.fisher.ratio_mean_field)
+            .collect::<Vec<_>>(),
+    );
     let violations = an
         .inputs
         .iter()
@@ -311,8 +366,7 @@ fn summarise(
         .iter()
         .enumerate()
         .map(|(j, &k)| {
-            let ls: Vec<&crate::analyze::LayerReport> =
-                an.inputs.iter().filter_map(|i| i.layers.get(j)).collect();
+            let ls: Vec<&LayerReport> = an.inputs.iter().filter_map(|i| i.layers.get(j)).collect();
             let max_of = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
             let eig: Vec<f64> = ls
                 .iter()
@@ -324,10 +378,10 @@ fn summarise(
                 .collect();
             StudyLayer {
                 k,
-                max_eigenvalue_modulus_median: median(eig),
+                max_eigenvalue_modulus_median: median(&eig),
                 labelling_dependent: true,
                 inputs_with_relevant: ls.iter().filter(|l| l.n_relevant.unwrap_or(0) > 0).count(),
-                max_canonical_correlation_median: median(cc.iter().copied()),
+                max_canonical_correlation_median: median(&cc),
                 canonical_over_one: cc.iter().filter(|&&c| c > 1.0 + CC_TOLERANCE).count(),
             }
         })
@@ -344,12 +398,17 @@ fn summarise(
 }
 
 fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
-    median(an.classes.iter().filter_map(|c| {
-        c.output
+    median(
+        &an.classes
             .iter()
-            .find(|o| o.reading == reading)
-            .map(|o| o.direct_top)
-    }))
+            .filter_map(|c| {
+                c.output
+                    .iter()
+                    .find(|o| o.reading == reading)
+                    .map(|o| o.direct_top)
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Run the depth study (SPEC §10). For each depth: reuse `models_dir/dN` when its `model.json`
@@ -358,15 +417,18 @@ fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
 /// `dN/analysis.json` and `dN/attack.json`. `on_row` sees each row as it finishes.
 pub fn depth_study(
     data: &Dataset,
-    cfg: &DepthStudyConfig,
+    params: &Valid<DepthStudyParams>,
     out: Option<&Path>,
-    bar_for: BarFor<'_>,
+    progress: &dyn Progress,
     mut on_row: impl FnMut(&DepthStudyRow),
 ) -> Result<DepthStudyReport> {
     let t0 = Instant::now();
-    cfg.validate()?;
-    data.check_test_inputs(&cfg.inputs, "depth study")
-        .map_err(Error::invalid)?;
+    let cfg = params;
+    // Checked with the study's parameters.
+    let train = Valid::checked(cfg.train.clone());
+    let acfg = Valid::checked(cfg.analyze_params());
+    let tcfg = Valid::checked(cfg.attack_params());
+    data.check_test_inputs(&cfg.inputs, "depth study")?;
     // Refuse mismatched models before any long work.
     for &n in &cfg.depths {
         reusable_model(&cfg.model_dir(n), &cfg.widths(data, n), data)?;
@@ -379,8 +441,8 @@ pub fn depth_study(
         let (model, meta, source) = match reusable_model(&dir, &widths, data)? {
             Some((m, meta)) => (m, meta, ModelSource::Reused),
             None => {
-                let (model, _) = Trainer::new(data, &cfg.train)?
-                    .with_progress(bar_for("train", n, 0))
+                let (model, _) = Trainer::new(data, &train)?
+                    .with_progress(progress)
                     .train(&widths)?;
                 let mut meta = ModelMeta::new(&model, data.class_names.clone());
                 meta.dataset = Some(data.info());
@@ -406,34 +468,8 @@ pub fn depth_study(
         let test_accuracy_mean_field =
             Predictor::new(&model, OutputMode::MeanField).accuracy(&data.test);
 
-        let acfg = AnalyzeConfig {
-            inputs: cfg.inputs.clone(),
-            samples: cfg.samples,
-            seed: cfg.seed,
-            basis: cfg.basis,
-            blocks: cfg.blocks,
-            pilot_samples: cfg.pilot_samples,
-        };
-        let bar = bar_for("analyze", n, (cfg.inputs.len() + data.n_classes()) as u64);
-        let an = analyze(&model, data, &acfg, &|| bar.inc(1))?;
-        bar.finish_and_clear();
-
-        let tcfg = AttackConfig {
-            inputs: cfg.inputs.clone(),
-            epsilons: vec![cfg.attack_epsilon],
-            pixels: Vec::new(),
-            samples: cfg.samples,
-            basis: cfg.basis,
-            blocks: 1,
-            pilot_samples: cfg.pilot_samples,
-            serve_samples: cfg.serve_samples,
-            seed: cfg.seed,
-            reference_epsilon: cfg.attack_epsilon,
-            ..AttackConfig::default()
-        };
-        let bar = bar_for("attack", n, cfg.inputs.len() as u64);
-        let at = attack(&model, data, &tcfg, &|| bar.inc(1))?;
-        bar.finish_and_clear();
+        let an = analyze(&model, data, &acfg, progress)?;
+        let at = attack(&model, data, &tcfg, progress)?;
 
         if let Some(out) = out {
             let d = out.join(format!("d{n}"));
@@ -478,7 +514,7 @@ pub fn depth_study(
     }
     Ok(DepthStudyReport {
         dataset: data.name.clone(),
-        settings: cfg.clone(),
+        settings: params.clone(),
         rows,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -496,7 +532,7 @@ fn q(x: &Quartiles) -> String {
 }
 
 /// Header of the depth study's Markdown table.
-pub fn table_header(data: &Dataset, cfg: &DepthStudyConfig) -> String {
+pub fn table_header(data: &Dataset, cfg: &DepthStudyParams) -> String {
     format!(
         "depth study on {} ({} inputs, S = {}, ε = {}, width {}, method {:?}, seed {})\n\
          Fisher columns: median [quartiles] of the top input-Fisher eigenvalue; |λ(T)|: median over inputs of the \

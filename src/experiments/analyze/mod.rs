@@ -8,59 +8,86 @@
 //! class, SPEC §8 "cache it per predicted class"). Where a number cannot be trusted (C_kk
 //! near-singular, too few samples for the operator count) a warning stands beside it.
 
+mod plots;
+
+pub use plots::write_plots;
+
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{check_at_least, Error, Result};
+use crate::params::{Params, Valid};
+use crate::progress::Progress;
+use crate::report::stats::median;
+use crate::rg::basis::{
+    classification_bases, generation_bases, BasisChoice, BasisPlan, DEFAULT_BASIS,
+    DEFAULT_PILOT_SAMPLES,
+};
 use crate::rg::couplings::{coupling_flow, CouplingFit, PseudoLikelihoodConfig};
 use crate::rg::fisher::{input_fisher, output_fisher, top_eigen};
-use crate::rg::stability::sample_classification;
 use crate::rg::{FlowConfig, OperatorBasis, OutputReading, Spectra, StabilityStep};
 use crate::sample::{OutputMode, Predictor};
 use crate::DeepRbm;
 
-/// Operator basis of the hidden layers (the output layer gets the complete basis when it has at
-/// most 12 units, which makes the direct Fisher estimator exact, SPEC §6).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub enum BasisChoice {
-    /// `{h_i}`.
-    Order1,
-    /// `{h_i} ∪ {h_i h_j}` (all pairs).
-    Order2,
-    /// Order 1 plus the M pairs of largest |covariance|, chosen once per layer from pilot samples
-    /// pooled over the analysed inputs, then frozen (so T's of different inputs are comparable).
-    TopPairs(usize),
-}
-
-impl std::str::FromStr for BasisChoice {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "order1" => Ok(BasisChoice::Order1),
-            "order2" => Ok(BasisChoice::Order2),
-            _ => match s.strip_prefix("order2:").map(str::parse::<usize>) {
-                Some(Ok(m)) if m > 0 => Ok(BasisChoice::TopPairs(m)),
-                _ => Err(Error::invalid(format!(
-                    "--basis '{s}': expected order1, order2 or order2:M (M > 0 top pairs)"
-                ))),
-            },
-        }
-    }
-}
-
 /// Settings of one analysis.
 #[derive(Clone, Debug, Serialize)]
-pub struct AnalyzeConfig {
+pub struct AnalyzeParams {
     /// Test-split indices to analyse.
     pub inputs: Vec<usize>,
     /// Ancestral samples S per input (and per class on the generation side).
     pub samples: usize,
+    /// Seed of the samplers (and of the pilot samples).
     pub seed: u64,
+    /// Hidden-layer operator basis.
     pub basis: BasisChoice,
     /// Jackknife blocks for error bars.
     pub blocks: usize,
     /// Pilot samples (in total) used to choose frozen top pairs.
     pub pilot_samples: usize,
+}
+
+impl Default for AnalyzeParams {
+    /// Test inputs 0..20, S = 20 000, seed 0, [`DEFAULT_BASIS`], 20 jackknife blocks,
+    /// [`DEFAULT_PILOT_SAMPLES`].
+    fn default() -> Self {
+        AnalyzeParams {
+            inputs: (0..20).collect(),
+            samples: 20_000,
+            seed: 0,
+            basis: DEFAULT_BASIS,
+            blocks: 20,
+            pilot_samples: DEFAULT_PILOT_SAMPLES,
+        }
+    }
+}
+
+impl AnalyzeParams {
+    /// How the frozen classification bases are chosen.
+    pub fn basis_plan(&self) -> BasisPlan {
+        BasisPlan {
+            choice: self.basis,
+            pilot_samples: self.pilot_samples,
+            seed: self.seed,
+        }
+    }
+}
+
+impl Params for AnalyzeParams {
+    fn check(self) -> Result<Valid<Self>> {
+        if self.inputs.is_empty() {
+            return Err(Error::invalid("analyze: no inputs selected"));
+        }
+        check_at_least("analyze: samples", self.samples, 2)?;
+        check_at_least("analyze: blocks", self.blocks, 1)?;
+        if self.blocks > self.samples {
+            return Err(Error::invalid(format!(
+                "analyze: {} jackknife blocks for {} samples (at most one block per sample)",
+                self.blocks, self.samples
+            )));
+        }
+        Ok(Valid::checked(self))
+    }
 }
 
 /// Spectra and conditioning of one stability matrix (top values only).
@@ -70,6 +97,7 @@ pub struct LayerReport {
     pub k: usize,
     /// `T` is `rows × cols` (operators of the produced layer × of the conditioning layer).
     pub rows: usize,
+    /// Columns of T (operators of the conditioning layer).
     pub cols: usize,
     /// `cond(C_tt)` of the inverted covariance, before regularisation.
     pub cond: f64,
@@ -79,6 +107,7 @@ pub struct LayerReport {
     pub eigenvalue_moduli: Option<Vec<f64>>,
     /// Count of |λ(T)| > 1 (the paper's relevant directions; labelling-dependent).
     pub n_relevant: Option<usize>,
+    /// Always true: a reminder that eig(T) depends on the labelling of hidden units.
     pub labelling_dependent: bool,
     /// Largest singular values of T (labelling-invariant).
     pub singular_values: Vec<f64>,
@@ -118,16 +147,23 @@ fn layer_report(step: &StabilityStep) -> LayerReport {
 /// Input-Fisher summary (SPEC §6): top eigenvalues in each reading and their ratio to the bound.
 #[derive(Clone, Debug, Serialize)]
 pub struct InputFisherSummary {
+    /// Top eigenvalue of the chain estimate `J_xᵀ C_NN J_x`.
     pub chain_top: f64,
+    /// Its jackknife standard error.
     pub chain_top_std_err: Option<f64>,
+    /// Top eigenvalue of the direct estimate.
     pub direct_top: f64,
+    /// Its jackknife standard error.
     pub direct_top_std_err: Option<f64>,
     /// `λ_max(W_1ᵀ diag(μ_1(1−μ_1)) W_1)`: no stochastic reading can exceed it.
     pub bound_top: f64,
+    /// Chain / bound.
     pub ratio_chain: f64,
+    /// Direct / bound (≤ 1 up to sampling error: data processing).
     pub ratio_direct: f64,
     /// Mean-field reading: Fisher information of `Π Bern(μ_N(x))` — not bounded by the bound.
     pub mean_field_top: f64,
+    /// Mean field / bound (not bounded by 1).
     pub ratio_mean_field: f64,
     /// Top eigenvector of the direct estimate (the most sensitive input direction).
     pub top_eigenvector: Vec<f64>,
@@ -146,6 +182,7 @@ pub struct CouplingSummary {
     pub max_abs: f64,
     /// Couplings left out because their standard error exceeds [`COUPLING_SE_MAX`].
     pub undetermined: usize,
+    /// Whether the pseudo-likelihood fit converged.
     pub converged: bool,
 }
 
@@ -154,58 +191,80 @@ pub struct CouplingSummary {
 pub struct InputAnalysis {
     /// Index in the test split.
     pub index: usize,
+    /// True label.
     pub label: u32,
+    /// Served class.
     pub predicted: usize,
+    /// Per stability matrix `T^{(k)}`, k = 2…N.
     pub layers: Vec<LayerReport>,
     /// The coupling flow: couplings of every layer in its basis (order 2 on the output layer),
     /// fitted from min(S, 5000) samples.
     pub couplings: Vec<CouplingSummary>,
+    /// The input Fisher information in its readings.
     pub fisher: InputFisherSummary,
+    /// What cannot be trusted in this input's numbers.
     pub warnings: Vec<String>,
 }
 
 /// Output-Fisher summary of one class in one reading (SPEC §7).
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputFisherSummary {
+    /// The reading of `∂/∂y` (SPEC §7).
     pub reading: OutputReading,
+    /// Top eigenvalue of the chain estimate of `F̃_y`.
     pub chain_top: f64,
+    /// Top eigenvalue of the direct estimate of `F̃_y`.
     pub direct_top: f64,
     /// Ratio of the chain's top eigenvalue to the bound `λ_max(W_N diag(σ'(W_Nᵀy + b_N)) W_Nᵀ)`
     /// (reading (P) only).
     pub ratio_chain_to_bound: Option<f64>,
     /// Top eigenvalue of `P F̃ P` and the poison direction u (Σu = 0), from the direct estimate.
     pub poison_value: f64,
+    /// The poison direction u (top eigenvector of `P F̃ P`, direct estimate).
     pub poison_direction: Vec<f64>,
     /// The same from the chain estimate.
     pub poison_direction_chain: Vec<f64>,
+    /// Per generation stability matrix `T̃^{(k)}`.
     pub layers: Vec<LayerReport>,
+    /// What cannot be trusted in this class's numbers.
     pub warnings: Vec<String>,
 }
 
 /// Analysis of one class: its generation flow at the one-hot output, and summaries of its inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassAnalysis {
+    /// Class index.
     pub class: usize,
+    /// Class name.
     pub name: String,
     /// Inputs of this class among those analysed.
     pub n_inputs: usize,
     /// Median ratio of the input-Fisher top eigenvalue (direct) to the first-layer bound.
     pub median_ratio_direct: Option<f64>,
+    /// Median mean-field ratio over the analysed inputs of this class.
     pub median_ratio_mean_field: Option<f64>,
+    /// The output Fisher information at the one-hot output, per reading.
     pub output: Vec<OutputFisherSummary>,
 }
 
 /// Everything `analyze` writes to `analysis.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct AnalysisReport {
+    /// Widths of the analysed model.
     pub widths: Vec<usize>,
+    /// Data set name.
     pub dataset: String,
-    pub settings: AnalyzeConfig,
+    /// The analysis settings.
+    pub settings: Valid<AnalyzeParams>,
     /// Operator counts per classification layer 1…N and per generation layer 0…N−1.
     pub classification_operators: Vec<usize>,
+    /// Operators per generation layer 0…N−1.
     pub generation_operators: Vec<usize>,
+    /// Per input.
     pub inputs: Vec<InputAnalysis>,
+    /// Per class.
     pub classes: Vec<ClassAnalysis>,
+    /// Wall-clock time of the analysis.
     pub seconds: f64,
 }
 
@@ -297,90 +356,19 @@ fn warnings_for(layers: &[LayerReport], ops: &[usize], samples: usize) -> Vec<St
     w
 }
 
-/// The frozen classification bases of layers 1…N (see [`BasisChoice`]).
-pub fn classification_bases(
-    model: &DeepRbm,
-    pilot_inputs: &[&[f32]],
-    cfg: &AnalyzeConfig,
-) -> Result<Vec<OperatorBasis>> {
-    let widths = model.widths();
-    let n = model.depth();
-    let mut pilot_states: Vec<Vec<f32>> = vec![Vec::new(); n];
-    if let BasisChoice::TopPairs(_) = cfg.basis {
-        let per = (cfg.pilot_samples / pilot_inputs.len().max(1)).max(2);
-        for (i, x) in pilot_inputs.iter().enumerate() {
-            let fc = FlowConfig {
-                samples: per,
-                seed: cfg.seed ^ 0x9110_7000 ^ i as u64,
-                blocks: 1,
-                ..FlowConfig::default()
-            };
-            for (k, layer) in sample_classification(model, x, &fc)?
-                .into_iter()
-                .enumerate()
-            {
-                pilot_states[k].extend(layer.states);
-            }
-        }
-    }
-    (1..=n)
-        .map(|k| {
-            let w = widths[k];
-            if k == n && w <= crate::exact::MAX_WIDTH {
-                return OperatorBasis::complete(w);
-            }
-            match cfg.basis {
-                BasisChoice::Order1 => OperatorBasis::order1(w),
-                BasisChoice::Order2 => OperatorBasis::order2(w),
-                BasisChoice::TopPairs(m) => OperatorBasis::top_pairs(&pilot_states[k - 1], w, m),
-            }
-        })
-        .collect()
-}
-
-/// The generation bases of layers 0…N−1: the input layer gets order 1 plus nearest-neighbour
-/// pairs on its image grid (RG-NOTES A4), or order 1; hidden layers reuse the classification bases.
-pub fn generation_bases(
-    model: &DeepRbm,
-    class_bases: &[OperatorBasis],
-    image_shape: Option<(usize, usize)>,
-) -> Result<Vec<OperatorBasis>> {
-    let n0 = model.n_inputs();
-    let input = match image_shape {
-        Some((r, c)) if r * c == n0 => OperatorBasis::grid_nearest_neighbour(r, c)?,
-        _ => OperatorBasis::order1(n0)?,
-    };
-    let mut v = vec![input];
-    v.extend(class_bases[..model.depth() - 1].iter().cloned());
-    Ok(v)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
-}
-
-/// Run the analysis; `tick` is called after each input and each class (for a progress bar).
+/// Run the analysis; `progress` counts the inputs, then the classes.
 pub fn analyze(
     model: &DeepRbm,
     data: &Dataset,
-    cfg: &AnalyzeConfig,
-    tick: &(dyn Fn() + Sync),
+    params: &Valid<AnalyzeParams>,
+    progress: &dyn Progress,
 ) -> Result<AnalysisReport> {
     let t0 = std::time::Instant::now();
-    if cfg.inputs.is_empty() {
-        return Err(Error::invalid("analyze: no inputs selected"));
-    }
-    data.check_test_inputs(&cfg.inputs, "analyze")
-        .map_err(Error::invalid)?;
+    let cfg = params;
+    data.check_test_inputs(&cfg.inputs, "analyze")?;
     crate::train::check_widths_fit(&model.widths(), data)?;
     let rows: Vec<&[f32]> = cfg.inputs.iter().map(|&i| data.test.row(i)).collect();
-    let pilot: Vec<&[f32]> = rows.iter().take(32).copied().collect();
-    let cbases = classification_bases(model, &pilot, cfg)?;
+    let cbases = classification_bases(model, &rows, &cfg.basis_plan())?;
     let gbases = generation_bases(model, &cbases, data.image_shape)?;
     let c_ops: Vec<usize> = cbases.iter().map(|b| b.len()).collect();
     // The coupling flow uses order 2 on the output layer rather than its complete basis: the same
@@ -406,7 +394,7 @@ pub fn analyze(
             seed: 0,
         },
     );
-    use rayon::prelude::*;
+    progress.start("analyze", (cfg.inputs.len() + data.n_classes()) as u64);
     let inputs = cfg
         .inputs
         .par_iter()
@@ -433,7 +421,7 @@ pub fn analyze(
                 .enumerate()
                 .map(|(j, (f, b))| coupling_summary(j + 1, f, b))
                 .collect();
-            tick();
+            progress.inc(1);
             Ok(InputAnalysis {
                 index: i,
                 label: data.test.y[i],
@@ -481,180 +469,36 @@ pub fn analyze(
             }
             let mine: Vec<&InputAnalysis> =
                 inputs.iter().filter(|a| a.label as usize == c).collect();
-            tick();
+            progress.inc(1);
             Ok(ClassAnalysis {
                 class: c,
                 name: data.class_names[c].clone(),
                 n_inputs: mine.len(),
-                median_ratio_direct: median(mine.iter().map(|a| a.fisher.ratio_direct).collect()),
+                median_ratio_direct: median(
+                    &mine
+                        .iter()
+                        .map(|a| a.fisher.ratio_direct)
+                        .collect::<Vec<_>>(),
+                ),
                 median_ratio_mean_field: median(
-                    mine.iter().map(|a| a.fisher.ratio_mean_field).collect(),
+                    &mine
+                        .iter()
+                        .map(|a| a.fisher.ratio_mean_field)
+                        .collect::<Vec<_>>(),
                 ),
                 output,
             })
         })
         .collect::<Result<Vec<ClassAnalysis>>>()?;
+    progress.finish();
     Ok(AnalysisReport {
         widths: model.widths(),
         dataset: data.name.clone(),
-        settings: cfg.clone(),
+        settings: params.clone(),
         classification_operators: c_ops,
         generation_operators: g_ops,
         inputs,
         classes,
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-fn median_curve(curves: &[&[f64]]) -> Vec<(f64, f64)> {
-    let len = curves.iter().map(|c| c.len()).max().unwrap_or(0);
-    (0..len)
-        .filter_map(|i| {
-            median(curves.iter().filter_map(|c| c.get(i).copied()).collect())
-                .map(|m| ((i + 1) as f64, m))
-        })
-        .collect()
-}
-
-/// Draw the analysis plots into `dir`; returns the files written.
-pub fn write_plots(
-    r: &AnalysisReport,
-    dir: &std::path::Path,
-    image_shape: Option<(usize, usize)>,
-) -> Result<Vec<std::path::PathBuf>> {
-    use crate::report::{bar_grid, image_grid, line_plot, Series};
-    let mut files = Vec::new();
-    let steps: Vec<usize> = r
-        .inputs
-        .first()
-        .map(|i| i.layers.iter().map(|l| l.k).collect())
-        .unwrap_or_default();
-    if !steps.is_empty() {
-        let per_layer = |f: &dyn Fn(&LayerReport) -> &[f64]| -> Vec<Series> {
-            steps
-                .iter()
-                .enumerate()
-                .map(|(j, k)| {
-                    let curves: Vec<&[f64]> = r
-                        .inputs
-                        .iter()
-                        .filter_map(|i| i.layers.get(j))
-                        .map(f)
-                        .collect();
-                    (format!("T({k})"), median_curve(&curves))
-                })
-                .collect()
-        };
-        let p = dir.join("stability_singular_values.png");
-        line_plot(
-            &p,
-            "Stability matrices: singular values (median over inputs)",
-            "index",
-            "singular value of T(k)",
-            &per_layer(&|l| &l.singular_values),
-            true,
-        )?;
-        files.push(p);
-        let p = dir.join("canonical_correlations.png");
-        line_plot(
-            &p,
-            "Canonical correlations between consecutive layers (median over inputs)",
-            "index",
-            "canonical correlation",
-            &per_layer(&|l| &l.canonical_correlations),
-            false,
-        )?;
-        files.push(p);
-    }
-    let n_layers = r.widths.len() - 1;
-    let flow = |f: &dyn Fn(&CouplingSummary) -> f64| -> Vec<(f64, f64)> {
-        (0..n_layers)
-            .filter_map(|j| {
-                median(
-                    r.inputs
-                        .iter()
-                        .filter_map(|i| i.couplings.get(j))
-                        .map(f)
-                        .collect(),
-                )
-                .map(|m| ((j + 1) as f64, m))
-            })
-            .collect()
-    };
-    let p = dir.join("coupling_flow.png");
-    line_plot(
-        &p,
-        "Coupling flow: RMS of the determined couplings (median over inputs)",
-        "layer k",
-        "RMS coupling",
-        &[
-            ("order 1 (fields)".to_string(), flow(&|c| c.field_rms)),
-            ("order 2 (pairs)".to_string(), flow(&|c| c.higher_rms)),
-        ],
-        false,
-    )?;
-    files.push(p);
-    let idx = |f: &dyn Fn(&InputAnalysis) -> f64| -> Vec<(f64, f64)> {
-        r.inputs.iter().map(|i| (i.index as f64, f(i))).collect()
-    };
-    let p = dir.join("fisher_ratio_to_bound.png");
-    line_plot(
-        &p,
-        "Top input-Fisher eigenvalue / first-layer bound",
-        "test input",
-        "ratio (stochastic readings ≤ 1)",
-        &[
-            ("chain".to_string(), idx(&|i| i.fisher.ratio_chain)),
-            ("direct".to_string(), idx(&|i| i.fisher.ratio_direct)),
-            (
-                "mean-field".to_string(),
-                idx(&|i| i.fisher.ratio_mean_field),
-            ),
-        ],
-        true,
-    )?;
-    files.push(p);
-    if let Some(shape) = image_shape {
-        let imgs: Vec<(String, Vec<f64>)> = r
-            .inputs
-            .iter()
-            .take(10)
-            .map(|i| {
-                (
-                    format!("#{} label {} → {}", i.index, i.label, i.predicted),
-                    i.fisher.top_eigenvector.clone(),
-                )
-            })
-            .collect();
-        let p = dir.join("input_fisher_eigenvectors.png");
-        image_grid(
-            &p,
-            "Top input-Fisher eigenvector (red +, blue −)",
-            &imgs,
-            shape,
-        )?;
-        files.push(p);
-    }
-    let names: Vec<String> = r.classes.iter().map(|c| c.name.clone()).collect();
-    for (reading, tag) in [(OutputReading::PlugIn, "P"), (OutputReading::Mixture, "C")] {
-        let panels: Vec<(String, Vec<f64>)> = r
-            .classes
-            .iter()
-            .filter_map(|c| {
-                c.output
-                    .iter()
-                    .find(|o| o.reading == reading)
-                    .map(|o| (format!("class {}", c.name), o.poison_direction.clone()))
-            })
-            .collect();
-        let p = dir.join(format!("poison_directions_{tag}.png"));
-        bar_grid(
-            &p,
-            &format!("Poison direction u per class, reading ({tag})"),
-            &panels,
-            &names,
-        )?;
-        files.push(p);
-    }
-    Ok(files)
 }

@@ -1,0 +1,191 @@
+//! `rgshield clone-eval`: cloning attacks against defended outputs (SPEC §9).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::common::{emit, poison_cache, prepare_out_dir, Bar, DataArgs};
+use rgshield::data::Dataset;
+use rgshield::defence::{DefenceSpec, PoisonCache};
+use rgshield::experiments::clone_eval::{
+    self, AttackerSpec, CloneEvalParams, CloneEvalReport, DefenceSetting,
+};
+use rgshield::model::io as model_io;
+use rgshield::sample::OutputMode;
+use rgshield::{DeepRbm, Params, Valid};
+
+/// Flags of `rgshield clone-eval`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Victim model directory (the poison caches of `rg` are kept there).
+    #[arg(long, required_unless_present = "from_json")]
+    model: Option<PathBuf>,
+    /// Print (and write beside it as clone_eval.tables.md) the tables of an existing
+    /// clone_eval.json instead of running: the mean ± sd cells and the paired differences.
+    #[arg(long)]
+    from_json: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Defences: none, rg (= rg:P), rg:C, random, gaussian, reverse-sigmoid, rounding, top1.
+    #[arg(
+        long,
+        default_value = "none,rg,random,gaussian,reverse-sigmoid,rounding,top1"
+    )]
+    defences: String,
+    /// ε values of rg and random (default 0.05,0.1,0.2,0.4); the other defences sweep their own
+    /// documented parameter lists.
+    #[arg(long, value_delimiter = ',')]
+    epsilons: Option<Vec<f64>>,
+    /// Attackers: eq14, distill, LEARNER+roundD, LEARNER+top1, adaptive (= distill+round1,distill+top1).
+    #[arg(long, default_value = "eq14,distill,adaptive")]
+    attackers: String,
+    /// Queries per attacker.
+    #[arg(long, default_value_t = CloneEvalParams::default().budget)]
+    budget: usize,
+    /// Number of seeds (1…N): query split, augmentation and clone initialisation.
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// L2 norm of the transfer perturbations.
+    #[arg(long, default_value_t = CloneEvalParams::default().transfer_epsilon)]
+    transfer_epsilon: f64,
+    /// Correctly served evaluation inputs used for the transfer measurement.
+    #[arg(long, default_value_t = CloneEvalParams::default().transfer_inputs)]
+    transfer_inputs: usize,
+    /// Samples S of the victim's (and eq14 clones') served output.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Eq. 14 clone: greedy pretraining epochs (default: the eq14 training default).
+    #[arg(long)]
+    clone_pretrain_epochs: Option<usize>,
+    /// Eq. 14 clone: maximum sweeps (default: the eq14 training default).
+    #[arg(long)]
+    clone_sweeps: Option<usize>,
+    /// Output directory (default: MODEL/clone).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl Args {
+    /// The defences named by `--defences`, each once.
+    fn defence_specs(&self) -> Result<Vec<DefenceSpec>> {
+        let mut specs: Vec<DefenceSpec> = Vec::new();
+        for t in self.defences.split(',') {
+            let spec: DefenceSpec = t
+                .trim()
+                .parse()
+                .with_context(|| format!("--defences '{t}'"))?;
+            if specs.contains(&spec) {
+                bail!("--defences: '{t}' is listed twice");
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+}
+
+impl TryFrom<&Args> for Valid<CloneEvalParams> {
+    type Error = anyhow::Error;
+    fn try_from(a: &Args) -> Result<Self> {
+        let mut p = CloneEvalParams {
+            defences: a
+                .defence_specs()?
+                .into_iter()
+                .map(|s| DefenceSetting::default_for(s, a.epsilons.as_deref()))
+                .collect(),
+            attackers: AttackerSpec::parse_list(&a.attackers)?,
+            budget: a.budget,
+            seeds: (1..=a.seeds).collect(),
+            serve: OutputMode::Served {
+                samples: a.samples,
+                seed: 0,
+            },
+            transfer_epsilon: a.transfer_epsilon,
+            transfer_inputs: a.transfer_inputs,
+            ..CloneEvalParams::default()
+        };
+        if let Some(v) = a.clone_pretrain_epochs {
+            p.eq14.pretrain_epochs = v;
+        }
+        if let Some(v) = a.clone_sweeps {
+            p.eq14.sweeps = v;
+        }
+        Ok(p.check()?)
+    }
+}
+
+/// The poison caches the `rg` defences of `params` need, from (or computed into) `model_dir`.
+pub fn caches_for(
+    params: &CloneEvalParams,
+    model_dir: &Path,
+    model: &DeepRbm,
+    image_shape: Option<(usize, usize)>,
+) -> Result<Vec<PoisonCache>> {
+    let mut caches: Vec<PoisonCache> = Vec::new();
+    for d in &params.defences {
+        if let DefenceSpec::Rg(reading) = d.spec {
+            if !caches.iter().any(|c| c.reading == reading) {
+                caches.push(poison_cache(model_dir, model, image_shape, reading)?);
+            }
+        }
+    }
+    Ok(caches)
+}
+
+/// Run the cloning experiment on `model` and write `clone_eval.json`, `clone_eval.md` and the
+/// plots into `out`; returns the report and its Markdown tables.
+pub fn run_in(
+    model: &DeepRbm,
+    data: &Dataset,
+    params: &Valid<CloneEvalParams>,
+    caches: &[PoisonCache],
+    out: &Path,
+) -> Result<(CloneEvalReport, String)> {
+    prepare_out_dir(out)?;
+    let report = clone_eval::clone_eval(model, data, params, caches, &Bar::new())?;
+    let md = clone_eval::markdown(&report);
+    emit(
+        out,
+        "clone_eval.json",
+        &report,
+        Some(("clone_eval.md", &md)),
+        |dir| clone_eval::write_plots(&report, dir),
+    )?;
+    Ok((report, md))
+}
+
+/// Print and write the tables of a written `clone_eval.json`.
+fn tables_from_json(f: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    let saved: clone_eval::SavedRows = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a clone_eval.json", f.display()))?;
+    let md = clone_eval::tables(
+        &format!("clone-eval tables of {}\n\n", f.display()),
+        &saved.baselines,
+        &saved.rows,
+    );
+    rgshield::util::atomic_write(&f.with_file_name("clone_eval.tables.md"), md.as_bytes())?;
+    println!("{md}");
+    Ok(())
+}
+
+/// Run `rgshield clone-eval`.
+pub fn run(a: &Args) -> Result<()> {
+    if let Some(f) = &a.from_json {
+        return tables_from_json(f);
+    }
+    let model_dir = a.model.clone().context("--model is required")?;
+    let params: Valid<CloneEvalParams> = a.try_into()?;
+    let (model, meta) = model_io::load(&model_dir)?;
+    let data = a.data.load()?;
+    let shape = meta
+        .dataset
+        .as_ref()
+        .and_then(|d| d.image_shape)
+        .or(data.image_shape);
+    let caches = caches_for(&params, &model_dir, &model, shape)?;
+    let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
+    let (report, md) = run_in(&model, &data, &params, &caches, &out)?;
+    println!("{md}");
+    println!("clone-eval took {:.0} s", report.seconds);
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! What the commands share: the data-set flags, the training flags, the basis flag, test-input
+//! selections, progress bars, and `emit` (write a report's JSON, Markdown and plots and say so).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use rgshield::data::{self, Binarize, DataSpec, Dataset, LoadOptions};
+use rgshield::defence::{Defence, DefenceSpec, PoisonCache};
+use rgshield::rg::basis::{BasisChoice, DEFAULT_BASIS};
+use rgshield::rg::OutputReading;
+use rgshield::train::{Method, SweepOrder, Targets, TrainParams};
+use rgshield::{DeepRbm, Params, Progress, Valid};
+
+/// The data-set flags of every command that reads data.
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// Data set: digits (embedded), fashion-mnist[:DIR], mnist:DIR, csv:FILE, ising[:L].
+    #[arg(long, default_value = "digits")]
+    pub data: DataSpec,
+    /// Binarisation: "default" (the loader's documented threshold), "off", or a threshold on the
+    /// native pixel scale (value > t → 1).
+    #[arg(long, default_value_t = Binarize::Default)]
+    pub binarize: Binarize,
+    /// k×k mean pooling of image inputs before binarisation (e.g. 2 turns 28×28 into 14×14).
+    #[arg(long, default_value_t = 1)]
+    pub pool: usize,
+    /// Keep only the first n training rows.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// Keep only the first n test rows.
+    #[arg(long)]
+    pub max_test: Option<usize>,
+    /// Seed for generated data sets (ising).
+    #[arg(long, default_value_t = 0)]
+    pub data_seed: u64,
+}
+
+impl DataArgs {
+    /// Load the data set these flags describe.
+    pub fn load(&self) -> Result<Dataset> {
+        let opts = LoadOptions {
+            binarize: self.binarize,
+            pool: self.pool,
+            max_train: self.max_train,
+            max_test: self.max_test,
+            seed: self.data_seed,
+        };
+        Ok(data::load(&self.data, &opts)?)
+    }
+}
+
+/// The operator basis flag of the RG commands (its default is the library's).
+#[derive(Args, Clone)]
+pub struct BasisArg {
+    /// Hidden-layer operator basis: order1, order2 (all pairs: 2080 operators at width 64, slow
+    /// and memory-hungry), or order2:M (order 1 plus the M pairs of largest |covariance|, chosen
+    /// from pilot samples and frozen). The output layer gets the complete basis when it has at
+    /// most 12 units.
+    #[arg(long, default_value_t = DEFAULT_BASIS)]
+    pub basis: BasisChoice,
+}
+
+/// Test-split inputs: a range `A..B` or a comma list `i,j,k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs(pub Vec<usize>);
+
+impl FromStr for Inputs {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some((a, b)) = s.split_once("..") {
+            let a: usize = a
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}': bad start"))?;
+            let b: usize = b
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}': bad end"))?;
+            if b <= a {
+                bail!("'{s}': empty range");
+            }
+            return Ok(Inputs((a..b).collect()));
+        }
+        s.split(',')
+            .map(|t| {
+                t.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("'{s}': '{t}' is not an index"))
+            })
+            .collect::<Result<_>>()
+            .map(Inputs)
+    }
+}
+
+impl fmt::Display for Inputs {
+    /// `A..B` for a contiguous range, else the comma list.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.0;
+        let contiguous = v.len() > 1 && v.windows(2).all(|w| w[1] == w[0] + 1);
+        if contiguous {
+            return write!(f, "{}..{}", v[0], v[v.len() - 1] + 1);
+        }
+        let items: Vec<String> = v.iter().map(|i| i.to_string()).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+/// Depths N: a comma list such as `1,2,3` (each ≥ 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Depths(pub Vec<usize>);
+
+impl FromStr for Depths {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let d: Vec<usize> = s
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("'{t}' is not a depth"))
+            })
+            .collect::<Result<_>>()?;
+        rgshield::model::check_depths("--depths", &d)?;
+        Ok(Depths(d))
+    }
+}
+
+impl fmt::Display for Depths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.0.iter().map(|i| i.to_string()).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+/// The training flags. Each one left out takes the method's documented default
+/// (`TrainParams::for_method`; `rgshield train --print-defaults` shows them).
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// Training procedure: eq14 (greedy CD pretraining, then the paper's eq. 14 sweeps) or hybrid
+    /// (stochastic back-propagation fine-tuning from a random start, then eq. 14 refinement).
+    #[arg(long, default_value_t = TrainParams::default().method)]
+    pub method: Method,
+    /// Seed of the initialisation, minibatch order, samplers and held-out split.
+    #[arg(long, default_value_t = TrainParams::default().seed)]
+    pub seed: u64,
+    /// Maximum eq. 14 sweeps (hybrid: refinement sweeps).
+    #[arg(long)]
+    pub sweeps: Option<usize>,
+    /// Eq. 14 learning rate (hybrid: refinement rate).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Greedy CD pretraining epochs per RBM 1…N-1.
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
+    /// Hybrid: maximum fine-tuning epochs (early-stopped on the held-out loss).
+    #[arg(long)]
+    pub finetune_epochs: Option<usize>,
+    /// Gibbs steps k of the model moments (CD-k).
+    #[arg(long)]
+    pub cd_k: Option<usize>,
+    /// Persistent chains instead of CD restarts at the data.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Eq. 14 targets in the last sampled step: samples or probs.
+    #[arg(long)]
+    pub targets: Option<Targets>,
+    /// Layer order within a sweep: top-down or bottom-up.
+    #[arg(long)]
+    pub sweep_order: Option<SweepOrder>,
+    /// Minibatch size of pretraining and eq. 14 (the fine-tuning uses at most 32).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Sweeps (or fine-tuning checks) without held-out improvement before stopping.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Passes over the data per layer within one sweep.
+    #[arg(long)]
+    pub epochs_per_layer: Option<usize>,
+    /// Multiplicative learning-rate decay per sweep.
+    #[arg(long)]
+    pub lr_decay: Option<f32>,
+    /// Momentum of the CD and eq. 14 updates, in [0, 1).
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// L2 weight decay on the weights W (CD, eq. 14 and fine-tuning).
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Greedy pretraining learning rate.
+    #[arg(long)]
+    pub pretrain_lr: Option<f32>,
+    /// Hybrid: Adam learning rate of the fine-tuning.
+    #[arg(long)]
+    pub finetune_lr: Option<f32>,
+    /// Standard deviation of the initial Gaussian weights.
+    #[arg(long)]
+    pub init_scale: Option<f32>,
+    /// Eq. 14 learning rate of RBMs 1…N-1 relative to the top RBM.
+    #[arg(long)]
+    pub lower_lr_factor: Option<f32>,
+    /// Hybrid: fine-tune through sampled hidden states (true) or the mean field (false).
+    #[arg(long)]
+    pub finetune_stochastic: Option<bool>,
+    /// Hybrid: probability of flipping each input value in fine-tuning batches (augmentation).
+    #[arg(long)]
+    pub finetune_input_noise: Option<f32>,
+}
+
+impl TrainArgs {
+    /// The method's defaults with every given flag applied (not yet checked).
+    pub fn params(&self) -> TrainParams {
+        self.params_for(self.method)
+    }
+
+    /// [`TrainArgs::params`] for another method (the flags apply to every method compared).
+    pub fn params_for(&self, method: Method) -> TrainParams {
+        let mut c = TrainParams::for_method(method, self.seed);
+        macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* } }
+        set!(
+            sweeps,
+            lr,
+            pretrain_epochs,
+            finetune_epochs,
+            cd_k,
+            targets,
+            sweep_order,
+            batch,
+            patience,
+            epochs_per_layer,
+            lr_decay,
+            momentum,
+            weight_decay,
+            pretrain_lr,
+            finetune_lr,
+            init_scale,
+            lower_lr_factor,
+            finetune_stochastic,
+            finetune_input_noise
+        );
+        c.persistent |= self.persistent;
+        c
+    }
+}
+
+impl TryFrom<&TrainArgs> for Valid<TrainParams> {
+    type Error = anyhow::Error;
+    fn try_from(a: &TrainArgs) -> Result<Self> {
+        Ok(a.params().check()?)
+    }
+}
+
+/// A progress bar on the terminal (hidden when stderr is not one) for the library's [`Progress`]
+/// events.
+pub struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    /// A hidden bar until the first stage starts.
+    pub fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, len: u64) {
+        self.0.reset();
+        self.0.set_length(len);
+        self.0.set_prefix(what.to_string());
+        self.0.set_message("");
+    }
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn message(&self, msg: &str) {
+        self.0.set_message(msg.to_string());
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Create `dir` (and its parents) and check that a file can be written there, before any long
+/// work: a bad output path must fail at once, not after the run.
+pub fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let probe = dir.join(format!(".rgshield-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("{} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The model directory's poison cache of `reading`, computed and saved there on first use (and
+/// said so on stderr).
+pub fn poison_cache(
+    model_dir: &Path,
+    model: &DeepRbm,
+    image_shape: Option<(usize, usize)>,
+    reading: OutputReading,
+) -> Result<PoisonCache> {
+    let (cache, computed) = PoisonCache::load_or_compute(model_dir, model, image_shape, reading)?;
+    if computed {
+        eprintln!(
+            "computed poison directions per class ({} samples per class) into {}",
+            cache.samples,
+            PoisonCache::path_in(model_dir, reading).display()
+        );
+    }
+    Ok(cache)
+}
+
+/// The output defence named on the command line with its strength; `rg` uses the model
+/// directory's poison cache ([`poison_cache`]).
+pub fn build_defence(
+    name: &str,
+    strength: f64,
+    model: &DeepRbm,
+    model_dir: Option<&Path>,
+    image_shape: Option<(usize, usize)>,
+) -> Result<Arc<dyn Defence>> {
+    let spec: DefenceSpec = name
+        .parse()
+        .with_context(|| format!("--defence '{name}'"))?;
+    let cache = match spec {
+        DefenceSpec::Rg(reading) => {
+            let dir = model_dir.ok_or_else(|| {
+                anyhow::anyhow!("--defence {name}: needs a model directory for its poison cache")
+            })?;
+            Some(poison_cache(dir, model, image_shape, reading)?)
+        }
+        _ => None,
+    };
+    Ok(Arc::from(spec.build(strength, cache.as_ref())?))
+}
+
+/// Write a report into `dir`: `json_name` (pretty JSON), the Markdown `markdown` as
+/// `(file name, text)` when given, and the plots `plots(dir)` draws; then print one line that
+/// says what was written where. Returns the plots' paths.
+pub fn emit<T: Serialize>(
+    dir: &Path,
+    json_name: &str,
+    report: &T,
+    markdown: Option<(&str, &str)>,
+    plots: impl FnOnce(&Path) -> rgshield::Result<Vec<PathBuf>>,
+) -> Result<Vec<PathBuf>> {
+    prepare_out_dir(dir)?;
+    let json = dir.join(json_name);
+    rgshield::util::write_json(&json, report)?;
+    let mut wrote = json.display().to_string();
+    if let Some((name, text)) = markdown {
+        let md = dir.join(name);
+        rgshield::util::atomic_write(&md, text.as_bytes())?;
+        wrote += &format!(", {}", md.display());
+    }
+    let plots = plots(dir)?;
+    println!(
+        "wrote {wrote} and {} plot{} in {}",
+        plots.len(),
+        if plots.len() == 1 { "" } else { "s" },
+        dir.display()
+    );
+    Ok(plots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_parse_and_print_back() {
+        assert_eq!("2..5".parse::<Inputs>().unwrap(), Inputs(vec![2, 3, 4]));
+        assert_eq!("7, 1,3".parse::<Inputs>().unwrap(), Inputs(vec![7, 1, 3]));
+        assert_eq!(Inputs(vec![0, 1, 2]).to_string(), "0..3");
+        assert_eq!(Inputs(vec![4, 1]).to_string(), "4,1");
+        for bad in ["5..5", "a..3", "1,x", ""] {
+            assert!(bad.parse::<Inputs>().is_err(), "{bad}");
+        }
+        assert!("1,0".parse::<Depths>().is_err());
+        assert_eq!("1,3".parse::<Depths>().unwrap().to_string(), "1,3");
+    }
+}

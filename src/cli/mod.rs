@@ -1,0 +1,82 @@
+//! The command line: one file per command, each with its flags (`Args`), their conversion into
+//! the library's checked parameters (`TryFrom<&Args>`), and `run`. This file only dispatches.
+
+mod analyze;
+mod attack;
+mod bench;
+mod clone_eval;
+mod common;
+mod demo;
+mod eval;
+mod serve;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Deep RBM classifiers, their RG analysis, and RG poisoning against cloning.
+#[derive(Parser)]
+#[command(name = "rgshield", version)]
+pub struct Cli {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a deep RBM classifier (SPEC §3) and write model.safetensors, model.json and
+    /// train_report.json.
+    Train(train::Args),
+    /// Evaluate a saved model's accuracy on a data set's test split.
+    Eval(eval::Args),
+    /// The main job on the embedded digits: train, analyse, attack, poison one answer, clone;
+    /// writes a report.
+    Demo(demo::Args),
+    /// RG analysis of a model (SPEC §4-7): stability spectra, input and output Fisher information,
+    /// poison directions; writes analysis.json and plots.
+    Analyze(analyze::Args),
+    /// Adversarial attack (SPEC §6): input-Fisher directions against gradient baselines, judged by
+    /// the served class; writes attack.json (with the vulnerability summary) and plots.
+    Attack(attack::Args),
+    /// Cloning experiment (SPEC §9): attackers train clones on defended outputs; clone accuracy,
+    /// fidelity, adversarial transfer, utility and distortion per defence; writes clone_eval.json,
+    /// clone_eval.md and plots.
+    CloneEval(Box<clone_eval::Args>),
+    /// Serve a model's predictions over HTTP/JSON with an output defence (POST /v1/predict,
+    /// GET /v1/health, GET /v1/model); stops on Ctrl-C or SIGTERM after the requests in flight.
+    Serve(serve::Args),
+    /// Benchmarks that print tables.
+    #[command(subcommand)]
+    Bench(bench::Cmd),
+}
+
+/// Settings every command sees.
+pub struct Global {
+    /// `--threads`, when given.
+    pub threads: Option<usize>,
+}
+
+/// Parse the command line, set up the thread pool and run the command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads {t}: {e}"))?;
+    }
+    let g = Global {
+        threads: cli.threads,
+    };
+    match cli.cmd {
+        Cmd::Train(a) => train::run(&a),
+        Cmd::Eval(a) => eval::run(&a),
+        Cmd::Demo(a) => demo::run(&a),
+        Cmd::Analyze(a) => analyze::run(&a),
+        Cmd::Attack(a) => attack::run(&a),
+        Cmd::CloneEval(a) => clone_eval::run(&a),
+        Cmd::Serve(a) => serve::run(&a, &g),
+        Cmd::Bench(c) => bench::run(c, &g),
+    }
+}
