@@ -11,7 +11,7 @@ use crate::error::Result;
 
 /// Settings that passed [`Params::check`]. Only `check` implementations build one; it
 /// dereferences to the settings and serialises as them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Valid<P>(P);
 

@@ -21,7 +21,7 @@ use rgshield::perturb::{
     binary_flip, fgsm_delta, mean_field_margin, pgd, project_ball_box, step_to_norm, FgsmKind,
 };
 use rgshield::rg::BasisChoice;
-use rgshield::rg::{FlowConfig, OperatorBasis};
+use rgshield::rg::{FlowParams, OperatorBasis};
 use rgshield::{DeepRbm, Rbm};
 use rgshield::{NoProgress, Params};
 
@@ -81,12 +81,14 @@ fn fisher_direction_is_the_exact_top_eigenvector() {
             .iter()
             .map(|&w| OperatorBasis::complete(w).unwrap())
             .collect();
-        let flow = FlowConfig {
+        let flow = FlowParams {
             samples: 200_000,
             seed: 11,
             blocks: 1,
-            ..FlowConfig::default()
-        };
+            ..FlowParams::default()
+        }
+        .check()
+        .unwrap();
         let (v, _vmf, rep) = fisher_directions(&m, &x, &bases, &flow).unwrap();
         let overlap: f64 = v
             .iter()

@@ -7,10 +7,10 @@
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgshield::exact;
-use rgshield::rg::couplings::{coupling_flow, fit_couplings, CouplingFit, PseudoLikelihoodConfig};
+use rgshield::rg::couplings::{coupling_flow, fit_couplings, CouplingFit, PseudoLikelihoodParams};
 use rgshield::rg::OperatorBasis;
 use rgshield::sample::sample_up;
-use rgshield::DeepRbm;
+use rgshield::{DeepRbm, Params, Valid};
 
 /// A 6-5-4 stack with random weights and non-zero biases, and an input x.
 fn stack() -> (DeepRbm, Vec<f32>) {
@@ -51,12 +51,14 @@ fn all_states(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn tight() -> PseudoLikelihoodConfig {
-    PseudoLikelihoodConfig {
+fn tight() -> Valid<PseudoLikelihoodParams> {
+    PseudoLikelihoodParams {
         ridge: 1e-12,
         max_iter: 100,
         tol: 1e-11,
     }
+    .check()
+    .unwrap()
 }
 
 fn max_abs(v: impl IntoIterator<Item = f64>) -> f64 {
@@ -186,7 +188,7 @@ fn sampled_fit_within_standard_errors() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(77);
     let layers = sample_up(&model, &batch, s, 1, &mut rng);
     let basis = OperatorBasis::order2(n).unwrap();
-    let cfg = PseudoLikelihoodConfig::default();
+    let cfg = PseudoLikelihoodParams::default().check().unwrap();
     let fit = fit_couplings(&basis, &layers[0].states, None, &cfg).unwrap();
     assert!(fit.converged, "{fit:?}");
     assert!((fit.effective_samples - s as f64).abs() < 1e-6 * s as f64);
@@ -231,7 +233,13 @@ fn unidentifiable_pair_stays_finite() {
     ];
     let samples: Vec<f32> = rows.iter().flatten().copied().collect();
     let basis = OperatorBasis::order2(3).unwrap();
-    let fit = fit_couplings(&basis, &samples, None, &PseudoLikelihoodConfig::default()).unwrap();
+    let fit = fit_couplings(
+        &basis,
+        &samples,
+        None,
+        &PseudoLikelihoodParams::default().check().unwrap(),
+    )
+    .unwrap();
     assert!(fit.converged, "{fit:?}");
     assert!(fit.couplings.iter().all(|g| g.is_finite()));
     // Pair (0,1) is operator 3: large and positive (repulsive), but finite.
@@ -242,10 +250,12 @@ fn unidentifiable_pair_stays_finite() {
     eprintln!("never co-firing pair: g_01 = {:.2}", fit.couplings[3]);
     // Without the ridge the Newton system is singular or the coupling diverges: not converged
     // or an error, never a silent finite answer that claims convergence at a finite optimum.
-    let no_ridge = PseudoLikelihoodConfig {
+    let no_ridge = PseudoLikelihoodParams {
         ridge: 0.0,
         ..Default::default()
-    };
+    }
+    .check()
+    .unwrap();
     match fit_couplings(&basis, &samples, None, &no_ridge) {
         Err(e) => assert!(e.to_string().contains("ridge"), "{e}"),
         Ok(f) => assert!(!f.converged || f.couplings[3] > 15.0, "{f:?}"),
@@ -255,7 +265,7 @@ fn unidentifiable_pair_stays_finite() {
 #[test]
 fn bad_input_errors_name_the_problem() {
     let basis = OperatorBasis::order2(3).unwrap();
-    let cfg = PseudoLikelihoodConfig::default();
+    let cfg = PseudoLikelihoodParams::default().check().unwrap();
     let good = vec![1.0f32, 0.0, 1.0, 0.0, 1.0, 1.0];
     let err = |samples: &[f32], w: Option<&[f64]>| {
         fit_couplings(&basis, samples, w, &cfg)
@@ -284,10 +294,11 @@ fn bad_input_errors_name_the_problem() {
     assert!(e.contains("weight 0") && e.contains("not finite"), "{e}");
     let e = err(&good, Some(&[0.0, 0.0]));
     assert!(e.contains("all zero"), "{e}");
-    let bad_cfg = PseudoLikelihoodConfig { ridge: -1.0, ..cfg };
-    let e = fit_couplings(&basis, &good, None, &bad_cfg)
-        .unwrap_err()
-        .to_string();
+    let bad_cfg = PseudoLikelihoodParams {
+        ridge: -1.0,
+        ..cfg.into_inner()
+    };
+    let e = bad_cfg.check().unwrap_err().to_string();
     assert!(e.contains("ridge"), "{e}");
 
     let (model, x) = stack();
@@ -341,7 +352,7 @@ fn order_two_on_64_units_converges() {
         &basis,
         &layers[0].states,
         None,
-        &PseudoLikelihoodConfig::default(),
+        &PseudoLikelihoodParams::default().check().unwrap(),
     )
     .unwrap();
     assert!(fit.converged, "not converged: |grad| {}", fit.grad_norm);

@@ -20,10 +20,10 @@ use rgshield::rg::stability::{
     canonical_correlations, sample_classification, spectra, stability_matrix,
 };
 use rgshield::rg::{
-    Estimator, FlowConfig, FlowCorrelators, FlowMoments, OperatorBasis, OutputReading,
+    Estimator, FlowCorrelators, FlowMoments, FlowParams, OperatorBasis, OutputReading,
     Regularisation,
 };
-use rgshield::DeepRbm;
+use rgshield::{DeepRbm, Params};
 
 const WIDTHS: [usize; 4] = [6, 5, 5, 4];
 const SCALES: [f32; 3] = [0.5, 1.5, 3.0];
@@ -578,15 +578,17 @@ fn sampled_fisher_agrees_with_exact_within_jackknife_errors() {
     let x = input(6, 2);
     let bases = complete(&WIDTHS[1..]);
     let e = exact_fx(&m, &x);
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 100_000,
         seed: 11,
         estimator: Estimator::RaoBlackwell,
         blocks: 20,
         reg: Regularisation::None,
         cc_rcond: 1e-12,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
     let (zc, ztc) = z_scores(&r.chain, &e);
     let (zd, ztd) = z_scores(&r.direct, &e);
@@ -723,20 +725,22 @@ fn rao_blackwell_agrees_with_plain_and_has_smaller_errors() {
     let m = stack(&WIDTHS, 1.5, 0);
     let x = input(6, 0);
     let bases = order(&WIDTHS[1..], 2);
-    let mut cfg = FlowConfig {
-        samples: 40_000,
-        seed: 5,
-        estimator: Estimator::Plain,
-        blocks: 20,
-        reg: Regularisation::None,
-        cc_rcond: 1e-12,
-        ..FlowConfig::default()
+    let cfg = |estimator| {
+        FlowParams {
+            samples: 40_000,
+            seed: 5,
+            estimator,
+            blocks: 20,
+            reg: Regularisation::None,
+            cc_rcond: 1e-12,
+            ..FlowParams::default()
+        }
+        .check()
+        .unwrap()
     };
-    let plain = input_fisher(&m, &x, &bases, &cfg).unwrap();
-    cfg.estimator = Estimator::BitPacked;
-    let packed = input_fisher(&m, &x, &bases, &cfg).unwrap();
-    cfg.estimator = Estimator::RaoBlackwell;
-    let rb = input_fisher(&m, &x, &bases, &cfg).unwrap();
+    let plain = input_fisher(&m, &x, &bases, &cfg(Estimator::Plain)).unwrap();
+    let packed = input_fisher(&m, &x, &bases, &cfg(Estimator::BitPacked)).unwrap();
+    let rb = input_fisher(&m, &x, &bases, &cfg(Estimator::RaoBlackwell)).unwrap();
     // Bit-packed and plain use the same samples: identical up to rounding.
     let dp = rel_frobenius(packed.direct.value.as_ref(), plain.direct.value.as_ref()).unwrap();
     assert!(dp < 1e-12, "bit-packed vs plain {dp}");
@@ -773,8 +777,9 @@ fn rao_blackwell_agrees_with_plain_and_has_smaller_errors() {
     }
     // Plain and RB use the same samples, so their errors are correlated: compare them through the
     // jackknife of the *difference* on the same blocks, not by adding the errors in quadrature.
-    let layers = sample_classification(&m, &x, &cfg).unwrap();
-    let s = cfg.samples;
+    let rb_cfg = cfg(Estimator::RaoBlackwell);
+    let layers = sample_classification(&m, &x, &rb_cfg).unwrap();
+    let s = rb_cfg.samples;
     let fp = FlowMoments::accumulate(&layers, &bases, s, Estimator::Plain, 20, true).unwrap();
     let fr =
         FlowMoments::accumulate(&layers, &bases, s, Estimator::RaoBlackwell, 20, true).unwrap();
@@ -842,11 +847,13 @@ fn depth_one_has_no_stability_matrix_and_equals_the_bound() {
 fn sampled_stability_matrices_and_mixture_reading_match_exact() {
     let m = stack(&WIDTHS, 1.0, 4);
     let x = input(6, 4);
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 50_000,
         seed: 3,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     // Classification T^{(2)}, T^{(3)} with order-2 bases against their exact-correlator values.
     let bases = order(&WIDTHS[1..], 2);
     let steps = rgshield::rg::stability::classification_stability(&m, &x, &bases, &cfg).unwrap();
@@ -924,12 +931,14 @@ fn sampled_stability_matrices_and_mixture_reading_match_exact() {
 fn analyses_are_bit_identical_from_run_to_run() {
     let m = stack(&WIDTHS, 1.5, 5);
     let x = input(6, 5);
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 4_000,
         seed: 9,
         blocks: 4,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     let bases = order(&WIDTHS[1..], 2);
     let a = input_fisher(&m, &x, &bases, &cfg).unwrap();
     let b = input_fisher(&m, &x, &bases, &cfg).unwrap();
@@ -937,7 +946,13 @@ fn analyses_are_bit_identical_from_run_to_run() {
     assert_eq!(a.direct.std_err, b.direct.std_err);
     assert_eq!(a.steps[1].stability.t, b.steps[1].stability.t);
     // A different seed gives a different sample.
-    let c = input_fisher(&m, &x, &bases, &FlowConfig { seed: 10, ..cfg }).unwrap();
+    let other = FlowParams {
+        seed: 10,
+        ..cfg.into_inner()
+    }
+    .check()
+    .unwrap();
+    let c = input_fisher(&m, &x, &bases, &other).unwrap();
     assert_ne!(a.chain.value, c.chain.value);
 }
 
@@ -1048,12 +1063,14 @@ fn saturated_and_frozen_units_keep_their_f64_variance() {
     let x = [1.0f32, 0.0, 1.0];
     assert_eq!(m.rbm(1).up_probs(&x, 1), vec![1.0f32, 1.0], "f32 saturates");
     let bases = vec![OperatorBasis::order1(2).unwrap()];
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 2_000,
         blocks: 4,
         reg: Regularisation::None,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     let r = input_fisher(&m, &x, &bases, &cfg).unwrap();
     let b = rgshield::rg::fisher::first_layer_bound(&m, &x).unwrap();
     let (dc, dd) = (
@@ -1091,11 +1108,13 @@ fn saturated_and_frozen_units_keep_their_f64_variance() {
 fn invalid_inputs_and_budgets_are_errors() {
     let m = stack(&WIDTHS, 1.0, 41);
     let bases = order(&WIDTHS[1..], 2);
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 400,
         blocks: 4,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     let mut x = input(6, 41);
     x[3] = f32::NAN;
     let e = input_fisher(&m, &x, &bases, &cfg).unwrap_err().to_string();
@@ -1109,20 +1128,22 @@ fn invalid_inputs_and_budgets_are_errors() {
     assert!(e.contains("y[2]"), "{e}");
     let x = input(6, 41);
     for bad in [1.0, -0.1, f64::NAN] {
-        let c = FlowConfig {
+        let c = FlowParams {
             cc_rcond: bad,
-            ..cfg
+            ..cfg.into_inner()
         };
-        assert!(input_fisher(&m, &x, &bases, &c).is_err(), "cc_rcond {bad}");
+        assert!(c.check().is_err(), "cc_rcond {bad}");
     }
     let one = Mat::from_fn(1, 1, |_, _| 2.0);
     assert!(rgshield::rg::fisher::poison_direction(one.as_ref()).is_err());
     // Memory: order-2 bases of 5/5/4 units need a few MiB; a 1 MiB budget is refused up front with
     // the operator counts in the message.
-    let small = FlowConfig {
+    let small = FlowParams {
         memory_budget: 1 << 20,
-        ..cfg
-    };
+        ..cfg.into_inner()
+    }
+    .check()
+    .unwrap();
     let e = input_fisher(&m, &x, &bases, &small)
         .unwrap_err()
         .to_string();

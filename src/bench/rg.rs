@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::npy;
 use crate::error::Result;
+use crate::params::Params;
 
 /// Settings of `rgshield bench rg` (RG engine issue: one layer, width 64, order 2 = 2080
 /// operators, 20 000 samples).
@@ -82,7 +83,7 @@ pub(crate) fn rg_bench_states(
     seed: u64,
 ) -> Result<(crate::rg::OperatorBasis, Vec<f32>, Vec<f32>)> {
     use crate::model::DeepRbm;
-    use crate::rg::{FlowConfig, OperatorBasis};
+    use crate::rg::{FlowParams, OperatorBasis};
     use rand::{RngExt, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -92,12 +93,13 @@ pub(crate) fn rg_bench_states(
     let x: Vec<f32> = (0..w)
         .map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 })
         .collect();
-    let fc = FlowConfig {
+    let fc = FlowParams {
         samples,
         seed,
         blocks: 1,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()?;
     let mut layers = crate::rg::stability::sample_classification(&model, &x, &fc)?;
     let hi = layers.swap_remove(1).states;
     let lo = layers.swap_remove(0).states;

@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 use super::{check_served, Defence};
 use crate::error::{Error, Result};
 use crate::model::{standard_normal, DeepRbm};
+use crate::params::{Params, Valid};
 use crate::rg::basis::{classification_bases, generation_bases, BasisChoice, BasisPlan};
 use crate::rg::fisher::output_fisher;
-use crate::rg::{FlowConfig, OperatorBasis, OutputReading};
+use crate::rg::{FlowParams, OperatorBasis, OutputReading};
 use crate::sample::argmax;
 use crate::util::{mix_seed, write_json};
 
@@ -350,7 +351,7 @@ impl PoisonCache {
         model: &DeepRbm,
         gen_bases: &[OperatorBasis],
         reading: OutputReading,
-        flow_cfg: &FlowConfig,
+        flow_cfg: &Valid<FlowParams>,
     ) -> Result<Self> {
         let n = model.n_outputs();
         if n < 2 {
@@ -397,12 +398,13 @@ impl PoisonCache {
         };
         let cbases = classification_bases(model, &[], &plan)?;
         let gbases = generation_bases(model, &cbases, image_shape)?;
-        let fc = FlowConfig {
+        let fc = FlowParams {
             samples,
             seed,
             blocks: 1,
-            ..FlowConfig::default()
-        };
+            ..FlowParams::default()
+        }
+        .check()?;
         PoisonCache::compute(model, &gbases, reading, &fc)
     }
 

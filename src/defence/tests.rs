@@ -12,9 +12,10 @@ use crate::exact;
 use crate::linalg::dense;
 use crate::model::standard_normal;
 use crate::rg::fisher::project_sum_zero;
-use crate::rg::{FlowConfig, OperatorBasis, OutputReading};
+use crate::rg::{FlowParams, OperatorBasis, OutputReading};
 use crate::sample::argmax;
 use crate::DeepRbm;
+use crate::Params;
 
 const R2: f64 = std::f64::consts::SQRT_2;
 
@@ -559,12 +560,14 @@ fn poison_cache_matches_the_exact_top_eigenvector() {
         OperatorBasis::complete(6).unwrap(),
         OperatorBasis::complete(5).unwrap(),
     ];
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 100_000,
         seed: 3,
         blocks: 1,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     for reading in [OutputReading::PlugIn, OutputReading::Mixture] {
         let cache = PoisonCache::compute(&m, &bases, reading, &cfg).unwrap();
         assert_eq!(cache.reading, reading);
@@ -613,12 +616,14 @@ fn poison_cache_saves_loads_and_rejects_bad_files() {
         OperatorBasis::order1(6).unwrap(),
         OperatorBasis::order1(5).unwrap(),
     ];
-    let cfg = FlowConfig {
+    let cfg = FlowParams {
         samples: 2_000,
         seed: 1,
         blocks: 1,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
     let cache = PoisonCache::compute(&m, &bases, OutputReading::Mixture, &cfg).unwrap();
     let p = dir.path().join("poison.json");
     cache.save(&p).unwrap();

@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::DeepRbm;
+use crate::params::Params;
 use crate::rg::operators::{OperatorBasis, MAX_COMPLETE_WIDTH};
 use crate::rg::stability::sample_classification;
-use crate::rg::FlowConfig;
+use crate::rg::FlowParams;
 
 /// Operator basis of the hidden layers (the output layer gets the complete basis when it has at
 /// most [`MAX_COMPLETE_WIDTH`] units).
@@ -105,12 +106,13 @@ pub fn classification_bases(
     if let BasisChoice::TopPairs(_) = plan.choice {
         let per = (plan.pilot_samples / pilot_inputs.len().max(1)).max(2);
         for (i, x) in pilot_inputs.iter().enumerate() {
-            let fc = FlowConfig {
+            let fc = FlowParams {
                 samples: per,
                 seed: plan.seed ^ 0x9110_7000 ^ i as u64,
                 blocks: 1,
-                ..FlowConfig::default()
-            };
+                ..FlowParams::default()
+            }
+            .check()?;
             for (k, layer) in sample_classification(model, x, &fc)?
                 .into_iter()
                 .enumerate()

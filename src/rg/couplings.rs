@@ -39,6 +39,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::error::{Error, Result};
 use crate::linalg::{dense, norm2};
 use crate::model::DeepRbm;
+use crate::params::{Params, Valid};
 use crate::rg::operators::OperatorBasis;
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 
@@ -53,7 +54,7 @@ const MIN_STEP: f64 = 1.0 / (1u64 << 40) as f64;
 
 /// Settings of the maximum pseudo-likelihood fit.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PseudoLikelihoodConfig {
+pub struct PseudoLikelihoodParams {
     /// L2 penalty `(ridge/2)·|g|²` subtracted from the *weighted mean* pseudo-log-likelihood
     /// (weights normalised to sum 1). Must be finite and ≥ 0; 0 is allowed only when every coupling
     /// is identifiable from the samples (otherwise the Newton system is singular and the fit
@@ -65,10 +66,10 @@ pub struct PseudoLikelihoodConfig {
     pub tol: f64,
 }
 
-impl Default for PseudoLikelihoodConfig {
+impl Default for PseudoLikelihoodParams {
     /// ridge 1e-6, at most 100 Newton steps, gradient norm ≤ 1e-9.
     fn default() -> Self {
-        PseudoLikelihoodConfig {
+        PseudoLikelihoodParams {
             ridge: 1e-6,
             max_iter: 100,
             tol: 1e-9,
@@ -406,20 +407,22 @@ fn inverse_diagonal(l: &Mat<f64>) -> Vec<f64> {
         .collect()
 }
 
-fn check_config(cfg: &PseudoLikelihoodConfig) -> Result<()> {
-    if !cfg.ridge.is_finite() || cfg.ridge < 0.0 {
-        return Err(Error::invalid(format!(
-            "pseudo-likelihood config: ridge = {} must be finite and ≥ 0",
-            cfg.ridge
-        )));
+impl Params for PseudoLikelihoodParams {
+    fn check(self) -> Result<Valid<Self>> {
+        if !self.ridge.is_finite() || self.ridge < 0.0 {
+            return Err(Error::invalid(format!(
+                "pseudo-likelihood parameters: ridge = {} must be finite and ≥ 0",
+                self.ridge
+            )));
+        }
+        if !self.tol.is_finite() || self.tol < 0.0 {
+            return Err(Error::invalid(format!(
+                "pseudo-likelihood parameters: tol = {} must be finite and ≥ 0",
+                self.tol
+            )));
+        }
+        Ok(Valid::checked(self))
     }
-    if !cfg.tol.is_finite() || cfg.tol < 0.0 {
-        return Err(Error::invalid(format!(
-            "pseudo-likelihood config: tol = {} must be finite and ≥ 0",
-            cfg.tol
-        )));
-    }
-    Ok(())
 }
 
 /// Fit the couplings of `basis` to samples of one layer by maximum pseudo-likelihood (module docs).
@@ -431,15 +434,14 @@ fn check_config(cfg: &PseudoLikelihoodConfig) -> Result<()> {
 /// most `cfg.tol` or `cfg.max_iter` steps have been taken (`converged` tells which).
 ///
 /// Errors: no samples, a length that is not a multiple of the width, a value other than 0 or 1
-/// (including NaN/∞), weights of the wrong length, negative, non-finite or all zero, an invalid
-/// config, or (only with `ridge = 0`) an unidentifiable coupling.
+/// (including NaN/∞), weights of the wrong length, negative, non-finite or all zero, or (only with
+/// `ridge = 0`) an unidentifiable coupling.
 pub fn fit_couplings(
     basis: &OperatorBasis,
     samples: &[f32],
     weights: Option<&[f64]>,
-    cfg: &PseudoLikelihoodConfig,
+    cfg: &Valid<PseudoLikelihoodParams>,
 ) -> Result<CouplingFit> {
-    check_config(cfg)?;
     let prob = Problem::new(basis, samples, weights)?;
     let ridge = cfg.ridge;
     let mut g = vec![0.0f64; prob.m];
@@ -529,9 +531,8 @@ pub fn coupling_flow(
     bases: &[OperatorBasis],
     samples: usize,
     seed: u64,
-    cfg: &PseudoLikelihoodConfig,
+    cfg: &Valid<PseudoLikelihoodParams>,
 ) -> Result<Vec<CouplingFit>> {
-    check_config(cfg)?;
     let widths = model.widths();
     let depth = model.depth();
     if x.len() != model.n_inputs() {

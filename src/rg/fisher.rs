@@ -19,12 +19,13 @@ use crate::error::{Error, Result};
 use crate::linalg::dense;
 use crate::model::kernels::{down_probs_f64, up_probs_f64};
 use crate::model::DeepRbm;
+use crate::params::Valid;
 use crate::rg::basis::{check_classification_bases, generation_flow_bases};
 use crate::rg::correlators::{jackknife, Estimator, FlowCorrelators};
 use crate::rg::operators::OperatorBasis;
 use crate::rg::stability::{
     chain_product, check_finite, classification_moments, condition_number, flow_stability,
-    generation_moments, spectra, stability_matrix_with, FlowConfig, Regularisation,
+    generation_moments, spectra, stability_matrix_with, FlowParams, Regularisation,
     RegularisedInverse, Spectra, Stability, StabilityStep,
 };
 use crate::rg::OutputReading;
@@ -638,7 +639,7 @@ pub fn input_fisher(
     model: &DeepRbm,
     x: &[f32],
     bases: &[OperatorBasis],
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<InputFisherReport> {
     check_classification_bases(model, bases)?;
     let j1 = input_source_jacobian(model, &bases[0])?;
@@ -690,7 +691,7 @@ pub fn output_fisher(
     y: &[f32],
     bases: &[OperatorBasis],
     reading: OutputReading,
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<OutputFisherReport> {
     let flow = generation_flow_bases(model, bases)?;
     let n = model.depth();

@@ -25,7 +25,7 @@ pub use basis::{BasisChoice, BasisPlan};
 pub use correlators::{Estimator, FlowCorrelators, FlowMoments, Jackknife};
 pub use fisher::{InputFisherReport, MeanFieldReading, OutputFisherReport, PoisonDirection};
 pub use operators::{BasisKind, OperatorBasis};
-pub use stability::{FlowConfig, Regularisation, Spectra, Stability, StabilityStep};
+pub use stability::{FlowParams, Regularisation, Spectra, Stability, StabilityStep};
 
 use crate::error::{Error, Result};
 

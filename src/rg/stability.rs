@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::linalg::dense;
 use crate::model::kernels::{down_probs_f64, up_probs_f64, StepDir};
 use crate::model::DeepRbm;
+use crate::params::{Params, Valid};
 use crate::rg::basis::{check_classification_bases, generation_flow_bases};
 use crate::rg::correlators::{
     Estimator, FirstProbs, FlowCorrelators, FlowKernels, FlowMoments, MomentOptions,
@@ -373,7 +374,7 @@ pub fn chain_product(steps: &[Mat<f64>]) -> Result<Mat<f64>> {
 
 /// Settings of the per-input Monte Carlo RG analysis (SPEC §5, RG-NOTES §5 A11).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FlowConfig {
+pub struct FlowParams {
     /// Ancestral samples S per input (RG-NOTES A11: S ≥ 10 × operators per layer).
     pub samples: usize,
     /// User seed; the stream is seeded from (model fingerprint, seed, input), SPEC §1.
@@ -397,11 +398,11 @@ fn default_memory_budget() -> usize {
     DEFAULT_MEMORY_BUDGET
 }
 
-impl Default for FlowConfig {
+impl Default for FlowParams {
     /// S = 20 000 Rao-Blackwellised samples, 20 jackknife blocks, default ridge, cc cut 1e-12,
     /// 2 GiB memory budget.
     fn default() -> Self {
-        FlowConfig {
+        FlowParams {
             samples: 20_000,
             seed: 0,
             estimator: Estimator::RaoBlackwell,
@@ -418,20 +419,22 @@ fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> Xoshiro256PlusPl
     Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
 }
 
-fn check_config(cfg: &FlowConfig) -> Result<()> {
-    if cfg.blocks == 0 || cfg.samples < 2 * cfg.blocks {
-        return Err(Error::invalid(format!(
-            "flow config: {} samples cannot fill {} jackknife blocks",
-            cfg.samples, cfg.blocks
-        )));
+impl Params for FlowParams {
+    fn check(self) -> Result<Valid<Self>> {
+        if self.blocks == 0 || self.samples < 2 * self.blocks {
+            return Err(Error::invalid(format!(
+                "flow parameters: {} samples cannot fill {} jackknife blocks",
+                self.samples, self.blocks
+            )));
+        }
+        if !(self.cc_rcond.is_finite() && (0.0..1.0).contains(&self.cc_rcond)) {
+            return Err(Error::invalid(format!(
+                "flow parameters: cc_rcond = {} must be finite and in [0, 1)",
+                self.cc_rcond
+            )));
+        }
+        Ok(Valid::checked(self))
     }
-    if !(cfg.cc_rcond.is_finite() && (0.0..1.0).contains(&cfg.cc_rcond)) {
-        return Err(Error::invalid(format!(
-            "flow config: cc_rcond = {} must be finite and in [0, 1)",
-            cfg.cc_rcond
-        )));
-    }
-    Ok(())
 }
 
 /// An error naming the first non-finite value of `v`.
@@ -477,7 +480,7 @@ fn sub_model(model: &DeepRbm, from: usize, to: usize) -> Result<DeepRbm> {
 pub fn sample_classification(
     model: &DeepRbm,
     x: &[f32],
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<Vec<LayerBatch>> {
     Ok(classification_samples(model, x, cfg)?.0)
 }
@@ -486,9 +489,8 @@ pub fn sample_classification(
 fn classification_samples(
     model: &DeepRbm,
     x: &[f32],
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<(Vec<LayerBatch>, FlowKernels)> {
-    check_config(cfg)?;
     if x.len() != model.n_inputs() {
         return Err(Error::shape(format!(
             "input has {} values, the model {} inputs",
@@ -529,7 +531,7 @@ pub fn sample_generation(
     model: &DeepRbm,
     y: &[f32],
     reading: OutputReading,
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<Vec<LayerBatch>> {
     Ok(generation_samples(model, y, reading, cfg)?.0)
 }
@@ -539,9 +541,8 @@ fn generation_samples(
     model: &DeepRbm,
     y: &[f32],
     reading: OutputReading,
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<(Vec<LayerBatch>, FlowKernels)> {
-    check_config(cfg)?;
     let nn = model.n_outputs();
     if y.len() != nn {
         return Err(Error::shape(format!(
@@ -620,7 +621,7 @@ fn generation_samples(
     Ok((layers, kernels))
 }
 
-fn moment_options(cfg: &FlowConfig, direct: bool, kernels: FlowKernels) -> MomentOptions {
+fn moment_options(cfg: &Valid<FlowParams>, direct: bool, kernels: FlowKernels) -> MomentOptions {
     MomentOptions {
         estimator: cfg.estimator,
         blocks: cfg.blocks,
@@ -636,7 +637,7 @@ pub fn classification_moments(
     model: &DeepRbm,
     x: &[f32],
     bases: &[OperatorBasis],
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
     direct: bool,
 ) -> Result<FlowMoments> {
     check_classification_bases(model, bases)?;
@@ -657,7 +658,7 @@ pub fn generation_moments(
     y: &[f32],
     bases: &[OperatorBasis],
     reading: OutputReading,
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
     direct: bool,
 ) -> Result<FlowMoments> {
     let flow = generation_flow_bases(model, bases)?;
@@ -722,7 +723,7 @@ pub fn classification_stability(
     model: &DeepRbm,
     x: &[f32],
     bases: &[OperatorBasis],
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<Vec<StabilityStep>> {
     let fm = classification_moments(model, x, bases, cfg, false)?;
     flow_stability(&fm.correlators(None)?, cfg.reg, cfg.cc_rcond, |j| j)
@@ -735,7 +736,7 @@ pub fn generation_stability(
     y: &[f32],
     bases: &[OperatorBasis],
     reading: OutputReading,
-    cfg: &FlowConfig,
+    cfg: &Valid<FlowParams>,
 ) -> Result<Vec<StabilityStep>> {
     let n = model.depth();
     let fm = generation_moments(model, y, bases, reading, cfg, false)?;

@@ -24,9 +24,9 @@ use crate::rg::basis::{
     classification_bases, generation_bases, BasisChoice, BasisPlan, DEFAULT_BASIS,
     DEFAULT_PILOT_SAMPLES,
 };
-use crate::rg::couplings::{coupling_flow, CouplingFit, PseudoLikelihoodConfig};
+use crate::rg::couplings::{coupling_flow, CouplingFit, PseudoLikelihoodParams};
 use crate::rg::fisher::{input_fisher, output_fisher, top_eigen};
-use crate::rg::{FlowConfig, OperatorBasis, OutputReading, Spectra, StabilityStep};
+use crate::rg::{FlowParams, OperatorBasis, OutputReading, Spectra, StabilityStep};
 use crate::sample::{OutputMode, Predictor};
 use crate::DeepRbm;
 
@@ -381,12 +381,13 @@ pub fn analyze(
         })
         .collect::<Result<_>>()?;
     let g_ops: Vec<usize> = gbases.iter().map(|b| b.len()).collect();
-    let fc = FlowConfig {
+    let fc = FlowParams {
         samples: cfg.samples,
         seed: cfg.seed,
         blocks: cfg.blocks,
-        ..FlowConfig::default()
-    };
+        ..FlowParams::default()
+    }
+    .check()?;
     let predictor = Predictor::new(
         model,
         OutputMode::Served {
@@ -410,10 +411,11 @@ pub fn analyze(
                 &coupling_bases,
                 cfg.samples.min(COUPLING_SAMPLES),
                 cfg.seed,
-                &PseudoLikelihoodConfig {
+                &PseudoLikelihoodParams {
                     ridge: COUPLING_RIDGE,
-                    ..PseudoLikelihoodConfig::default()
-                },
+                    ..PseudoLikelihoodParams::default()
+                }
+                .check()?,
             )?;
             let couplings = fits
                 .iter()

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{AttackParams, Method};
 use crate::error::{Error, Result};
 use crate::linalg::{dot, norm2};
+use crate::params::Params;
 use crate::params::Valid;
 use crate::perturb::{
     binary_flip, fgsm_delta, fisher_sign, gaussian_vector, mean_field_margin, pgd, step_to_norm,
@@ -13,7 +14,7 @@ use crate::perturb::{
 };
 use crate::rg::basis::classification_bases;
 use crate::rg::fisher::{input_fisher, top_eigen};
-use crate::rg::{FlowConfig, InputFisherReport, OperatorBasis};
+use crate::rg::{FlowParams, InputFisherReport, OperatorBasis};
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::util::mix_seed;
 use crate::DeepRbm;
@@ -96,7 +97,7 @@ pub struct AttackContext<'m> {
     /// The frozen classification bases (layers 1…N).
     pub bases: Vec<OperatorBasis>,
     /// The Fisher estimate's sampler settings.
-    pub flow: FlowConfig,
+    pub flow: Valid<FlowParams>,
     /// The served predictor that judges success.
     pub predictor: Predictor<'m>,
     /// The attack's settings.
@@ -115,12 +116,13 @@ impl<'m> AttackContext<'m> {
         Ok(AttackContext {
             model,
             bases,
-            flow: FlowConfig {
+            flow: FlowParams {
                 samples: cfg.samples,
                 seed: cfg.seed,
                 blocks: cfg.blocks,
-                ..FlowConfig::default()
-            },
+                ..FlowParams::default()
+            }
+            .check()?,
             predictor: Predictor::new(
                 model,
                 OutputMode::Served {
@@ -144,7 +146,7 @@ pub fn fisher_directions(
     model: &DeepRbm,
     x: &[f32],
     bases: &[OperatorBasis],
-    flow: &FlowConfig,
+    flow: &Valid<FlowParams>,
 ) -> Result<(Vec<f64>, Vec<f64>, InputFisherReport)> {
     let r = input_fisher(model, x, bases, flow)?;
     let (_, vmf) = top_eigen(r.mean_field.fisher.as_ref())?;

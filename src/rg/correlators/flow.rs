@@ -414,7 +414,7 @@ impl FlowMoments {
             return Err(Error::invalid(format!(
                 "flow moments: operator counts {sizes:?} (overlapping pairs {pairs:?}) need about \
                  {:.2} GiB, over the memory budget of {:.2} GiB; use smaller bases or raise \
-                 FlowConfig::memory_budget",
+                 FlowParams::memory_budget",
                 need as f64 / (1u64 << 30) as f64,
                 memory_budget as f64 / (1u64 << 30) as f64
             )));
