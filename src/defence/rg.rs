@@ -1,4 +1,4 @@
-//! RG poisoning of served outputs (SPEC §8, seed eq. 19) and its control, a random sum-zero
+//! RG poisoning of served outputs (SPEC §8, paper eq. 19) and its control, a random sum-zero
 //! direction (SPEC §9 "baseline defences at equal distortion").
 //!
 //! Both move the served output along a unit sum-zero direction u:
@@ -475,7 +475,7 @@ impl PoisonCache {
     }
 }
 
-/// RG poisoning (SPEC §8, seed eq. 19): `ŷ' = ŷ + t·s·u_c`, `c = argmax(ŷ)`, `u_c` from a
+/// RG poisoning (SPEC §8, paper eq. 19): `ŷ' = ŷ + t·s·u_c`, `c = argmax(ŷ)`, `u_c` from a
 /// [`PoisonCache`]; s and t per query by [`poison_step`]. Keeps the argmax.
 #[derive(Clone, Debug)]
 pub struct RgPoison {

@@ -1,5 +1,5 @@
 //! Fisher information with respect to the input (SPEC §6, RG-NOTES §1.6) and to the served output
-//! (SPEC §7, seed eq. 19–23), by the chain of stability matrices and by the direct estimator, with
+//! (SPEC §7, paper eq. 19–23), by the chain of stability matrices and by the direct estimator, with
 //! the data-processing bounds and the deterministic mean-field comparison (SPEC §6 "two readings").
 //!
 //! Generic form on a flow `L_1 … L_M` (see [`crate::rg::correlators`] for the flow order): with
@@ -52,7 +52,7 @@ pub fn input_source_jacobian(model: &DeepRbm, basis1: &OperatorBasis) -> Result<
 }
 
 /// `∂g̃^{(N−1)}/∂y` (`m_{N−1} × n_N`) for the given reading (SPEC §7, RG-NOTES §5 A2):
-/// (P) `−W_Nᵀ` on the order-1 rows of layer N−1's basis (seed eq. 23); (C)
+/// (P) `−W_Nᵀ` on the order-1 rows of layer N−1's basis (paper eq. 23); (C)
 /// `−C̃_{N−1,N−1}^{-1} D`, `D_{:,c} = ⟨O⟩_{t_N(·|e_c)} = Π_{i∈S} σ(W_N[c,:] + b_N)_i` analytic, with
 /// `c_top = C̃_{N−1,N−1}` (ignored for (P)). Under (C) only sum-zero directions of y are meaningful
 /// (the mixture is normalised only on the simplex): use the projected `P F̃ P`.
@@ -484,7 +484,7 @@ pub struct InputFisherReport {
 pub struct OutputFisherReport {
     /// Reading used for `∂/∂y`.
     pub reading: OutputReading,
-    /// Chain estimate `F̃_y = J_yᵀ C̃_{00} J_y` (seed eq. 20, 22).
+    /// Chain estimate `F̃_y = J_yᵀ C̃_{00} J_y` (paper eq. 20, 22).
     pub chain: FisherEstimate,
     /// Direct estimate `J_1ᵀ Cov(O_{N−1}, O_0) C̃_{00}^{-1} Cov(O_0, O_{N−1}) J_1` (exact with
     /// complete bases on layer 0 — and on layer N−1 under (C)).

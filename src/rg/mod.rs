@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 /// How a real-valued output y enters the generation network (SPEC §7, RG-NOTES §5 A2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OutputReading {
-    /// (P) plug-in: `q̃_{N−1}(h|y) = t_N(h|y) = Π_j Bern(σ(W_Nᵀ y + b_N)_j)` — seed eq. 23
+    /// (P) plug-in: `q̃_{N−1}(h|y) = t_N(h|y) = Π_j Bern(σ(W_Nᵀ y + b_N)_j)` — paper eq. 23
     /// literally; `∂g̃^{(N−1)}/∂y = −W_Nᵀ` on order-1 operators. The paper's default.
     PlugIn,
     /// (C) categorical mixture: `q̃_{N−1}(h|y) = Σ_c y_c t_N(h|e_c)` — what a clone trained by eq. 14

@@ -1,4 +1,4 @@
-//! Operator bases on one layer (SPEC §4, seed eq. 4–5, RG-NOTES §1.3 and §5 row A4).
+//! Operator bases on one layer (SPEC §4, paper eq. 4–5, RG-NOTES §1.3 and §5 row A4).
 //!
 //! An operator is a binary monomial `O_S(h) = Π_{i∈S} h_i` over a non-empty set `S` of unit
 //! indices, stored as a sorted `Vec<usize>`. The effective Hamiltonian of a layer is expanded as

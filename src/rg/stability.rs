@@ -1,4 +1,4 @@
-//! Stability matrices by Monte Carlo RG and their spectra (SPEC §5, seed eq. 6 and 13,
+//! Stability matrices by Monte Carlo RG and their spectra (SPEC §5, paper eq. 6 and 13,
 //! RG-NOTES §1.4, §3, §4 items 3–4 and §5 rows A5, A7, A11).
 //!
 //! `T = C_tt^{-1} C_ts`, where `t` is the layer a kernel produces and `s` the layer it is conditioned
@@ -220,7 +220,7 @@ pub struct Stability {
     pub lambda: f64,
 }
 
-/// `T = C_tt^{-1} C_ts` with regularisation (SPEC §5, seed eq. 6/13, RG-NOTES §1.4): classification
+/// `T = C_tt^{-1} C_ts` with regularisation (SPEC §5, paper eq. 6/13, RG-NOTES §1.4): classification
 /// `stability_matrix(C_{k,k}, C_{k,k−1}, reg)`, generation `stability_matrix(C̃_{k−1,k−1},
 /// C̃_{k−1,k}, reg)`.
 pub fn stability_matrix(

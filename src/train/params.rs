@@ -11,7 +11,7 @@ use crate::params::{Params, Valid};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Greedy CD pretraining, then eq. 14 sweeps (the seed's rule).
+    /// Greedy CD pretraining, then eq. 14 sweeps (the paper's rule).
     Eq14,
     /// Greedy CD pretraining, mean-field back-propagation fine-tuning, then eq. 14 refinement.
     Hybrid,

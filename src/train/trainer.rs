@@ -131,7 +131,7 @@ impl<'a> Trainer<'a> {
 
     /// A trainer on given top-layer targets instead of one-hot labels (SPEC §9: a clone trained on
     /// `(x, ŷ')`): `targets` is `fit.len() × n_classes` row-major, finite and in [0,1], entering
-    /// eq. 14 as the top layer's values (reading (P), seed eq. 23) and the fine-tuning loss as soft
+    /// eq. 14 as the top layer's values (reading (P), paper eq. 23) and the fine-tuning loss as soft
     /// labels. `fit.y` and `holdout.y` are the labels used for the reported accuracies and early
     /// stopping (for an attacker: the argmax of what was served).
     pub fn with_targets(

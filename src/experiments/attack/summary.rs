@@ -117,7 +117,7 @@ pub struct LayerVulnerability {
 
 /// Per-model vulnerability summary (SPEC §6, §10): the ingredients of a verdict, without one.
 ///
-/// No verdict is drawn: the seed's thresholds are unknown (RG-NOTES §5), and by the
+/// No verdict is drawn: the paper's thresholds are unknown (RG-NOTES §5), and by the
 /// data-processing inequality the stochastic ratios are ≤ 1 at every depth, so a threshold on them
 /// would not measure depth-driven vulnerability. Compare models on these numbers instead.
 #[derive(Clone, Debug, Serialize)]

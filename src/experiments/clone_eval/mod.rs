@@ -6,7 +6,7 @@
 //! `augment_flip` (digits has too few natural images for a budget of 1000; the count of natural
 //! queries is reported). The victim serves its output ŷ for each query (its served mode, seeded per
 //! input), the defence turns it into ŷ', and each attacker trains a clone on (x, view(ŷ')):
-//! * `eq14` — the seed's threat model: the victim's architecture trained by eq. 14 (README,
+//! * `eq14` — the paper's threat model: the victim's architecture trained by eq. 14 (README,
 //!   "Training", eq. 14 defaults) with ŷ' as the top layer's values (reading (P));
 //! * `distill` — a softmax MLP ([`mlp`]) trained by cross-entropy on ŷ'/Σŷ';
 //! * adaptive variants `+round1` (ŷ' rounded to one decimal) and `+top1` (argmax only).
@@ -50,7 +50,7 @@ use mlp::MlpParams;
 /// How the clone is trained (SPEC §9 (a), (b)); [`LearnerKind::build`] makes its [`Learner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum LearnerKind {
-    /// The victim's architecture, eq. 14 on (x, ŷ') — the seed's threat model.
+    /// The victim's architecture, eq. 14 on (x, ŷ') — the paper's threat model.
     Eq14,
     /// A softmax MLP distilled by cross-entropy.
     Distill,
