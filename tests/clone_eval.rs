@@ -1,12 +1,11 @@
-//! The clone pipeline end to end on a small digits stack: every (defence, strength, attacker, seed) row is produced, the argmax guarantee
-//! of `rg` holds through the whole pipeline, undefended answers have zero distortion, a distilled
+//! The clone pipeline end to end on a small digits stack: every (defence, strength, attacker,
+//! seed) row is produced, the argmax guarantee of `rg` holds through the whole pipeline, undefended answers have zero distortion, a distilled
 //! clone of an undefended victim learns it, and the run is deterministic.
 
 use rgshield::data::{self, DataSpec, LoadOptions};
-use rgshield::defence::{DefenceSpec, PoisonCache};
-use rgshield::experiments::clone_eval::{
-    self as ce, clone_eval, mlp::MlpParams, AttackerSpec, CloneEvalParams, DefenceSetting,
-};
+use rgshield::defence::{DefenceParams, PoisonCache, PoisonCaches};
+use rgshield::experiments::clone_eval::{self as ce, clone_eval, AttackerSpec, CloneEvalParams};
+use rgshield::model::mlp::MlpParams;
 use rgshield::rg::OutputReading;
 use rgshield::sample::OutputMode;
 use rgshield::train::{Method, TrainParams, Trainer};
@@ -41,20 +40,10 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     eq14.pretrain_epochs = 2;
     eq14.sweeps = 2;
     let cfg = CloneEvalParams {
-        defences: vec![
-            DefenceSetting {
-                spec: DefenceSpec::None,
-                strengths: vec![0.0],
-            },
-            DefenceSetting {
-                spec: DefenceSpec::Rg(OutputReading::PlugIn),
-                strengths: vec![0.1, 0.5],
-            },
-            DefenceSetting {
-                spec: DefenceSpec::Top1,
-                strengths: vec![0.0],
-            },
-        ],
+        defences: ["none", "rg:eps=0.1", "rg:eps=0.5", "top1"]
+            .iter()
+            .map(|s| s.parse::<DefenceParams>().unwrap())
+            .collect(),
         attackers: AttackerSpec::parse_list("eq14,distill,distill+top1").unwrap(),
         budget: 300,
         seeds: vec![1, 2],
@@ -73,7 +62,8 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     .check()
     .unwrap();
     let ticks = Count::default();
-    let r = clone_eval(&victim, &d, &cfg, std::slice::from_ref(&cache), &ticks).unwrap();
+    let caches = PoisonCaches::with(vec![cache.clone()]);
+    let r = clone_eval(&victim, &d, &cfg, &caches, &ticks).unwrap();
     // 4 (defence, strength) settings × 3 attackers × 2 seeds.
     assert_eq!(r.rows.len(), 24);
     assert_eq!(ticks.0.load(std::sync::atomic::Ordering::Relaxed), 24);
@@ -97,13 +87,13 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
                 assert_eq!(row.defended_accuracy, row.undefended_accuracy);
             }
             // The argmax guarantee through the pipeline: utility unchanged, no answer changed.
-            "rg:P" | "top1" => {
+            "rg" | "top1" => {
                 assert_eq!(row.changed_argmax, 0.0, "{row:?}");
                 assert_eq!(row.defended_accuracy, row.undefended_accuracy, "{row:?}");
             }
             other => panic!("unexpected defence {other}"),
         }
-        if row.defence_kind == "rg:P" {
+        if row.defence_kind == "rg" {
             assert!(row.l1 > 0.0, "rg moved nothing: {row:?}");
         }
     }
@@ -112,7 +102,7 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     let l1 = |eps: f64| {
         r.rows
             .iter()
-            .filter(|x| x.defence_kind == "rg:P" && x.strength == eps)
+            .filter(|x| x.defence_kind == "rg" && x.strength == eps)
             .map(|x| x.l1)
             .sum::<f64>()
     };
@@ -130,16 +120,13 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     let saved: ce::SavedRows = serde_json::from_str(&text).unwrap();
     assert_eq!(saved.rows.len(), 24);
     let md = ce::tables("", &saved.baselines, &saved.rows);
-    assert!(
-        md.contains("rg:P − none") && md.contains("| top1 |"),
-        "{md}"
-    );
+    assert!(md.contains("rg − none") && md.contains("| top1 |"), "{md}");
     let mut nan_row = serde_json::to_value(&r.rows[0]).unwrap();
     nan_row["transfer_success"] = serde_json::Value::Null;
     let back: ce::CloneRow = serde_json::from_value(nan_row).unwrap();
     assert!(back.transfer_success.is_nan());
     // Deterministic: the same configuration gives the same numbers.
-    let again = clone_eval(&victim, &d, &cfg, &[cache], &NoProgress).unwrap();
+    let again = clone_eval(&victim, &d, &cfg, &caches, &NoProgress).unwrap();
     let key = |rows: &[ce::CloneRow]| -> Vec<(f64, f64, f64, f64)> {
         rows.iter()
             .map(|x| (x.clone_accuracy, x.fidelity, x.transfer_success, x.l1))
@@ -149,7 +136,7 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
 }
 
 #[test]
-fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
+fn clone_eval_rejects_a_foreign_cache_and_bad_settings() {
     let d = data::load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
     let victim = {
         use rand::SeedableRng;
@@ -157,20 +144,28 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
         rgshield::model::DeepRbm::random(&[64, 8, 10], 0.5, &mut rng).unwrap()
     };
     let base = CloneEvalParams {
-        defences: vec![DefenceSetting {
-            spec: DefenceSpec::Rg(OutputReading::PlugIn),
-            strengths: vec![0.1],
-        }],
+        defences: vec!["rg:eps=0.1".parse().unwrap()],
         ..CloneEvalParams::default()
     }
     .check()
     .unwrap();
-    let e = clone_eval(&victim, &d, &base, &[], &NoProgress).unwrap_err();
-    assert!(e.to_string().contains("needs a poison cache"), "{e}");
-    let none = vec![DefenceSetting {
-        spec: DefenceSpec::None,
-        strengths: vec![0.0],
-    }];
+    // A cache computed for another model is refused, naming both fingerprints.
+    let other = {
+        use rand::SeedableRng;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
+        rgshield::model::DeepRbm::random(&[64, 8, 10], 0.5, &mut rng).unwrap()
+    };
+    let foreign = PoisonCache::for_model(&other, None, OutputReading::PlugIn, 200, 0).unwrap();
+    let e = clone_eval(
+        &victim,
+        &d,
+        &base,
+        &PoisonCaches::with(vec![foreign]),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("computed for model"), "{e}");
+    let none: Vec<DefenceParams> = vec![DefenceParams::None];
     for (cfg, want) in [
         (
             CloneEvalParams {
@@ -218,6 +213,13 @@ fn clone_eval_rejects_a_missing_cache_and_bad_settings() {
     }
     .check()
     .unwrap();
-    let e = clone_eval(&wrong, &d, &cfg, &[], &NoProgress).unwrap_err();
+    let e = clone_eval(
+        &wrong,
+        &d,
+        &cfg,
+        &PoisonCaches::with(Vec::new()),
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("widths start with 63"), "{e}");
 }

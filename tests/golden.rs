@@ -210,10 +210,16 @@ fn fixed_seed_outputs_match_the_golden_files() {
         "clone-eval",
         "--model",
         ms,
-        "--defences",
-        "none,rg,random,top1",
-        "--epsilons",
-        "0.1",
+        "--defence",
+        "none",
+        "--defence",
+        "rg:eps=0.1",
+        "--defence",
+        "random:eps=0.1",
+        "--defence",
+        "rg-vertex:eps=0.3",
+        "--defence",
+        "top1",
         "--attackers",
         "distill,eq14",
         "--budget",
@@ -240,8 +246,30 @@ fn fixed_seed_outputs_match_the_golden_files() {
         (0..64).map(|i| ((i + i / 8) % 2) as f32).collect(),
     ];
     let body = serde_json::json!({ "inputs": rows }).to_string();
-    let answer = serve_request(&m, &["--defence", "rg", "--epsilon", "0.1"], &body);
+    // A fixed key and a cache directory of the test's own (a generated key would make keyed
+    // answers differ run to run).
+    let key = dir.path().join("key");
+    std::fs::write(&key, format!("{}\n", "0123456789abcdef".repeat(4))).unwrap();
+    let cache = dir.path().join("cache");
+    let store = [
+        "--key-file",
+        key.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let flags = [
+        &["--defence", "rg:eps=0.1", "--disclose-defence"][..],
+        &store,
+    ]
+    .concat();
+    let answer = serve_request(&m, &flags, &body);
     check("serve_rg", answer, &tmp);
+    let flags = [&["--defence", "rg-vertex:objective=B,eps=0.6"][..], &store].concat();
+    let answer = serve_request(&m, &flags, &body);
+    check("serve_rg_vertex", answer, &tmp);
+    let flags = [&["--defence", "random-vertex:eps=0.6"][..], &store].concat();
+    let answer = serve_request(&m, &flags, &body);
+    check("serve_random_vertex", answer, &tmp);
     let answer = serve_request(&m, &["--mean-field"], &body);
     check("serve_mean_field", answer, &tmp);
 }

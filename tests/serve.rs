@@ -11,7 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use rgshield::defence::{Defence, NoDefence};
+use rgshield::defence::{Defence, NoDefence, Query};
 use rgshield::model::io::ModelMeta;
 use rgshield::sample::{argmax, OutputMode};
 use rgshield::serve::{router, Limits, ServeState};
@@ -119,7 +119,8 @@ async fn predict_matches_the_predictor_with_argmax_classes() {
         let outs = outputs_of(&v);
         let classes: Vec<usize> = serde_json::from_value(v["classes"].clone()).expect("classes");
         assert_eq!(outs.len(), 5);
-        assert_eq!(v["defence"], "none");
+        // The defence is not named unless the server discloses it.
+        assert!(v.get("defence").is_none(), "{v}");
         let p = st.predictor();
         for (i, x) in xs.iter().enumerate() {
             assert_eq!(outs[i].len(), WIDTHS[3]);
@@ -141,8 +142,8 @@ impl Defence for Reverse {
     fn name(&self) -> String {
         "reverse".into()
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> rgshield::Result<Vec<f32>> {
-        Ok(y.iter().map(|v| 1.0 - v).collect())
+    fn apply(&self, q: &Query<'_>) -> rgshield::Result<Vec<f32>> {
+        Ok(q.y.iter().map(|v| 1.0 - v).collect())
     }
     fn keeps_argmax(&self) -> bool {
         false
@@ -151,7 +152,11 @@ impl Defence for Reverse {
 
 #[tokio::test]
 async fn outputs_are_defended_and_classes_are_their_argmax() {
-    let st = state_with(SERVED, Arc::new(Reverse), Limits::default());
+    let st = Arc::new(
+        ServeState::new(model(), SERVED, Arc::new(Reverse), Limits::default())
+            .expect("state")
+            .disclosing_defence(true),
+    );
     let xs = inputs(8, 2);
     let (s, v, _) = send(&st, post_json(&json!({ "inputs": xs }).to_string())).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -232,7 +237,11 @@ async fn model_endpoint_shows_metadata_never_weights() {
     assert_eq!(v["class_names"], json!(["cat", "dog", "eel"]));
     assert_eq!(v["weights_fingerprint"], json!(meta.weights_fingerprint));
     assert_eq!(v["output_mode"], json!({"served": {"samples": 64}}));
-    assert_eq!(v["defence"], "none");
+    assert_eq!(v["output"], json!("scores"));
+    assert!(
+        v.get("defence").is_none(),
+        "the defence is hidden by default: {v}"
+    );
     assert_eq!(
         v["limits"],
         json!({"max_body_bytes": 5000, "max_batch": 17})
@@ -529,11 +538,11 @@ impl Defence for Failing {
     fn name(&self) -> String {
         "failing".into()
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> rgshield::Result<Vec<f32>> {
+    fn apply(&self, q: &Query<'_>) -> rgshield::Result<Vec<f32>> {
         if self.panic {
             panic!("defence bug");
         }
-        if y.len() == 3 {
+        if q.y.len() == 3 {
             Ok(vec![2.0; 3])
         } else {
             Err(rgshield::Error::invalid("never"))
@@ -648,23 +657,6 @@ fn model_dir() -> tempfile::TempDir {
     let meta = ModelMeta::new(&m, vec!["a".into(), "b".into(), "c".into()]);
     rgshield::model::io::save(dir.path(), &m, &meta).expect("save");
     dir
-}
-
-#[test]
-fn serve_cli_refuses_an_unknown_defence() {
-    let dir = model_dir();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
-        .args(["serve", "--model"])
-        .arg(dir.path())
-        .args(["--addr", "127.0.0.1:0", "--defence", "bogus"])
-        .output()
-        .expect("run rgshield");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--defence 'bogus'") && err.contains("unknown defence 'bogus'"),
-        "{err}"
-    );
 }
 
 #[test]

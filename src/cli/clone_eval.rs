@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::common::{emit, poison_cache, prepare_out_dir, Bar, DataArgs};
+use super::common::{emit, prepare_out_dir, Bar, CacheArgs, DataArgs};
 use rgshield::data::Dataset;
-use rgshield::defence::{DefenceSpec, PoisonCache};
+use rgshield::defence::{DefenceSweep, PoisonCaches};
 use rgshield::experiments::clone_eval::{
-    self, AttackerSpec, CloneEvalParams, CloneEvalReport, DefenceSetting,
+    self, expand_defences, AttackerSpec, CloneEvalParams, CloneEvalReport, DEFAULT_DEFENCES,
 };
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
@@ -17,7 +17,7 @@ use rgshield::{DeepRbm, Params, Valid};
 /// Flags of `rgshield clone-eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Victim model directory (the poison caches of `rg` are kept there).
+    /// Victim model directory.
     #[arg(long, required_unless_present = "from_json")]
     model: Option<PathBuf>,
     /// Print (and write beside it as clone_eval.tables.md) the tables of an existing
@@ -26,16 +26,12 @@ pub struct Args {
     from_json: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// Defences: none, rg (= rg:P), rg:C, random, gaussian, reverse-sigmoid, rounding, top1.
-    #[arg(
-        long,
-        default_value = "none,rg,random,gaussian,reverse-sigmoid,rounding,top1"
-    )]
-    defences: String,
-    /// ε values of rg and random (default 0.05,0.1,0.2,0.4); the other defences sweep their own
-    /// documented parameter lists.
-    #[arg(long, value_delimiter = ',')]
-    epsilons: Option<Vec<f64>>,
+    /// A defence to evaluate, NAME[:key=value,...], with sweeps as key=v1|v2|… (e.g.
+    /// rg-vertex:objective=B,eps=0.1|0.3|0.6|1); repeat the flag for each defence. Default: none,
+    /// rg and random (eps 0.05…0.4), gaussian, reverse-sigmoid and rounding (their own sweeps),
+    /// top1.
+    #[arg(long = "defence", default_values_t = DEFAULT_DEFENCES.iter().map(|s| s.parse::<DefenceSweep>().expect("a valid default")).collect::<Vec<_>>())]
+    defences: Vec<DefenceSweep>,
     /// Attackers: eq14, distill, LEARNER+roundD, LEARNER+top1, adaptive (= distill+round1,distill+top1).
     #[arg(long, default_value = "eq14,distill,adaptive")]
     attackers: String,
@@ -60,38 +56,18 @@ pub struct Args {
     /// Eq. 14 clone: maximum sweeps (default: the eq14 training default).
     #[arg(long)]
     clone_sweeps: Option<usize>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Output directory (default: MODEL/clone).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-impl Args {
-    /// The defences named by `--defences`, each once.
-    fn defence_specs(&self) -> Result<Vec<DefenceSpec>> {
-        let mut specs: Vec<DefenceSpec> = Vec::new();
-        for t in self.defences.split(',') {
-            let spec: DefenceSpec = t
-                .trim()
-                .parse()
-                .with_context(|| format!("--defences '{t}'"))?;
-            if specs.contains(&spec) {
-                bail!("--defences: '{t}' is listed twice");
-            }
-            specs.push(spec);
-        }
-        Ok(specs)
-    }
 }
 
 impl TryFrom<&Args> for Valid<CloneEvalParams> {
     type Error = anyhow::Error;
     fn try_from(a: &Args) -> Result<Self> {
         let mut p = CloneEvalParams {
-            defences: a
-                .defence_specs()?
-                .into_iter()
-                .map(|s| DefenceSetting::default_for(s, a.epsilons.as_deref()))
-                .collect(),
+            defences: expand_defences(&a.defences)?,
             attackers: AttackerSpec::parse_list(&a.attackers)?,
             budget: a.budget,
             seeds: (1..=a.seeds).collect(),
@@ -113,31 +89,13 @@ impl TryFrom<&Args> for Valid<CloneEvalParams> {
     }
 }
 
-/// The poison caches the `rg` defences of `params` need, from (or computed into) `model_dir`.
-pub fn caches_for(
-    params: &CloneEvalParams,
-    model_dir: &Path,
-    model: &DeepRbm,
-    image_shape: Option<(usize, usize)>,
-) -> Result<Vec<PoisonCache>> {
-    let mut caches: Vec<PoisonCache> = Vec::new();
-    for d in &params.defences {
-        if let DefenceSpec::Rg(reading) = d.spec {
-            if !caches.iter().any(|c| c.reading == reading) {
-                caches.push(poison_cache(model_dir, model, image_shape, reading)?);
-            }
-        }
-    }
-    Ok(caches)
-}
-
 /// Run the cloning experiment on `model` and write `clone_eval.json`, `clone_eval.md` and the
 /// plots into `out`; returns the report and its Markdown tables.
 pub fn run_in(
     model: &DeepRbm,
     data: &Dataset,
     params: &Valid<CloneEvalParams>,
-    caches: &[PoisonCache],
+    caches: &PoisonCaches,
     out: &Path,
 ) -> Result<(CloneEvalReport, String)> {
     prepare_out_dir(out)?;
@@ -182,9 +140,12 @@ pub fn run(a: &Args) -> Result<()> {
         .as_ref()
         .and_then(|d| d.image_shape)
         .or(data.image_shape);
-    let caches = caches_for(&params, &model_dir, &model, shape)?;
+    let caches = a.cache.caches(&model, shape);
     let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
     let (report, md) = run_in(&model, &data, &params, &caches, &out)?;
+    for n in caches.notes() {
+        eprintln!("{n}");
+    }
     println!("{md}");
     println!("clone-eval took {:.0} s", report.seconds);
     Ok(())

@@ -11,9 +11,8 @@ use clap::Args;
 use serde::Serialize;
 
 use rgshield::data::{self, Binarize, DataSpec, Dataset, LoadOptions};
-use rgshield::defence::{Defence, DefenceSpec, PoisonCache};
+use rgshield::defence::{Defence, DefenceContext, DefenceParams, Key, PoisonCaches};
 use rgshield::rg::basis::{BasisChoice, DEFAULT_BASIS};
-use rgshield::rg::OutputReading;
 use rgshield::train::{Method, SweepOrder, Targets, TrainParams};
 use rgshield::{DeepRbm, Params, Progress, Valid};
 
@@ -300,47 +299,112 @@ pub fn prepare_out_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The model directory's poison cache of `reading`, computed and saved there on first use (and
-/// said so on stderr).
-pub fn poison_cache(
-    model_dir: &Path,
-    model: &DeepRbm,
-    image_shape: Option<(usize, usize)>,
-    reading: OutputReading,
-) -> Result<PoisonCache> {
-    let (cache, computed) = PoisonCache::load_or_compute(model_dir, model, image_shape, reading)?;
-    if computed {
-        eprintln!(
-            "computed poison directions per class ({} samples per class) into {}",
-            cache.samples,
-            PoisonCache::path_in(model_dir, reading).display()
-        );
-    }
-    Ok(cache)
+/// The flags that say where a defence's secret key and derived data live.
+#[derive(Args, Clone)]
+pub struct DefenceStoreArgs {
+    /// The defender's secret key (64 hexadecimal digits). Every randomised or keyed defence draws
+    /// from it; created with owner-only permissions when missing. Default:
+    /// $RGSHIELD_KEY_FILE, else $XDG_CONFIG_HOME/rgshield/key, else ~/.config/rgshield/key.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
-/// The output defence named on the command line with its strength; `rg` uses the model
-/// directory's poison cache ([`poison_cache`]).
-pub fn build_defence(
-    name: &str,
-    strength: f64,
-    model: &DeepRbm,
-    model_dir: Option<&Path>,
-    image_shape: Option<(usize, usize)>,
-) -> Result<Arc<dyn Defence>> {
-    let spec: DefenceSpec = name
-        .parse()
-        .with_context(|| format!("--defence '{name}'"))?;
-    let cache = match spec {
-        DefenceSpec::Rg(reading) => {
-            let dir = model_dir.ok_or_else(|| {
-                anyhow::anyhow!("--defence {name}: needs a model directory for its poison cache")
-            })?;
-            Some(poison_cache(dir, model, image_shape, reading)?)
+/// Where derived data (poison caches) live.
+#[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// Where poison caches (per-class Fisher information) are read and written. Default:
+    /// $RGSHIELD_CACHE_DIR, else $XDG_CACHE_HOME/rgshield, else ~/.cache/rgshield, then the
+    /// model's fingerprint — never the model directory, so a read-only model serves.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// The poison caches of `model`.
+    pub fn caches(&self, model: &DeepRbm, image_shape: Option<(usize, usize)>) -> PoisonCaches {
+        let dir = self
+            .cache_dir
+            .clone()
+            .map(|d| d.join(model.fingerprint_hex()))
+            .or_else(|| PoisonCaches::default_dir(model));
+        PoisonCaches::new(dir, image_shape)
+    }
+}
+
+impl DefenceStoreArgs {
+    /// The key file's path (flag, environment, or the default).
+    pub fn key_path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.key_file {
+            return Ok(p.clone());
         }
-        _ => None,
-    };
-    Ok(Arc::from(spec.build(strength, cache.as_ref())?))
+        if let Some(p) = std::env::var_os("RGSHIELD_KEY_FILE") {
+            return Ok(PathBuf::from(p));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no key file given and neither XDG_CONFIG_HOME nor HOME is set: pass --key-file")
+            })?;
+        Ok(base.join("rgshield").join("key"))
+    }
+
+    /// Load the key, or generate and save it (saying where on stderr).
+    pub fn key(&self) -> Result<Key> {
+        let path = self.key_path()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let (key, generated) = Key::load_or_generate(&path)?;
+        if Key::readable_by_others(&path) {
+            eprintln!(
+                "warning: the key file {} can be read by other users (chmod 600 it): whoever \
+                 reads it can predict the keyed defences' choices",
+                path.display()
+            );
+        }
+        if generated {
+            eprintln!(
+                "generated a secret key (owner-only) in {}: keep it; answers depend on it",
+                path.display()
+            );
+        }
+        Ok(key)
+    }
+
+    /// The key for `defences`: loaded (or generated) only when one of them uses a key, so that
+    /// the deterministic defences need no key file; otherwise a public placeholder that nothing
+    /// draws from.
+    pub fn key_for(&self, defences: &[DefenceParams]) -> Result<Key> {
+        if defences.iter().any(DefenceParams::uses_key) {
+            self.key()
+        } else {
+            Ok(Key::public("rgshield: no keyed defence"))
+        }
+    }
+
+    /// The poison caches of `model`.
+    pub fn caches(&self, model: &DeepRbm, image_shape: Option<(usize, usize)>) -> PoisonCaches {
+        self.cache.caches(model, image_shape)
+    }
+}
+
+/// Build a defence and print what its caches did.
+pub fn build_defence(
+    params: &DefenceParams,
+    model: &DeepRbm,
+    key: &Key,
+    caches: &PoisonCaches,
+) -> Result<Arc<dyn Defence>> {
+    let d = params
+        .build(&DefenceContext { model, key, caches })
+        .with_context(|| format!("--defence {params}"))?;
+    for n in caches.notes() {
+        eprintln!("{n}");
+    }
+    Ok(Arc::from(d))
 }
 
 /// Write a report into `dir`: `json_name` (pretty JSON), the Markdown `markdown` as

@@ -7,15 +7,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::common::poison_cache;
 use super::{analyze, attack, clone_eval, train};
 use rgshield::data::{self, DataSpec, LoadOptions};
-use rgshield::defence::{distortion, DefenceSpec, PoisonCache};
+use rgshield::defence::{DefenceContext, DefenceParams, Key, PoisonCaches, Query};
 use rgshield::experiments::analyze::AnalyzeParams;
 use rgshield::experiments::attack::{table as attack_table, AttackParams};
-use rgshield::experiments::clone_eval::{AttackerSpec, CloneEvalParams, DefenceSetting};
+use rgshield::experiments::clone_eval::{AttackerSpec, CloneEvalParams};
 use rgshield::model::io as model_io;
-use rgshield::rg::OutputReading;
 use rgshield::sample::{argmax, OutputMode, Predictor};
 use rgshield::train::{Method, TrainParams};
 use rgshield::Params;
@@ -125,9 +123,14 @@ pub fn run(a: &Args) -> Result<()> {
         attack_table(&at)
     );
 
-    // 4. Serve-side poisoning of one answer.
-    let cache = poison_cache(&dir, &model, data.image_shape, OutputReading::PlugIn)?;
-    let rg = DefenceSpec::Rg(OutputReading::PlugIn).build(0.2, Some(&cache))?;
+    // 4. Serve-side poisoning of one answer: the paper's first form and the second form.
+    let caches = PoisonCaches::new(Some(a.out.join("poison-cache")), data.image_shape);
+    let key = Key::public("rgshield demo");
+    let ctx = DefenceContext {
+        model: &model,
+        key: &key,
+        caches: &caches,
+    };
     let predictor = Predictor::new(
         &model,
         OutputMode::Served {
@@ -137,8 +140,6 @@ pub fn run(a: &Args) -> Result<()> {
     );
     let x = data.test.row(0);
     let y = predictor.output(x);
-    let y2 = rg.apply(&y, predictor.input_seed(x))?;
-    let d = distortion(&y, &y2);
     let fmt = |v: &[f32]| {
         v.iter()
             .map(|a| format!("{a:.3}"))
@@ -146,21 +147,36 @@ pub fn run(a: &Args) -> Result<()> {
             .join(", ")
     };
     md += &format!(
-        "\n## 4. Poisoned serving (`serve --defence rg`)\n\nThe poison direction u of each class is the top \
-         eigenvector of the projected Fisher information of the generation network w.r.t. the output \
-         (SPEC §7, cached per class in `{}`). Test input 0, defence {}:\n\n\
-         - served ŷ  = [{}] (class {})\n- poisoned ŷ' = [{}] (class {})\n- distortion: L1 {:.4}, L2 {:.4}, KL {:.5}\n\n\
-         The step is clipped per query so that the class never changes and every value stays in [0, 1]; \
-         `rgshield serve --model {} --defence rg --epsilon 0.2` serves it over HTTP.\n",
-        PoisonCache::path_in(&dir, OutputReading::PlugIn).display(),
-        rg.name(),
+        "\n## 4. Poisoned serving (`serve --defence …`)\n\nTest input 0, served ŷ = [{}] (class {}). \
+         The first form (`rg`, SPEC §8) steps along the per-class poison direction u (the top eigenvector of the \
+         generation network's Fisher information w.r.t. the output, SPEC §7) and stops at the first output that \
+         reaches 0; the second form (`rg-vertex`, SPEC §11) spends an L1 budget inside a feasible set that keeps \
+         the class by a margin and every value in [f, 1 − f], choosing the vertex that moves the clone's eq. 14 \
+         targets most (objective B):\n\n| defence | answer | class | L1 | KL |\n|---|---|---|---|---|\n",
         fmt(&y),
-        argmax(&y),
-        fmt(&y2),
-        argmax(&y2),
-        d.l1,
-        d.l2,
-        d.kl,
+        argmax(&y)
+    );
+    for spec in ["rg:eps=0.2", "rg-vertex:objective=B,eps=0.6"] {
+        let params: DefenceParams = spec.parse()?;
+        let d = params.build(&ctx)?;
+        let ans = d.defend(&Query {
+            x,
+            y: &y,
+            seed: key.query_seed(x),
+        })?;
+        md += &format!(
+            "| `{}` | [{}] | {} | {:.4} | {:.5} |\n",
+            d.name(),
+            fmt(&ans.output),
+            argmax(&ans.output),
+            ans.distortion.l1,
+            ans.distortion.kl
+        );
+    }
+    md += &format!(
+        "\nBoth keep the class; only the second form has room to move the answer (the first is capped near \
+         L1 ≈ 0.02 by the outputs near 0). `rgshield serve --model {} --defence rg-vertex:objective=B,eps=0.6` \
+         serves it over HTTP.\n",
         dir.display()
     );
 
@@ -171,18 +187,16 @@ pub fn run(a: &Args) -> Result<()> {
     eq14.pretrain_epochs = 20;
     eq14.sweeps = 20;
     let ce_params = CloneEvalParams {
-        defences: vec![
-            DefenceSetting::default_for(DefenceSpec::None, None),
-            DefenceSetting {
-                spec: DefenceSpec::Rg(OutputReading::PlugIn),
-                strengths: vec![0.2],
-            },
-            DefenceSetting {
-                spec: DefenceSpec::Random,
-                strengths: vec![0.2],
-            },
-            DefenceSetting::default_for(DefenceSpec::Top1, None),
-        ],
+        defences: [
+            "none",
+            "rg-vertex:objective=B,eps=0.6",
+            "partner-table:eps=0.6",
+            "random-vertex:eps=0.6",
+            "top1",
+        ]
+        .iter()
+        .map(|s| s.parse())
+        .collect::<rgshield::Result<_>>()?,
         attackers: AttackerSpec::parse_list("eq14,distill")?,
         budget: 500,
         seeds: vec![1, 2],
@@ -191,7 +205,7 @@ pub fn run(a: &Args) -> Result<()> {
         ..CloneEvalParams::default()
     }
     .check()?;
-    let (_, ce_md) = clone_eval::run_in(&model, &data, &ce_params, &[cache], &dir.join("clone"))?;
+    let (_, ce_md) = clone_eval::run_in(&model, &data, &ce_params, &caches, &dir.join("clone"))?;
     println!("{ce_md}");
     md += &format!(
         "\n## 5. Cloning (`clone-eval`, small budget)\n\nAn attacker queries {} inputs (test images it was \

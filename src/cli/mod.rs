@@ -6,6 +6,7 @@ mod attack;
 mod bench;
 mod clone_eval;
 mod common;
+mod defences;
 mod demo;
 mod eval;
 mod serve;
@@ -44,6 +45,9 @@ enum Cmd {
     /// fidelity, adversarial transfer, utility and distortion per defence; writes clone_eval.json,
     /// clone_eval.md and plots.
     CloneEval(Box<clone_eval::Args>),
+    /// List the output defences with their knobs, defaults and guarantees (the syntax of
+    /// --defence).
+    Defences(defences::Args),
     /// Serve a model's predictions over HTTP/JSON with an output defence (POST /v1/predict,
     /// GET /v1/health, GET /v1/model); stops on Ctrl-C or SIGTERM after the requests in flight.
     Serve(serve::Args),
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Analyze(a) => analyze::run(&a),
         Cmd::Attack(a) => attack::run(&a),
         Cmd::CloneEval(a) => clone_eval::run(&a),
+        Cmd::Defences(a) => defences::run(&a),
         Cmd::Serve(a) => serve::run(&a, &g),
         Cmd::Bench(c) => bench::run(c, &g),
     }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::common::build_defence;
+use super::common::{build_defence, DefenceStoreArgs};
 use super::Global;
+use rgshield::defence::DefenceParams;
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
-use rgshield::serve::{self, Limits, ServeState};
+use rgshield::serve::{self, Limits, OutputKind, ServeState};
 
 /// Flags of `rgshield serve`.
 #[derive(clap::Args)]
@@ -21,20 +22,30 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Output defence: none, rg (= rg:P), rg:C, random, gaussian, reverse-sigmoid, rounding, top1.
+    /// Output defence, NAME[:key=value,...], e.g. rg-vertex:objective=B,eps=0.6 (knobs left out
+    /// take their defaults). Names: none, top1, rg, random, gaussian, reverse-sigmoid, rounding,
+    /// rg-vertex, rg-logit, mad-argmax, grad2-argmax, mad, random-vertex, random-fixed,
+    /// partner-table; `rgshield defences` lists every knob.
     #[arg(long, default_value = "none")]
-    defence: String,
-    /// Strength of the defence (ε of rg and random, σ of gaussian, β of reverse-sigmoid,
-    /// decimals of rounding).
-    #[arg(long, default_value_t = 0.02)]
-    epsilon: f64,
+    defence: DefenceParams,
+    /// What each answer holds: scores (the output units as they are: one sigmoid per class, the
+    /// sum near but not at 1) or probabilities (each answer divided by its sum).
+    #[arg(long, default_value_t = OutputKind::Scores)]
+    output: OutputKind,
+    /// Name the defence and its knobs in every answer and in GET /v1/model (off: clients are not
+    /// told how their answers are defended).
+    #[arg(long)]
+    disclose_defence: bool,
+    #[command(flatten)]
+    store: DefenceStoreArgs,
     /// Serve the deterministic mean-field output instead of the sampled one.
     #[arg(long, conflicts_with_all = ["samples", "serve_seed"])]
     mean_field: bool,
     /// Samples S of the served output.
     #[arg(long, default_value_t = 64)]
     samples: usize,
-    /// Seed of the served output's sampler; keep it private when a defence is randomised.
+    /// Seed of the served output's sampler (each input's samples are drawn from it and the
+    /// input, so the same input gets the same output).
     #[arg(long, default_value_t = 0)]
     serve_seed: u64,
     /// Most inputs in one request (413 above it).
@@ -49,7 +60,9 @@ pub struct Args {
 pub fn run(a: &Args, g: &Global) -> Result<()> {
     let (model, meta) = model_io::load(&a.model)?;
     let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
-    let defence = build_defence(&a.defence, a.epsilon, &model, Some(&a.model), shape)?;
+    let key = a.store.key_for(std::slice::from_ref(&a.defence))?;
+    let caches = a.store.caches(&model, shape);
+    let defence = build_defence(&a.defence, &model, &key, &caches)?;
     let mode = if a.mean_field {
         OutputMode::MeanField
     } else {
@@ -64,7 +77,10 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     };
     let state = ServeState::new(model, mode, defence, limits)?
         .with_meta(&meta)
-        .with_context(|| format!("model {}", a.model.display()))?;
+        .with_context(|| format!("model {}", a.model.display()))?
+        .with_key(key)
+        .with_output(a.output)
+        .disclosing_defence(a.disclose_defence);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = g.threads {
         rt.worker_threads(t.max(1));
@@ -74,10 +90,16 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     println!(
-        "serving {} ({:?}, defence {}) — Ctrl-C stops",
+        "serving {} ({:?}, defence {}, {} output{}) — Ctrl-C stops",
         a.model.display(),
         state.info().widths,
-        state.defence().name()
+        state.defence().name(),
+        a.output,
+        if a.disclose_defence {
+            ", defence disclosed to clients"
+        } else {
+            ""
+        }
     );
     rt.block_on(serve::run(a.addr, Arc::new(state)))?;
     println!("stopped");

@@ -5,7 +5,7 @@
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{check_served, Defence};
+use super::{check_served, Defence, Query};
 use crate::error::{Error, Result};
 use crate::model::standard_normal;
 use crate::sample::argmax;
@@ -13,8 +13,9 @@ use crate::util::mix_seed;
 
 const GAUSSIAN_TAG: u64 = 0x4741_5553; // "GAUS"
 
-/// Gaussian noise: `ŷ'_i = clip(ŷ_i + σ z_i, 0, 1)`, `z_i ~ N(0, 1)` independent, drawn from the
-/// query seed. Does **not** guarantee the argmax.
+/// Gaussian noise: `r_i = clip(ŷ_i + σ z_i, 0, 1)`, `z_i ~ N(0, 1)` independent, drawn from the
+/// query seed, rescaled to the served sum `Σŷ` ([`to_served_sum`]). Does **not** guarantee the
+/// argmax.
 #[derive(Clone, Copy, Debug)]
 pub struct Gaussian {
     sigma: f64,
@@ -36,15 +37,18 @@ impl Defence for Gaussian {
     fn name(&self) -> String {
         format!("gaussian(sigma={})", self.sigma)
     }
-    fn apply(&self, y: &[f32], seed: u64) -> Result<Vec<f32>> {
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        let y = q.y;
         check_served(y)?;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(seed, GAUSSIAN_TAG));
-        Ok(y.iter()
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(q.seed, GAUSSIAN_TAG));
+        let noisy: Vec<f64> = y
+            .iter()
             .map(|&v| {
                 let z = standard_normal(&mut rng) as f64;
-                (v as f64 + self.sigma * z).clamp(0.0, 1.0) as f32
+                (v as f64 + self.sigma * z).clamp(0.0, 1.0)
             })
-            .collect())
+            .collect();
+        Ok(to_served_sum(y, &noisy))
     }
     fn keeps_argmax(&self) -> bool {
         false
@@ -63,13 +67,14 @@ pub const LOGIT_CLAMP: f64 = 1e-6;
 /// Stealing Attacks Using Deceptive Perturbations", IEEE S&P Workshops 2019, arXiv:1806.00054; the
 /// same formula as IBM ART's `ReverseSigmoid` postprocessor, applied here to the normalised
 /// output). Exactly:
-/// 1. `p = ŷ/Σŷ` (the uniform vector when `Σŷ = 0`);
+/// 1. `p = ŷ/Σŷ` (ŷ itself when `Σŷ = 0`);
 /// 2. `r_i = p_i − β (σ(γ·logit(p̄_i)) − 1/2)`, `p̄_i = clamp(p_i, 1e-6, 1 − 1e-6)`,
 ///    `logit(q) = ln(q/(1−q))`, `σ` the logistic function;
-/// 3. `r_i ← max(r_i, 0)`, then `ŷ'_i = r_i/Σ_j r_j` (the uniform vector should every r_i be 0).
+/// 3. `r_i ← max(r_i, 0)`, then `ŷ'_i = Σŷ · r_i/Σ_j r_j` (the uniform vector should every r_i be
+///    0): the served sum is kept, as by every defence here ([`to_served_sum`]).
 ///
-/// The output sums to 1 (it is a probability vector whatever the served sum). Large β can push the
-/// top class below another (e.g. β = 3, γ = 1, p = (0.9, 0.1) → (0, 1)): **argmax may change**.
+/// Large β can push the top class below another (e.g. β = 3, γ = 1, p = (0.9, 0.1) → (0, 1)):
+/// **argmax may change**, and the clipping at 0 leaves exact zeros.
 #[derive(Clone, Copy, Debug)]
 pub struct ReverseSigmoid {
     beta: f64,
@@ -93,20 +98,29 @@ impl ReverseSigmoid {
     }
 }
 
-fn uniform(n: usize) -> Vec<f32> {
-    vec![1.0 / n as f32; n]
+/// `v` rescaled to the served sum `Σŷ` (the renormalisation every defence shares: answers
+/// redistribute the served mass, so their L1 distortion measures a redistribution), then clipped
+/// to [0, 1] (which binds only when the served sum is near K).
+pub(crate) fn to_served_sum(y: &[f32], v: &[f64]) -> Vec<f32> {
+    let served: f64 = y.iter().map(|&a| a as f64).sum();
+    let total: f64 = v.iter().sum();
+    let scale = if total > 0.0 { served / total } else { 0.0 };
+    v.iter()
+        .map(|&a| ((a * scale) as f32).clamp(0.0, 1.0))
+        .collect()
 }
 
 impl Defence for ReverseSigmoid {
     fn name(&self) -> String {
         format!("reverse-sigmoid(beta={}, gamma={})", self.beta, self.gamma)
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> Result<Vec<f32>> {
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        let y = q.y;
         check_served(y)?;
         let n = y.len();
         let s: f64 = y.iter().map(|&v| v as f64).sum();
         if s <= 0.0 {
-            return Ok(uniform(n));
+            return Ok(y.to_vec());
         }
         let r: Vec<f64> = y
             .iter()
@@ -120,11 +134,9 @@ impl Defence for ReverseSigmoid {
             .collect();
         let rs: f64 = r.iter().sum();
         if rs <= 0.0 || !rs.is_finite() {
-            return Ok(uniform(n));
+            return Ok(to_served_sum(y, &vec![1.0 / n as f64; n]));
         }
-        Ok(r.iter()
-            .map(|&v| ((v / rs) as f32).clamp(0.0, 1.0))
-            .collect())
+        Ok(to_served_sum(y, &r))
     }
     fn keeps_argmax(&self) -> bool {
         false
@@ -158,7 +170,8 @@ impl Defence for Rounding {
     fn name(&self) -> String {
         format!("rounding(decimals={})", self.decimals)
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> Result<Vec<f32>> {
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        let y = q.y;
         check_served(y)?;
         let scale = 10f64.powi(self.decimals as i32);
         Ok(y.iter()
@@ -178,7 +191,8 @@ impl Defence for Top1 {
     fn name(&self) -> String {
         "top1".into()
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> Result<Vec<f32>> {
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        let y = q.y;
         check_served(y)?;
         let mut out = vec![0.0; y.len()];
         if !y.is_empty() {

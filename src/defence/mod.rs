@@ -1,30 +1,88 @@
-//! Output defences (SPEC §8–9): a served output vector in, a defended output vector out.
+//! Output defences (SPEC §8, §9, §11): a served output vector in, a defended output vector out.
 //!
-//! Every defence sees one served output row `ŷ ∈ [0,1]^{n_N}` (the victim's answer to one query)
-//! and a per-query seed derived from (model, serve seed, input) by
-//! [`crate::sample::Predictor::input_seed`], so the same input always gets the same answer. The
-//! distortion actually applied is measured by [`distortion`].
+//! Every defence sees one [`Query`]: the input x, the served output row `ŷ ∈ [0,1]^K` (the
+//! victim's answer) and a per-query seed. The seed comes from the defender's secret [`Key`]
+//! (`HMAC(key, x)`, [`key`]), so a repeated query gets the same answer and no client can predict a
+//! randomised or keyed defence's choices. [`Defence::defend`] returns the answer with the
+//! distortion actually applied (L1, L2, KL) and whether its class changed.
+//!
+//! The defences, by name ([`spec`] parses `NAME[:key=value,…]`):
+//! * first form (SPEC §8): `rg` (a step along the cached poison direction, clipped to keep the
+//!   class; [`rg`]), `random` (the same step along a random direction);
+//! * second form (SPEC §11; [`feasible`], [`vertex`], [`lp`], [`logit`]): `rg-vertex` (objective A,
+//!   the Fisher quadratic, or B, the exact KL of the generation chain), `rg-logit`, `mad-argmax`,
+//!   `grad2-argmax` (an exact linear programme), `mad` (class not kept), and the controls
+//!   `random-vertex`, `random-fixed`, `partner-table` — all over one feasible set with an L1
+//!   budget, a floor and a margin;
+//! * baselines (SPEC §9; [`baselines`]): `gaussian`, `reverse-sigmoid`, `rounding`, `top1`, and
+//!   `none`.
 
 use crate::error::{Error, Result};
 
 pub mod baselines;
+pub mod feasible;
+pub mod key;
+pub mod logit;
+pub mod lp;
+pub mod objectives;
 pub mod rg;
 pub mod spec;
+pub mod surrogate;
+pub mod vertex;
 
 pub use baselines::{Gaussian, ReverseSigmoid, Rounding, Top1};
+pub use key::Key;
 pub use rg::{PoisonCache, PoisonStep, RandomDirection, RgPoison, SignRule};
-pub use spec::DefenceSpec;
+pub use spec::{DefenceContext, DefenceParams, DefenceSweep, PoisonCaches};
 
-/// A defence applied to served outputs (issue 4 item 1).
+/// One query as a defence sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The input x (what the client sent).
+    pub x: &'a [f32],
+    /// The served output ŷ(x): finite, in [0, 1].
+    pub y: &'a [f32],
+    /// The query's seed, `Key::query_seed(x)` when served (defences without randomness ignore it).
+    pub seed: u64,
+}
+
+/// A defended answer and what the defence did to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The defended output, same length as ŷ, finite and in [0, 1].
+    pub output: Vec<f32>,
+    /// Distortion against the served output.
+    pub distortion: Distortion,
+    /// Whether `argmax(output) ≠ argmax(ŷ)`.
+    pub class_changed: bool,
+}
+
+/// A defence applied to served outputs.
 pub trait Defence: Send + Sync {
-    /// Short name with its parameter, e.g. `rg(P, eps=0.02)`; used in reports and tables.
+    /// The defence's canonical name with every knob, e.g.
+    /// `rg-vertex:objective=B,reading=P,eps=0.6,margin=0.02,floor=0.0001`; parses back.
     fn name(&self) -> String;
-    /// The defended output for the served output `y` of one query. `seed` is the query's seed
-    /// (deterministic per input); defences without randomness ignore it. `y` is finite and in
-    /// [0,1]; implementations return a vector of the same length, finite and in [0,1].
-    fn apply(&self, y: &[f32], seed: u64) -> Result<Vec<f32>>;
-    /// True when the defence guarantees `argmax(apply(y)) == argmax(y)` for every y.
+    /// The defended output for one query: same length as `q.y`, finite and in [0, 1].
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>>;
+    /// True when the defence guarantees `argmax(apply(q)) == argmax(q.y)` for every query.
     fn keeps_argmax(&self) -> bool;
+    /// [`Defence::apply`] with the distortion actually applied and the class check.
+    fn defend(&self, q: &Query<'_>) -> Result<Answer> {
+        let output = self.apply(q)?;
+        if output.len() != q.y.len() {
+            return Err(Error::shape(format!(
+                "defence {} returned {} values for {} outputs",
+                self.name(),
+                output.len(),
+                q.y.len()
+            )));
+        }
+        Ok(Answer {
+            distortion: distortion(q.y, &output),
+            class_changed: crate::sample::argmax(&output) != crate::sample::argmax(q.y),
+            output,
+        })
+    }
 }
 
 /// No defence: the served output unchanged.
@@ -35,8 +93,8 @@ impl Defence for NoDefence {
     fn name(&self) -> String {
         "none".into()
     }
-    fn apply(&self, y: &[f32], _seed: u64) -> Result<Vec<f32>> {
-        Ok(y.to_vec())
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        Ok(q.y.to_vec())
     }
     fn keeps_argmax(&self) -> bool {
         true
@@ -108,6 +166,8 @@ pub fn distortion(y: &[f32], y2: &[f32]) -> Distortion {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_second_form;
 
 #[cfg(test)]
 mod distortion_tests {

@@ -31,12 +31,13 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{check_served, Defence};
+use super::{check_served, Defence, Query};
 use crate::error::{Error, Result};
+use crate::linalg::dense;
 use crate::model::{standard_normal, DeepRbm};
 use crate::params::{Params, Valid};
 use crate::rg::basis::{classification_bases, generation_bases, BasisChoice, BasisPlan};
-use crate::rg::fisher::output_fisher;
+use crate::rg::fisher::{output_fisher, project_sum_zero};
 use crate::rg::{FlowParams, OperatorBasis, OutputReading};
 use crate::sample::argmax;
 use crate::util::{mix_seed, write_json};
@@ -261,6 +262,10 @@ pub struct PoisonCache {
     pub per_class: Vec<Vec<f64>>,
     /// `eigenvalues[c]` = top eigenvalue of `P F̃_{e_c} P`.
     pub eigenvalues: Vec<f64>,
+    /// `fisher[c]` = `P F̃_{e_c} P` itself, `K × K` row-major (objective A of `rg-vertex` and
+    /// `rg-logit`; empty in caches written before it was kept).
+    #[serde(default)]
+    pub fisher: Vec<Vec<f64>>,
     /// Where F̃ was evaluated: `"one-hot e_c"` for [`PoisonCache::compute`].
     pub anchor: String,
     /// `{:016x}` of the model's fingerprint (as in `model.json`), empty when not tied to a model.
@@ -301,6 +306,7 @@ impl PoisonCache {
             reading,
             per_class,
             eigenvalues,
+            fisher: Vec::new(),
             anchor: anchor.into(),
             model_fingerprint: String::new(),
             generation_operators: Vec::new(),
@@ -333,6 +339,25 @@ impl PoisonCache {
         for (c, u) in self.per_class.iter().enumerate() {
             check_direction(u, n, DIRECTION_TOL, &format!("per_class[{c}]"))?;
         }
+        if !self.fisher.is_empty()
+            && (self.fisher.len() != n || self.fisher.iter().any(|f| f.len() != n * n))
+        {
+            return Err(Error::shape(format!(
+                "poison cache: {} Fisher matrices for {n} classes (each must hold {} values)",
+                self.fisher.len(),
+                n * n
+            )));
+        }
+        if let Some((c, i)) = self
+            .fisher
+            .iter()
+            .enumerate()
+            .find_map(|(c, f)| f.iter().position(|v| !v.is_finite()).map(|i| (c, i)))
+        {
+            return Err(Error::invalid(format!(
+                "poison cache: fisher[{c}][{i}] is not finite"
+            )));
+        }
         if let Some(c) = self.eigenvalues.iter().position(|v| !v.is_finite()) {
             return Err(Error::invalid(format!(
                 "eigenvalues[{c}] = {} is not finite",
@@ -359,18 +384,31 @@ impl PoisonCache {
                 "poison cache: the model has {n} output(s); sum-zero directions need at least 2"
             )));
         }
-        let per: Vec<(f64, Vec<f64>)> = (0..n)
+        let per: Vec<(f64, Vec<f64>, Vec<f64>)> = (0..n)
             .into_par_iter()
             .map(|c| {
                 let mut y = vec![0.0f32; n];
                 y[c] = 1.0;
                 let r = output_fisher(model, &y, gen_bases, reading, flow_cfg)?;
-                Ok((r.poison_direct.value, r.poison_direct.direction))
+                let projected = project_sum_zero(r.direct.value.as_ref())?;
+                Ok((
+                    r.poison_direct.value,
+                    r.poison_direct.direction,
+                    dense::to_row_major(projected.as_ref()),
+                ))
             })
             .collect::<Result<_>>()?;
-        let (eigenvalues, per_class) = per.into_iter().unzip();
+        let mut eigenvalues = Vec::with_capacity(n);
+        let mut per_class = Vec::with_capacity(n);
+        let mut fisher = Vec::with_capacity(n);
+        for (e, u, f) in per {
+            eigenvalues.push(e);
+            per_class.push(u);
+            fisher.push(f);
+        }
         let mut cache =
             PoisonCache::from_directions(reading, per_class, eigenvalues, ONE_HOT_ANCHOR)?;
+        cache.fisher = fisher;
         cache.model_fingerprint = format!("{:016x}", model.fingerprint());
         cache.generation_operators = gen_bases.iter().map(|b| b.len()).collect();
         cache.samples = flow_cfg.samples;
@@ -541,8 +579,8 @@ impl Defence for RgPoison {
             sign_suffix(self.sign_rule)
         )
     }
-    fn apply(&self, y: &[f32], seed: u64) -> Result<Vec<f32>> {
-        Ok(self.step(y, seed)?.output)
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        Ok(self.step(q.y, q.seed)?.output)
     }
     fn keeps_argmax(&self) -> bool {
         true
@@ -603,8 +641,8 @@ impl Defence for RandomDirection {
     fn name(&self) -> String {
         format!("random(eps={}{})", self.eps, sign_suffix(self.sign_rule))
     }
-    fn apply(&self, y: &[f32], seed: u64) -> Result<Vec<f32>> {
-        Ok(self.step(y, seed)?.output)
+    fn apply(&self, q: &Query<'_>) -> Result<Vec<f32>> {
+        Ok(self.step(q.y, q.seed)?.output)
     }
     fn keeps_argmax(&self) -> bool {
         true

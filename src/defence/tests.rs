@@ -19,6 +19,17 @@ use crate::Params;
 
 const R2: f64 = std::f64::consts::SQRT_2;
 
+/// `apply` on a served row alone (the input does not matter to these defences).
+trait ApplyYs {
+    fn apply_ys(&self, y: &[f32], seed: u64) -> crate::Result<Vec<f32>>;
+}
+
+impl<T: Defence + ?Sized> ApplyYs for T {
+    fn apply_ys(&self, y: &[f32], seed: u64) -> crate::Result<Vec<f32>> {
+        self.apply(&Query { x: &[], y, seed })
+    }
+}
+
 fn close(a: &[f32], b: &[f64], tol: f64) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| (x as f64 - y).abs() <= tol)
 }
@@ -148,19 +159,19 @@ fn seeded_sign_uses_both_signs_each_with_its_own_step() {
 fn same_seed_same_output_and_random_directions_vary() {
     let y = [0.1f32, 0.6, 0.2, 0.1];
     let d = RandomDirection::new(0.05, DEFAULT_MARGIN, SignRule::Feasible).unwrap();
-    let a = d.apply(&y, 42).unwrap();
-    assert_eq!(a, d.apply(&y, 42).unwrap());
-    assert_ne!(a, d.apply(&y, 43).unwrap());
+    let a = d.apply_ys(&y, 42).unwrap();
+    assert_eq!(a, d.apply_ys(&y, 42).unwrap());
+    assert_ne!(a, d.apply_ys(&y, 43).unwrap());
     assert_ne!(a, y.to_vec());
     let u = random_sum_zero_unit(4, 42).unwrap();
     assert_eq!(u, random_sum_zero_unit(4, 42).unwrap());
     assert!(u.iter().sum::<f64>().abs() < 1e-12);
     assert!((u.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-12);
     let g = Gaussian::new(0.1).unwrap();
-    assert_eq!(g.apply(&y, 7).unwrap(), g.apply(&y, 7).unwrap());
-    assert_ne!(g.apply(&y, 7).unwrap(), g.apply(&y, 8).unwrap());
+    assert_eq!(g.apply_ys(&y, 7).unwrap(), g.apply_ys(&y, 7).unwrap());
+    assert_ne!(g.apply_ys(&y, 7).unwrap(), g.apply_ys(&y, 8).unwrap());
     let r = rg(&[0.5, -0.5, 0.5, -0.5], 0.05, SignRule::Seeded);
-    assert_eq!(r.apply(&y, 9).unwrap(), r.apply(&y, 9).unwrap());
+    assert_eq!(r.apply_ys(&y, 9).unwrap(), r.apply_ys(&y, 9).unwrap());
 }
 
 #[test]
@@ -310,7 +321,7 @@ proptest! {
         let d = rg(&u, eps, rule);
         let st = d.step(&y, seed).unwrap();
         check_guarantees(&y, &u, eps, &st)?;
-        prop_assert_eq!(d.apply(&y, seed).unwrap(), st.output.clone());
+        prop_assert_eq!(d.apply_ys(&y, seed).unwrap(), st.output.clone());
         prop_assert_eq!(d.step(&y, seed).unwrap(), st);
     }
 
@@ -379,13 +390,13 @@ fn poison_step_rejects_bad_input() {
         .to_string();
     assert!(e.contains("2 components") && e.contains("output 3"), "{e}");
     let e = rg(&u, 0.1, SignRule::Feasible)
-        .apply(&[0.5, 0.3, 0.2], 0)
+        .apply_ys(&[0.5, 0.3, 0.2], 0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("3 values") && e.contains("2 classes"), "{e}");
     let e = RandomDirection::new(0.1, 1e-3, SignRule::Feasible)
         .unwrap()
-        .apply(&[1.0], 0)
+        .apply_ys(&[1.0], 0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("got 1"), "{e}");
@@ -400,19 +411,30 @@ fn poison_step_rejects_bad_input() {
 fn gaussian_hand_cases_and_noise_statistics() {
     // σ = 0: the output is y itself.
     let g0 = Gaussian::new(0.0).unwrap();
-    assert_eq!(g0.apply(&[0.2, 0.7], 5).unwrap(), vec![0.2, 0.7]);
-    // σ = 1e6: y + σz leaves [0,1] unless |z| < 1e-6, so every component is clipped to 0 or 1.
+    assert_eq!(g0.apply_ys(&[0.2, 0.7], 5).unwrap(), vec![0.2, 0.7]);
+    // σ = 1e6: y + σz leaves [0,1] unless |z| < 1e-6, so every component is clipped to 0 or 1;
+    // the renormalisation to the served sum 1.5 then gives 0 or min(1, 1.5/ones).
     let g = Gaussian::new(1e6).unwrap();
     for seed in 0..20 {
-        let out = g.apply(&[0.5, 0.5, 0.5], seed).unwrap();
-        assert!(out.iter().all(|&v| v == 0.0 || v == 1.0), "{out:?}");
+        let out = g.apply_ys(&[0.5, 0.5, 0.5], seed).unwrap();
+        let ones = out.iter().filter(|&&v| v > 0.0).count();
+        let level = if ones > 0 {
+            (1.5f32 / ones as f32).min(1.0)
+        } else {
+            0.0
+        };
+        assert!(
+            out.iter().all(|&v| v == 0.0 || (v - level).abs() < 1e-6),
+            "{out:?}"
+        );
     }
-    // σ = 0.01 at y = 0.5 (no clipping): deviations have mean 0 and std 0.01. Over 4 × 2000 draws
-    // the mean's std is 0.01/√8000 ≈ 1.1e-4, the std's relative std ≈ 1/√16000 ≈ 0.8%.
+    // σ = 0.01 at y = 0.5 (no clipping): the renormalisation to the served sum removes the mean
+    // of the deviations, so they have mean 0 and std 0.01·√(1 − 1/K) = 0.01·√(3/4) (K = 4). Over
+    // 4 × 2000 draws the mean's std is ≈ 1e-4, the std's relative std ≈ 1/√16000 ≈ 0.8%.
     let g = Gaussian::new(0.01).unwrap();
     let (mut s, mut s2, mut k) = (0.0, 0.0, 0.0);
     for seed in 0..2000 {
-        for v in g.apply(&[0.5; 4], seed).unwrap() {
+        for v in g.apply_ys(&[0.5; 4], seed).unwrap() {
             let d = v as f64 - 0.5;
             s += d;
             s2 += d * d;
@@ -422,7 +444,8 @@ fn gaussian_hand_cases_and_noise_statistics() {
     let mean = s / k;
     let std = (s2 / k - mean * mean).sqrt();
     assert!(mean.abs() < 5e-4, "mean {mean}");
-    assert!((std - 0.01).abs() < 5e-4, "std {std}");
+    let want = 0.01 * (0.75f64).sqrt();
+    assert!((std - want).abs() < 5e-4, "std {std} vs {want}");
     assert!(!g.keeps_argmax());
     assert_eq!(g.name(), "gaussian(sigma=0.01)");
 }
@@ -434,13 +457,23 @@ fn reverse_sigmoid_hand_cases() {
     // → (0.44, 0.28, 0.28).
     let d = ReverseSigmoid::new(0.5, 1.0).unwrap();
     let want = [0.44, 0.28, 0.28];
-    assert!(close(&d.apply(&[0.6, 0.2, 0.2], 0).unwrap(), &want, 1e-6));
-    // The same after normalisation: y = (0.3, 0.1, 0.1) → p = (0.6, 0.2, 0.2).
-    assert!(close(&d.apply(&[0.3, 0.1, 0.1], 0).unwrap(), &want, 1e-6));
+    assert!(close(
+        &d.apply_ys(&[0.6, 0.2, 0.2], 0).unwrap(),
+        &want,
+        1e-6
+    ));
+    // The same after normalisation: y = (0.3, 0.1, 0.1) → p = (0.6, 0.2, 0.2), and back to the
+    // served sum 0.5.
+    let half: Vec<f64> = want.iter().map(|v| 0.5 * v).collect();
+    assert!(close(
+        &d.apply_ys(&[0.3, 0.1, 0.1], 0).unwrap(),
+        &half,
+        1e-6
+    ));
     // β = 3, γ = 1, p = (0.9, 0.1): r = (0.9 − 1.2, 0.1 + 1.2) = (−0.3, 1.3) → clip (0, 1.3)
     // → (0, 1): the argmax flips.
     let d = ReverseSigmoid::new(3.0, 1.0).unwrap();
-    let out = d.apply(&[0.9, 0.1], 0).unwrap();
+    let out = d.apply_ys(&[0.9, 0.1], 0).unwrap();
     assert!(close(&out, &[0.0, 1.0], 1e-7), "{out:?}");
     assert!(!d.keeps_argmax());
     // The CLI's γ = 0.1, β = 1, p = (0.8, 0.2): logit(0.8) = ln 4, σ(0.1 ln 4) = 1/(1 + 4^−0.1)
@@ -448,42 +481,42 @@ fn reverse_sigmoid_hand_cases() {
     // Σ = 1 (the perturbation is antisymmetric here).
     let d = ReverseSigmoid::new(1.0, 0.1).unwrap();
     assert!(close(
-        &d.apply(&[0.8, 0.2], 0).unwrap(),
+        &d.apply_ys(&[0.8, 0.2], 0).unwrap(),
         &[0.765_398_0, 0.234_602_0],
         1e-6
     ));
-    // All-zero output: the uniform vector.
-    assert_eq!(d.apply(&[0.0, 0.0], 0).unwrap(), vec![0.5, 0.5]);
+    // All-zero output: no mass to redistribute, served as it is.
+    assert_eq!(d.apply_ys(&[0.0, 0.0], 0).unwrap(), vec![0.0, 0.0]);
 }
 
 #[test]
 fn rounding_and_top1_hand_cases() {
     let r2 = Rounding::new(2).unwrap();
     assert!(close(
-        &r2.apply(&[0.123456, 0.876544, 0.5], 0).unwrap(),
+        &r2.apply_ys(&[0.123456, 0.876544, 0.5], 0).unwrap(),
         &[0.12, 0.88, 0.5],
         1e-7
     ));
     // 0 decimals: 0.5 rounds half away from zero to 1.
     let r0 = Rounding::new(0).unwrap();
     assert_eq!(
-        r0.apply(&[0.123456, 0.876544, 0.5], 0).unwrap(),
+        r0.apply_ys(&[0.123456, 0.876544, 0.5], 0).unwrap(),
         vec![0.0, 1.0, 1.0]
     );
     // (0.44, 0.46) → (0, 0): the tie goes to the first class, argmax 1 → 0.
-    let out = r0.apply(&[0.44, 0.46], 0).unwrap();
+    let out = r0.apply_ys(&[0.44, 0.46], 0).unwrap();
     assert_eq!(out, vec![0.0, 0.0]);
     assert_ne!(argmax(&out), argmax(&[0.44, 0.46]));
     assert!(!r0.keeps_argmax());
     let r6 = Rounding::new(6).unwrap();
     assert!(close(
-        &r6.apply(&[0.123_456_4], 0).unwrap(),
+        &r6.apply_ys(&[0.123_456_4], 0).unwrap(),
         &[0.123456],
         1e-7
     ));
     // Top-1: one-hot of the argmax, first on ties.
     assert_eq!(
-        Top1.apply(&[0.2, 0.7, 0.7], 0).unwrap(),
+        Top1.apply_ys(&[0.2, 0.7, 0.7], 0).unwrap(),
         vec![0.0, 1.0, 0.0]
     );
     assert!(Top1.keeps_argmax());
@@ -508,7 +541,7 @@ fn baselines_reject_bad_parameters_and_inputs() {
         Box::new(Top1),
     ];
     for d in &defences {
-        let e = d.apply(&[0.5, -0.25], 0).unwrap_err().to_string();
+        let e = d.apply_ys(&[0.5, -0.25], 0).unwrap_err().to_string();
         assert!(e.contains("y[1] = -0.25"), "{}: {e}", d.name());
     }
 }
@@ -688,128 +721,4 @@ fn poison_cache_saves_loads_and_rejects_bad_files() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("1 eigenvalues for 2 classes"), "{e}");
-}
-
-// ---------------------------------------------------------------------------------------------
-// CLI specs.
-
-#[test]
-fn defence_specs_parse_display_and_build() {
-    let cache = cache_of(&[1.0 / R2, -1.0 / R2, 0.0]);
-    let cases: [(&str, DefenceSpec, f64, &str, bool); 9] = [
-        ("none", DefenceSpec::None, f64::NAN, "none", true),
-        (
-            "rg",
-            DefenceSpec::Rg(OutputReading::PlugIn),
-            0.02,
-            "rg(P, eps=0.02)",
-            true,
-        ),
-        (
-            "rg:P",
-            DefenceSpec::Rg(OutputReading::PlugIn),
-            0.02,
-            "rg(P, eps=0.02)",
-            true,
-        ),
-        (
-            "random",
-            DefenceSpec::Random,
-            0.05,
-            "random(eps=0.05)",
-            true,
-        ),
-        (
-            "gaussian",
-            DefenceSpec::Gaussian,
-            0.1,
-            "gaussian(sigma=0.1)",
-            false,
-        ),
-        (
-            "reverse-sigmoid",
-            DefenceSpec::ReverseSigmoid,
-            0.5,
-            "reverse-sigmoid(beta=0.5, gamma=0.1)",
-            false,
-        ),
-        (
-            "rounding",
-            DefenceSpec::Rounding,
-            2.0,
-            "rounding(decimals=2)",
-            false,
-        ),
-        ("top1", DefenceSpec::Top1, -7.0, "top1", true),
-        (
-            "rg:C",
-            DefenceSpec::Rg(OutputReading::Mixture),
-            0.02,
-            "rg(C, eps=0.02)",
-            true,
-        ),
-    ];
-    let mut c_cache = cache.clone();
-    c_cache.reading = OutputReading::Mixture;
-    for (name, spec, strength, built, keeps) in cases {
-        let s: DefenceSpec = name.parse().unwrap();
-        assert_eq!(s, spec, "{name}");
-        assert_eq!(s.to_string().parse::<DefenceSpec>().unwrap(), s);
-        let cache = if spec == DefenceSpec::Rg(OutputReading::Mixture) {
-            &c_cache
-        } else {
-            &cache
-        };
-        let d = s.build(strength, Some(cache)).unwrap();
-        assert_eq!(d.name(), built);
-        assert_eq!(d.keeps_argmax(), keeps, "{name}");
-        let out = d.apply(&[0.6, 0.3, 0.1], 1).unwrap();
-        assert_eq!(out.len(), 3);
-        assert_eq!(s.needs_cache(), matches!(spec, DefenceSpec::Rg(_)));
-    }
-    // Strength is the ε of random: a 0 step leaves the output alone.
-    let d = DefenceSpec::Random.build(0.0, None).unwrap();
-    assert_eq!(d.apply(&[0.6, 0.3, 0.1], 1).unwrap(), vec![0.6, 0.3, 0.1]);
-}
-
-#[test]
-fn defence_spec_errors_name_the_bad_value() {
-    let err = |s: &str| s.parse::<DefenceSpec>().unwrap_err().to_string();
-    let e = err("rg:X");
-    assert!(e.contains("rg:X") && e.contains("'X'"), "{e}");
-    let e = err("rg:");
-    assert!(e.contains("''"), "{e}");
-    for bad in ["", "foo", "RG", "top-1", "rg:p"] {
-        let e = err(bad);
-        assert!(e.contains(&format!("'{bad}'")), "{e}");
-    }
-    let e = err("foo");
-    assert!(e.contains("expected one of"), "{e}");
-    let build = |s: &str, strength: f64, cache: Option<&PoisonCache>| {
-        s.parse::<DefenceSpec>()
-            .unwrap()
-            .build(strength, cache)
-            .err()
-            .unwrap_or_else(|| panic!("{s} {strength} built"))
-            .to_string()
-    };
-    let e = build("rg", 0.1, None);
-    assert!(e.contains("'rg:P'") && e.contains("poison cache"), "{e}");
-    let cache = cache_of(&[1.0 / R2, -1.0 / R2]);
-    let e = build("rg:C", 0.1, Some(&cache));
-    assert!(e.contains("Mixture") && e.contains("PlugIn"), "{e}");
-    for eps in [-0.01, f64::NAN, f64::INFINITY] {
-        let e = build("rg", eps, Some(&cache));
-        assert!(e.contains(&format!("ε = {eps}")), "{e}");
-        let e = build("random", eps, None);
-        assert!(e.contains(&format!("ε = {eps}")), "{e}");
-        let e = build("gaussian", eps, None);
-        assert!(e.contains(&format!("σ = {eps}")), "{e}");
-        let e = build("reverse-sigmoid", eps, None);
-        assert!(e.contains(&format!("β = {eps}")), "{e}");
-    }
-    for d in [2.5, -1.0, 7.0, f64::NAN, 1e300] {
-        let e = build("rounding", d, None);
-        assert!(e.contains(&format!("rounding to {d} decimals")), "{e}");
-    }
 }

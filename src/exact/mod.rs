@@ -88,6 +88,52 @@ pub fn generation_marginals(model: &DeepRbm, y: &[f32]) -> Result<Vec<Vec<f64>>>
     Ok(out)
 }
 
+/// The exact joint distribution of the whole generation chain given a real output y, reading
+/// (P): over the states of layers N−1, N−2, …, 0 together, the state index being
+/// `s_{N−1} + 2^{n_{N−1}} (s_{N−2} + 2^{n_{N−2}} (…))` (layer N−1 in the lowest bits). For tiny
+/// stacks only: the total width of layers 0…N−1 must be at most 20.
+pub fn generation_joint(model: &DeepRbm, y: &[f32]) -> Result<Vec<f64>> {
+    let n = model.depth();
+    let widths = model.widths();
+    let total: usize = widths[..n].iter().sum();
+    if total > 20 {
+        return Err(Error::invalid(format!(
+            "exact joint of the generation chain: {total} units (at most 20)"
+        )));
+    }
+    let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+    // Start: q̃_{N−1}(h|y), then multiply in each kernel t_k(h_{k−1}|h_k), k = N−1 … 1.
+    let mut joint = product_bernoulli(&down_probs(model.rbm(n), &y64));
+    let mut bits = widths[n - 1];
+    for k in (1..n).rev() {
+        let (nk, nlow) = (widths[k], widths[k - 1]);
+        let mut next = vec![0.0; joint.len() << nlow];
+        for (s, &p) in joint.iter().enumerate() {
+            if p == 0.0 {
+                continue;
+            }
+            // The state of layer k sits in bits [bits − n_k, bits).
+            let hk = state((s >> (bits - nk)) & ((1 << nk) - 1), nk);
+            let t = product_bernoulli(&down_probs(model.rbm(k), &hk));
+            for (l, &q) in t.iter().enumerate() {
+                next[s | (l << bits)] = p * q;
+            }
+        }
+        joint = next;
+        bits += nlow;
+    }
+    Ok(joint)
+}
+
+/// `KL(p ‖ q)` of two distributions on the same states (terms with `p = 0` are 0).
+pub fn kl(p: &[f64], q: &[f64]) -> f64 {
+    p.iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| a * (a / b).ln())
+        .sum()
+}
+
 /// Unit means `E[h_i]` of a distribution over 2^n states.
 pub fn unit_means(q: &[f64], n: usize) -> Vec<f64> {
     let mut m = vec![0.0; n];

@@ -1,8 +1,10 @@
 //! The model: one binary RBM `t_k(h_k, h_{k-1})` (SPEC §0, paper eq. 1) and the deep stack of N of
-//! them; the logistic function ([`sigmoid`]) and the f64 conditionals ([`kernels`]) they use.
+//! them; the logistic function ([`sigmoid`]) and the f64 conditionals ([`kernels`]) they use; and
+//! the softmax MLP ([`mlp`]) that stands for a thief's generic learner.
 
 pub mod io;
 pub mod kernels;
+pub mod mlp;
 pub mod sigmoid;
 
 pub use sigmoid::{sigmoid, sigmoid_rows};

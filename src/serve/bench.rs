@@ -1,10 +1,13 @@
 //! `rgshield bench serve`: a load test of the prediction API, in process.
 //!
 //! It starts the server on 127.0.0.1:0 inside its own tokio runtime and drives it with a minimal
-//! keep-alive HTTP/1.1 client over several concurrent connections (single-input requests), once
-//! with no defence and once with a second defence, and compares both with the in-process rate of
-//! the same predictions. Client and server share the machine's cores, so the HTTP rates include
-//! the client's own cost.
+//! keep-alive HTTP/1.1 client over several concurrent connections. Two parts:
+//! * [`serve_bench`]: single-input requests with no defence against the in-process rate of the
+//!   same predictions (the HTTP layer's cost);
+//! * [`defence_bench`]: for each defence, the answer rate at batch 1 and at batch 256 beside the
+//!   rate with no defence measured in alternation (the defence's cost), with its goal.
+//!
+//! Client and server share the machine's cores, so the HTTP rates include the client's own cost.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +30,25 @@ pub const GOAL_HTTP_RATIO: f64 = 0.8;
 pub const GOAL_DEFENCE_RATIO: f64 = 0.95;
 /// Goal: single-input mean-field predictions per second over HTTP on 2 cores.
 pub const GOAL_HTTP_RATE: f64 = 20_000.0;
+/// Goal at batch 256: the analytic second-form defences (`rg-vertex` B in reading P,
+/// `grad2-argmax`) answer at least this fraction of the undefended rate (≤ 10% cost).
+pub const GOAL_ANALYTIC_RATIO: f64 = 0.90;
+/// Goal at batch 256: the searching second-form defences (`mad-argmax`, `rg-vertex` A) answer at
+/// least this fraction of the undefended rate (≤ 25% cost).
+pub const GOAL_SEARCH_RATIO: f64 = 0.75;
+
+/// The batch-256 goal of a defence (by its canonical name), if it has one.
+pub fn defence_goal(name: &str) -> Option<f64> {
+    if name.starts_with("grad2-argmax")
+        || (name.starts_with("rg-vertex:objective=B") && name.contains("reading=P"))
+    {
+        Some(GOAL_ANALYTIC_RATIO)
+    } else if name.starts_with("mad-argmax") || name.starts_with("rg-vertex:objective=A") {
+        Some(GOAL_SEARCH_RATIO)
+    } else {
+        None
+    }
+}
 
 /// Settings of `rgshield bench serve`.
 #[derive(Clone, Debug, Serialize)]
@@ -74,7 +96,7 @@ pub struct HttpPhase {
     pub requests: u64,
     /// Seconds of the phase.
     pub seconds: f64,
-    /// Requests per second.
+    /// Answers (inputs) per second.
     pub per_s: f64,
     /// Failed requests: I/O errors, non-200 answers, unreadable bodies.
     pub errors: u64,
@@ -99,6 +121,27 @@ pub struct ServeBenchReport {
     pub http_ratio: f64,
     /// `defended.per_s / undefended.per_s`.
     pub defence_ratio: f64,
+}
+
+/// One defence's row of [`defence_bench`].
+#[derive(Clone, Debug, Serialize)]
+pub struct DefenceRow {
+    /// The defence (canonical name).
+    pub defence: String,
+    /// Inputs per request.
+    pub batch: usize,
+    /// Answers per second with no defence, in the phases alternating with this one.
+    pub undefended_per_s: f64,
+    /// Answers per second with the defence.
+    pub defended_per_s: f64,
+    /// `defended_per_s / undefended_per_s`.
+    pub ratio: f64,
+    /// The ratio's goal at batch 256, when the defence has one.
+    pub goal: Option<f64>,
+    /// Failed requests in both phases.
+    pub errors: u64,
+    /// Answers whose class differs from the undefended one (0 for class-keeping defences).
+    pub changed_argmax: u64,
 }
 
 /// Random binary inputs for the benchmark.
@@ -155,19 +198,7 @@ pub fn serve_bench(
     }
     let in_process_per_s = done as f64 / t0.elapsed().as_secs_f64();
 
-    let bodies: Vec<Vec<u8>> = inputs
-        .iter()
-        .map(|x| {
-            let body = serde_json::json!({ "inputs": [x] }).to_string();
-            format!(
-                "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        })
-        .collect();
-    let bodies = Arc::new(bodies);
-    let expected = Arc::new(expected);
+    let (bodies, expected) = requests(&inputs, &expected, 1);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
@@ -194,12 +225,155 @@ pub fn serve_bench(
     })
 }
 
+/// Prepared POST requests of `batch` consecutive inputs each (cycling), with the undefended
+/// classes of their inputs.
+#[allow(clippy::type_complexity)]
+fn requests(
+    inputs: &[Vec<f32>],
+    classes: &[usize],
+    batch: usize,
+) -> (Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<usize>>>) {
+    let n = inputs.len();
+    let count = n.div_ceil(batch).max(1);
+    let mut bodies = Vec::with_capacity(count);
+    let mut expected = Vec::with_capacity(count);
+    for r in 0..count {
+        let idx: Vec<usize> = (0..batch).map(|j| (r * batch + j) % n).collect();
+        let rows: Vec<&Vec<f32>> = idx.iter().map(|&i| &inputs[i]).collect();
+        let body = serde_json::json!({ "inputs": rows }).to_string();
+        bodies.push(
+            format!(
+                "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        );
+        expected.push(idx.iter().map(|&i| classes[i]).collect());
+    }
+    (Arc::new(bodies), Arc::new(expected))
+}
+
+/// For each defence and batch size: answers per second through HTTP with the defence and, in
+/// alternating phases of `cfg.seconds`, without it; `reps` alternations, the fastest phase of
+/// each kind kept (this machine's speed drifts within a run).
+pub fn defence_bench(
+    model: &DeepRbm,
+    defences: &[Arc<dyn Defence>],
+    batches: &[usize],
+    reps: usize,
+    cfg: &ServeBenchConfig,
+) -> Result<Vec<DefenceRow>> {
+    if batches.contains(&0) || reps == 0 {
+        return Err(Error::invalid(
+            "bench serve: batch sizes and repetitions must be at least 1",
+        ));
+    }
+    let inputs = random_inputs(
+        cfg.distinct_inputs.max(*batches.iter().max().unwrap_or(&1)),
+        model.n_inputs(),
+        cfg.seed,
+    );
+    let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+    let reference = ServeState::new(
+        model.clone(),
+        cfg.mode,
+        Arc::new(NoDefence),
+        Limits::default(),
+    )?;
+    let classes: Vec<usize> = reference
+        .predictor()
+        .outputs(&flat, inputs.len())
+        .chunks_exact(model.n_outputs())
+        .map(argmax)
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start the tokio runtime: {e}")))?;
+    let limits = Limits {
+        max_batch: Limits::default()
+            .max_batch
+            .max(*batches.iter().max().unwrap_or(&1)),
+        ..Limits::default()
+    };
+    let phase = |d: Arc<dyn Defence>, bodies: &Arc<Vec<Vec<u8>>>, exp: &Arc<Vec<Vec<usize>>>| {
+        let state = Arc::new(
+            ServeState::new(model.clone(), cfg.mode, d, limits)?
+                .with_inline_max_work(cfg.inline_max_work),
+        );
+        rt.block_on(http_phase(state, bodies.clone(), exp.clone(), cfg))
+    };
+    let mut rows = Vec::new();
+    for &batch in batches {
+        let (bodies, exp) = requests(&inputs, &classes, batch);
+        for d in defences {
+            let (mut none, mut with) = (None::<HttpPhase>, None::<HttpPhase>);
+            for _ in 0..reps {
+                let a = phase(Arc::new(NoDefence), &bodies, &exp)?;
+                let b = phase(d.clone(), &bodies, &exp)?;
+                if none.as_ref().is_none_or(|x| a.per_s > x.per_s) {
+                    none = Some(a);
+                }
+                if with.as_ref().is_none_or(|x| b.per_s > x.per_s) {
+                    with = Some(b);
+                }
+            }
+            let (none, with) = (none.expect("reps ≥ 1"), with.expect("reps ≥ 1"));
+            rows.push(DefenceRow {
+                defence: d.name(),
+                batch,
+                undefended_per_s: none.per_s,
+                defended_per_s: with.per_s,
+                ratio: with.per_s / none.per_s,
+                goal: if batch >= 256 {
+                    defence_goal(&d.name())
+                } else {
+                    None
+                },
+                errors: none.errors + with.errors,
+                changed_argmax: with.changed_argmax,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The defence table as Markdown: answers/s at each batch size beside none, the ratio and goal.
+pub fn format_defence_rows(rows: &[DefenceRow], mode: OutputMode) -> String {
+    let mode = match mode {
+        OutputMode::MeanField => "mean-field".to_string(),
+        OutputMode::Served { samples, .. } => format!("served S={samples}"),
+    };
+    let mut s = format!(
+        "defence cost ({mode} output; answers/s over HTTP, the fastest of alternating phases with and without the defence)\n\n\
+         | defence | batch | none answers/s | defended answers/s | ratio | goal | errors | changed class |\n|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let goal = match r.goal {
+            Some(g) => format!("≥ {g:.2}: {}", if r.ratio >= g { "met" } else { "MISSED" }),
+            None => "–".into(),
+        };
+        s += &format!(
+            "| {} | {} | {:.0} | {:.0} | {:.3} | {goal} | {} | {} |\n",
+            r.defence,
+            r.batch,
+            r.undefended_per_s,
+            r.defended_per_s,
+            r.ratio,
+            r.errors,
+            r.changed_argmax
+        );
+    }
+    s
+}
+
 /// Start a server on 127.0.0.1:0, drive it from `cfg.connections` clients until the time or the
 /// request budget runs out, shut it down, and count.
 async fn http_phase(
     state: Arc<ServeState>,
     requests: Arc<Vec<Vec<u8>>>,
-    expected: Arc<Vec<usize>>,
+    expected: Arc<Vec<Vec<usize>>>,
     cfg: &ServeBenchConfig,
 ) -> Result<HttpPhase> {
     let defence = state.defence().name();
@@ -244,10 +418,9 @@ async fn http_phase(
                 };
                 match c.call(&requests[i]).await {
                     Ok((200, body)) => match serde_json::from_slice::<PredictResponse>(&body) {
-                        Ok(r) if r.classes.len() == 1 => {
-                            if r.classes[0] != expected[i] {
-                                changed.fetch_add(1, Ordering::Relaxed);
-                            }
+                        Ok(r) if r.classes.len() == expected[i].len() => {
+                            let diff = r.classes.iter().zip(&expected[i]).filter(|(a, b)| a != b);
+                            changed.fetch_add(diff.count() as u64, Ordering::Relaxed);
                         }
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -277,11 +450,12 @@ async fn http_phase(
     }
     let done = completed.load(Ordering::Relaxed);
     let errors = errors.load(Ordering::Relaxed);
+    let per_request = expected.first().map_or(1, |e| e.len()) as f64;
     Ok(HttpPhase {
         defence,
         requests: done,
         seconds,
-        per_s: done.saturating_sub(errors) as f64 / seconds,
+        per_s: done.saturating_sub(errors) as f64 * per_request / seconds,
         errors,
         changed_argmax: changed.load(Ordering::Relaxed),
     })

@@ -4,13 +4,18 @@
 //! Endpoints:
 //!
 //! * `POST /v1/predict`, body `{"inputs": [[x_1, …, x_{n_0}], …]}` (content type
-//!   `application/json`) → `{"outputs": [[…]], "classes": [...], "defence": "<name>"}`. Each output
-//!   is `defence.apply(ŷ(x), seed(x))` with the per-input seed of
-//!   [`Predictor::input_seed`], and each class the argmax of that defended output. The same input
-//!   gets the same answer, bit for bit, alone or in any batch.
+//!   `application/json`) → `{"outputs": [[…]], "classes": [...]}`. Each output is the defence's
+//!   answer to the served `ŷ(x)` ([`Defence::apply`]) with the query seed `HMAC(key, x)` of the
+//!   server's secret [`Key`], and each class the argmax of that answer. With
+//!   [`OutputKind::Probabilities`] each answer is divided by its sum (the default,
+//!   [`OutputKind::Scores`], serves the network's per-class output units as they are: independent
+//!   sigmoids whose sum is near, not at, 1). The same input gets the same answer, bit for bit,
+//!   alone or in any batch.
 //! * `GET /v1/health` → `{"status":"ok"}`.
 //! * `GET /v1/model` → widths, class names, the weights' fingerprint, the output mode (without
-//!   the serving seed), the defence's name and the request limits; never weights.
+//!   the serving seed) and kind, and the request limits; never weights. The defence and its knobs
+//!   appear there, and in every answer, only when the server discloses them
+//!   ([`ServeState::disclosing_defence`]).
 //!
 //! Error contract: every rejected request gets a 4xx status and a JSON body `{"error": "…"}` that
 //! names what is wrong — 400 malformed JSON (which includes the literal tokens `NaN` and
@@ -37,7 +42,7 @@ use axum::{Json, Router};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::defence::Defence;
+use crate::defence::{Defence, Key, Query};
 use crate::error::{Error, Result};
 use crate::model::io::ModelMeta;
 use crate::model::DeepRbm;
@@ -96,6 +101,43 @@ pub struct ServeState {
     defence: Arc<dyn Defence>,
     limits: Limits,
     inline_max_work: u64,
+    key: Key,
+    output: OutputKind,
+    disclose_defence: bool,
+}
+
+/// What each answer holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// The defended output units as they are: one sigmoid per class (sum near 1, not 1).
+    #[default]
+    Scores,
+    /// The defended output divided by its sum: a probability vector (what clients such as IBM's
+    /// Adversarial Robustness Toolbox expect).
+    Probabilities,
+}
+
+impl std::str::FromStr for OutputKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "scores" => Ok(OutputKind::Scores),
+            "probabilities" => Ok(OutputKind::Probabilities),
+            _ => Err(Error::invalid(format!(
+                "output '{s}': expected scores or probabilities"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputKind::Scores => "scores",
+            OutputKind::Probabilities => "probabilities",
+        })
+    }
 }
 
 impl ServeState {
@@ -131,7 +173,29 @@ impl ServeState {
             defence,
             limits,
             inline_max_work: DEFAULT_INLINE_MAX_WORK,
+            key: Key::public("rgshield serve"),
+            output: OutputKind::Scores,
+            disclose_defence: false,
         })
+    }
+
+    /// The secret key the query seeds come from (default: a public key, which makes every
+    /// randomised or keyed defence predictable — the command line always sets one).
+    pub fn with_key(mut self, key: Key) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// What each answer holds (default [`OutputKind::Scores`]).
+    pub fn with_output(mut self, output: OutputKind) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Whether answers and `/v1/model` name the defence and its knobs (default: no).
+    pub fn disclosing_defence(mut self, disclose: bool) -> Self {
+        self.disclose_defence = disclose;
+        self
     }
 
     /// Take class names and the data set's name from `model.json`'s contents; fails when they do
@@ -208,11 +272,21 @@ impl ServeState {
         per_input.saturating_mul(rows as u64)
     }
 
-    /// The defended output for one input: `defence.apply(ŷ(x), seed(x))`, checked for length and
-    /// range so a faulty defence cannot send garbage.
+    /// The output kind of the answers.
+    pub fn output(&self) -> OutputKind {
+        self.output
+    }
+
+    /// The defended output for one input: the defence's answer to `ŷ(x)` with the keyed query
+    /// seed, checked for length and range so a faulty defence cannot send garbage, then divided
+    /// by its sum for [`OutputKind::Probabilities`].
     pub fn answer(&self, p: &Predictor<'_>, x: &[f32]) -> Result<Vec<f32>> {
         let y = p.output(x);
-        let out = self.defence.apply(&y, p.input_seed(x))?;
+        let out = self.defence.apply(&Query {
+            x,
+            y: &y,
+            seed: self.key.query_seed(x),
+        })?;
         if out.len() != y.len() {
             return Err(Error::shape(format!(
                 "defence {} returned {} values for {} outputs",
@@ -231,7 +305,10 @@ impl ServeState {
                 self.defence.name()
             )));
         }
-        Ok(out)
+        Ok(match self.output {
+            OutputKind::Scores => out,
+            OutputKind::Probabilities => to_probabilities(&out),
+        })
     }
 
     /// Defended outputs for a validated batch (`rows` inputs, row-major), in parallel across
@@ -253,12 +330,36 @@ impl ServeState {
     }
 }
 
+/// A row divided by its sum (uniform when the sum is 0), summed in f64.
+pub fn to_probabilities(v: &[f32]) -> Vec<f32> {
+    let s: f64 = v.iter().map(|&a| a as f64).sum();
+    if s > 0.0 {
+        v.iter().map(|&a| (a as f64 / s) as f32).collect()
+    } else {
+        vec![1.0 / v.len().max(1) as f32; v.len()]
+    }
+}
+
 /// Body of `POST /v1/predict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// One row of `n_0` values in [0, 1] per input.
+    #[serde(deserialize_with = "rows_via_f64")]
     pub inputs: Vec<Vec<f32>>,
+}
+
+/// Rows of JSON numbers read as f64 and then rounded to f32, so a number beyond f32's range
+/// (valid JSON, e.g. `1e39`) becomes ±inf and [`validate_inputs`] names its field, instead of a
+/// parse error without one.
+fn rows_via_f64<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Vec<f32>>, D::Error> {
+    let rows: Vec<Vec<f64>> = Deserialize::deserialize(d)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v as f32).collect())
+        .collect())
 }
 
 /// Answer of `POST /v1/predict`.
@@ -268,8 +369,9 @@ pub struct PredictResponse {
     pub outputs: Vec<Vec<f32>>,
     /// Argmax of each defended output.
     pub classes: Vec<usize>,
-    /// Name of the defence that was applied.
-    pub defence: String,
+    /// The defence and its knobs, only when the server discloses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defence: Option<String>,
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -459,7 +561,7 @@ async fn predict(
     Ok(Json(PredictResponse {
         outputs,
         classes,
-        defence: state.defence.name(),
+        defence: state.disclose_defence.then(|| state.defence.name()),
     }))
 }
 
@@ -479,16 +581,20 @@ fn public_mode(mode: OutputMode) -> serde_json::Value {
 }
 
 async fn model_info(State(state): State<Arc<ServeState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+    let mut v = serde_json::json!({
         "widths": state.info.widths,
         "class_names": state.info.class_names,
         "weights_fingerprint": state.info.weights_fingerprint,
         "dataset": state.info.dataset,
         "output_mode": public_mode(state.mode),
-        "defence": state.defence.name(),
-        "defence_keeps_argmax": state.defence.keeps_argmax(),
+        "output": state.output,
         "limits": state.limits,
-    }))
+    });
+    if state.disclose_defence {
+        v["defence"] = serde_json::json!(state.defence.name());
+        v["defence_keeps_argmax"] = serde_json::json!(state.defence.keeps_argmax());
+    }
+    Json(v)
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -1,13 +1,16 @@
-//! `rgshield bench serve`: load-test the HTTP API in process.
+//! `rgshield bench serve`: load-test the HTTP API in process, and the cost of each defence.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::SeedableRng;
+use serde_json::json;
 
-use crate::cli::common::build_defence;
+use crate::cli::common::{build_defence, DefenceStoreArgs};
 use crate::cli::Global;
-use rgshield::defence::DefenceSpec;
+use rgshield::defence::spec::DEFENCES;
+use rgshield::defence::{Defence, DefenceParams};
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
 use rgshield::serve::{self, bench::ServeBenchConfig};
@@ -19,16 +22,22 @@ pub struct Args {
     /// Model directory; default a random [64, 64, 64, 10] model (digits-sized, seed 0).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Second defence to compare with none: any name that `serve --defence` accepts (`rg` needs
-    /// --model).
-    #[arg(long, default_value = "random")]
-    defence: String,
-    /// Strength ε of the second defence.
-    #[arg(long, default_value_t = 0.02)]
-    epsilon: f64,
-    /// Use the served output with S samples instead of the mean field.
+    /// A defence whose cost is measured (repeatable; NAME[:key=value,...]). Default: every
+    /// defence with its default knobs.
+    #[arg(long = "defence")]
+    defences: Vec<DefenceParams>,
+    /// Batch sizes of the defence table.
+    #[arg(long, value_delimiter = ',', default_value = "1,256")]
+    batches: Vec<usize>,
+    /// Samples S of the served output in the defence table (the server's default output).
+    #[arg(long, default_value_t = 64)]
+    defence_samples: usize,
+    /// Alternations of undefended and defended phases per row (the fastest of each is kept).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    /// Skip the defence table (only the HTTP-layer measurement).
     #[arg(long)]
-    samples: Option<usize>,
+    no_defences: bool,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = ServeBenchConfig::default().connections)]
     connections: usize,
@@ -42,6 +51,8 @@ pub struct Args {
     /// in the blocking pool (0: all in the blocking pool).
     #[arg(long, default_value_t = serve::DEFAULT_INLINE_MAX_WORK)]
     inline_max_work: u64,
+    #[command(flatten)]
+    store: DefenceStoreArgs,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -49,13 +60,6 @@ pub struct Args {
 
 /// Run `rgshield bench serve`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
-    let spec: DefenceSpec = a.defence.parse()?;
-    if spec.needs_cache() && a.model.is_none() {
-        bail!(
-            "--defence {}: needs --model (its poison cache lives in the model directory)",
-            a.defence
-        );
-    }
     let (model, shape) = match &a.model {
         Some(dir) => {
             let (m, meta) = model_io::load(dir)?;
@@ -67,7 +71,6 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
             (DeepRbm::random(&[64, 64, 64, 10], 0.5, &mut rng)?, None)
         }
     };
-    let defence = build_defence(&a.defence, a.epsilon, &model, a.model.as_deref(), shape)?;
     let mut cfg = ServeBenchConfig {
         connections: a.connections,
         seconds: a.seconds,
@@ -75,19 +78,40 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
         inline_max_work: a.inline_max_work,
         ..Default::default()
     };
-    if let Some(s) = a.samples {
-        cfg.mode = OutputMode::Served {
-            samples: s,
-            seed: 0,
-        };
-    }
     if let Some(t) = g.threads {
         cfg.worker_threads = t.max(1);
     }
-    let report = serve::bench::serve_bench(&model, defence, &cfg)?;
+    let report = serve::bench::serve_bench(&model, Arc::new(rgshield::defence::NoDefence), &cfg)?;
     println!("{}", serve::bench::format_report(&report));
+    let mut rows = Vec::new();
+    if !a.no_defences {
+        let params: Vec<DefenceParams> = if a.defences.is_empty() {
+            DEFENCES
+                .iter()
+                .filter(|(n, _)| *n != "none")
+                .map(|(n, _)| n.parse())
+                .collect::<rgshield::Result<_>>()?
+        } else {
+            a.defences.clone()
+        };
+        let key = a.store.key_for(&params)?;
+        let caches = a.store.caches(&model, shape);
+        let defences: Vec<Arc<dyn Defence>> = params
+            .iter()
+            .map(|p| build_defence(p, &model, &key, &caches))
+            .collect::<Result<_>>()?;
+        let dcfg = ServeBenchConfig {
+            mode: OutputMode::Served {
+                samples: a.defence_samples,
+                seed: 0,
+            },
+            ..cfg.clone()
+        };
+        rows = serve::bench::defence_bench(&model, &defences, &a.batches, a.reps, &dcfg)?;
+        println!("{}", serve::bench::format_defence_rows(&rows, dcfg.mode));
+    }
     if let Some(p) = &a.json {
-        rgshield::util::write_json(p, &report)?;
+        rgshield::util::write_json(p, &json!({ "http": report, "defences": rows }))?;
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::borrow::Cow;
 
 use faer::Mat;
 
-use super::mlp::{Mlp, MlpParams};
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::model::mlp::{Mlp, MlpParams};
 use crate::model::DeepRbm;
 use crate::params::Valid;
 use crate::perturb::{fisher_sign, mean_field_margin};

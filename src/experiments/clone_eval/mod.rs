@@ -8,7 +8,7 @@
 //! input), the defence turns it into ŷ', and each attacker trains a clone on (x, view(ŷ')):
 //! * `eq14` — the paper's threat model: the victim's architecture trained by eq. 14 (README,
 //!   "Training", eq. 14 defaults) with ŷ' as the top layer's values (reading (P));
-//! * `distill` — a softmax MLP ([`mlp`]) trained by cross-entropy on ŷ'/Σŷ';
+//! * `distill` — a softmax MLP ([`crate::model::mlp`]) trained by cross-entropy on ŷ'/Σŷ';
 //! * adaptive variants `+round1` (ŷ' rounded to one decimal) and `+top1` (argmax only).
 //!
 //! Metrics on the evaluation set: clone accuracy (true labels), fidelity (clone class = victim's
@@ -19,7 +19,6 @@
 //! (mean L1, L2, KL of ŷ' against ŷ over the queries).
 
 mod classifier;
-pub mod mlp;
 mod plots;
 mod tables;
 
@@ -36,8 +35,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::{Dataset, Split};
-use crate::defence::{distortion, DefenceSpec, PoisonCache};
+use crate::defence::{
+    distortion, DefenceContext, DefenceParams, DefenceSweep, Key, PoisonCaches, Query,
+};
 use crate::error::{Error, Result};
+use crate::model::mlp::MlpParams;
 use crate::model::DeepRbm;
 use crate::params::{Params, Valid};
 use crate::perturb::{gaussian_vector, step_to_norm};
@@ -45,7 +47,6 @@ use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::train::{subset, Method, TrainParams};
 use crate::util::{fnv1a64, mix_seed};
-use mlp::MlpParams;
 
 /// How the clone is trained (SPEC §9 (a), (b)); [`LearnerKind::build`] makes its [`Learner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -175,53 +176,43 @@ impl FromStr for AttackerSpec {
     }
 }
 
-/// A defence with the strengths (its own parameter) to sweep.
-#[derive(Clone, Debug, Serialize)]
-pub struct DefenceSetting {
-    /// The defence.
-    #[serde(serialize_with = "display")]
-    pub spec: DefenceSpec,
-    /// Its parameter's values.
-    pub strengths: Vec<f64>,
-}
-
 /// JSON has no NaN: serde_json writes it as null, read back here as NaN.
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     use serde::Deserialize;
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-fn display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &T,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
+/// The default defences of `clone-eval`, each a sweep of its own knob (SPEC §9's baselines and
+/// the first-form RG poison).
+pub const DEFAULT_DEFENCES: &[&str] = &[
+    "none",
+    "rg:eps=0.05|0.1|0.2|0.4",
+    "random:eps=0.05|0.1|0.2|0.4",
+    "gaussian:sigma=0.02|0.05|0.1|0.2",
+    "reverse-sigmoid:beta=0.1|0.3|0.6|1",
+    "rounding:decimals=2|1|0",
+    "top1",
+];
 
-impl DefenceSetting {
-    /// The default sweep of each defence (its own parameter): ε ∈ {0.05, 0.1, 0.2, 0.4} for `rg`
-    /// and `random`, σ ∈ {0.02, 0.05, 0.1, 0.2} for `gaussian`, β ∈ {0.1, 0.3, 0.6, 1} for
-    /// `reverse-sigmoid`, decimals {2, 1, 0} for `rounding`; one run for `none` and `top1`.
-    /// `epsilons`, when given, replaces the ε list of `rg` and `random`.
-    pub fn default_for(spec: DefenceSpec, epsilons: Option<&[f64]>) -> Self {
-        let strengths = match spec {
-            DefenceSpec::Rg(_) | DefenceSpec::Random => epsilons
-                .map(<[f64]>::to_vec)
-                .unwrap_or_else(|| vec![0.05, 0.1, 0.2, 0.4]),
-            DefenceSpec::Gaussian => vec![0.02, 0.05, 0.1, 0.2],
-            DefenceSpec::ReverseSigmoid => vec![0.1, 0.3, 0.6, 1.0],
-            DefenceSpec::Rounding => vec![2.0, 1.0, 0.0],
-            DefenceSpec::None | DefenceSpec::Top1 => vec![0.0],
-        };
-        DefenceSetting { spec, strengths }
+/// Expand defence sweeps (`NAME[:key=v1|v2,…]`) into the list of defences, refusing repeats.
+pub fn expand_defences(sweeps: &[DefenceSweep]) -> Result<Vec<DefenceParams>> {
+    let mut out: Vec<DefenceParams> = Vec::new();
+    for s in sweeps {
+        for d in s.expand()? {
+            if out.contains(&d) {
+                return Err(Error::invalid(format!("defence {d} is listed twice")));
+            }
+            out.push(d);
+        }
     }
+    Ok(out)
 }
 
 /// Settings of [`clone_eval`].
 #[derive(Clone, Debug, Serialize)]
 pub struct CloneEvalParams {
-    /// Defences and their sweeps.
-    pub defences: Vec<DefenceSetting>,
+    /// Defences (every sweep expanded).
+    pub defences: Vec<DefenceParams>,
     /// Attackers.
     pub attackers: Vec<AttackerSpec>,
     /// Queries per attacker.
@@ -280,8 +271,8 @@ impl Default for CloneEvalParams {
 impl Params for CloneEvalParams {
     fn check(self) -> Result<Valid<Self>> {
         let bad = |m: String| Err(Error::invalid(format!("clone-eval: {m}")));
-        if self.defences.is_empty() || self.defences.iter().any(|d| d.strengths.is_empty()) {
-            return bad("no defence (or a defence without strengths) to evaluate".into());
+        if self.defences.is_empty() {
+            return bad("no defence to evaluate".into());
         }
         if self.attackers.is_empty() || self.seeds.is_empty() || self.budget < 10 {
             return bad(format!(
@@ -510,13 +501,14 @@ fn agreement<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
-/// Run the cloning experiment (see the module documentation). `caches` holds the poison caches
-/// the `rg` defences need; `tick` is called after each clone.
+/// Run the cloning experiment (see the module documentation). `caches` gives the poison caches
+/// the RG defences need; the defences' keyed choices come from a public experiment key;
+/// `progress` counts the clones.
 pub fn clone_eval(
     victim: &DeepRbm,
     data: &Dataset,
     params: &Valid<CloneEvalParams>,
-    caches: &[PoisonCache],
+    caches: &PoisonCaches,
     progress: &dyn Progress,
 ) -> Result<CloneEvalReport> {
     let t0 = std::time::Instant::now();
@@ -531,30 +523,18 @@ pub fn clone_eval(
     }
     let n_out = victim.n_outputs();
     let n_in = victim.n_inputs();
-    // Build every defence once (rg needs its reading's cache).
-    let mut defences = Vec::new();
-    for d in &cfg.defences {
-        let cache = match d.spec {
-            DefenceSpec::Rg(reading) => Some(
-                caches
-                    .iter()
-                    .find(|c| c.reading == reading)
-                    .ok_or_else(|| {
-                        Error::invalid(format!(
-                            "clone-eval: defence '{}' needs a poison cache of its reading",
-                            d.spec
-                        ))
-                    })?,
-            ),
-            _ => None,
-        };
-        if let Some(c) = cache {
-            c.check_model(victim)?;
-        }
-        for &s in &d.strengths {
-            defences.push((d.spec, s, d.spec.build(s, cache)?));
-        }
-    }
+    // Build every defence once.
+    let key = Key::public("rgshield clone-eval");
+    let ctx = DefenceContext {
+        model: victim,
+        key: &key,
+        caches,
+    };
+    let defences = cfg
+        .defences
+        .iter()
+        .map(|d| Ok((*d, d.build(&ctx)?)))
+        .collect::<Result<Vec<_>>>()?;
     let predictor = Predictor::new(victim, cfg.serve);
     let victim_classifier = RbmClassifier::borrowed(victim, cfg.serve);
     let learners: Vec<Box<dyn Learner>> = cfg
@@ -562,13 +542,7 @@ pub fn clone_eval(
         .iter()
         .map(|a| a.learner.build(params, &victim.widths()))
         .collect();
-    let clones: usize = cfg
-        .defences
-        .iter()
-        .map(|d| d.strengths.len())
-        .sum::<usize>()
-        * cfg.attackers.len()
-        * cfg.seeds.len();
+    let clones = cfg.defences.len() * cfg.attackers.len() * cfg.seeds.len();
     progress.start("clones", clones as u64);
     let mut rows = Vec::new();
     let mut baselines = Vec::new();
@@ -633,11 +607,15 @@ pub fn clone_eval(
                 let attacker = cfg.attackers[a];
                 let learner = &learners[a];
                 let t1 = std::time::Instant::now();
-                let (spec, strength, defence) = &defences[d];
+                let (params, defence) = &defences[d];
                 let defend = |x: &[f32], y: &[f32]| -> Result<Vec<f32>> {
                     let mut out = Vec::with_capacity(y.len());
                     for (xr, yr) in x.chunks_exact(n_in).zip(y.chunks_exact(n_out)) {
-                        out.extend(defence.apply(yr, predictor.input_seed(xr))?);
+                        out.extend(defence.apply(&Query {
+                            x: xr,
+                            y: yr,
+                            seed: key.query_seed(xr),
+                        })?);
                     }
                     Ok(out)
                 };
@@ -683,8 +661,8 @@ pub fn clone_eval(
                 Ok(CloneRow {
                     seed,
                     defence: defence.name(),
-                    defence_kind: spec.to_string(),
-                    strength: *strength,
+                    defence_kind: params.kind().to_string(),
+                    strength: params.strength().unwrap_or(0.0),
                     attacker: attacker.to_string(),
                     clone_accuracy,
                     fidelity,

@@ -1,5 +1,7 @@
-//! The distillation attacker's clone (SPEC §9 (b)): a one-hidden-layer ReLU network with a
-//! softmax output, trained by cross-entropy on the served vectors (normalised to probabilities).
+//! A thief's generic learner (SPEC §9 (b)): a one-hidden-layer ReLU network with a softmax output,
+//! trained by cross-entropy on served vectors (normalised to probabilities). The distillation
+//! attackers train it; the MAD and GRAD² defences use a randomly initialised one as their
+//! surrogate of the attacker (SPEC §11).
 //! Everything is f64 and sequential; the sizes (64 inputs, 100 hidden units, 10 classes, 1000
 //! queries) make that cheap, and the clone's seed fixes every number.
 
