@@ -1,6 +1,8 @@
-//! What the experiments write besides their JSON: plots ([`plots`]) and the summary statistics of
-//! their tables ([`stats`]), each written once for every report.
+//! What the experiments write besides their JSON: plots ([`plots`]), the summary statistics of
+//! their tables ([`stats`]) and the comparisons between defences ([`compare`]), each written once
+//! for every report.
 
+pub mod compare;
 pub mod plots;
 pub mod stats;
 
