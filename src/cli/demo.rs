@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::common::poison_cache;
+use super::Global;
 use super::{analyze, attack, clone_eval, train};
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::defence::{distortion, DefenceSpec, PoisonCache};
@@ -32,12 +33,18 @@ pub struct Args {
 }
 
 /// Run `rgshield demo`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
     let t0 = Instant::now();
-    super::common::prepare_out_dir(&a.out)?;
+    super::common::prepare_out_dir(&a.out).context("--out")?;
+    for method in [Method::Eq14, Method::Hybrid] {
+        super::common::prepare_model_dir(&a.out.join(method.to_string()))?;
+    }
     let data = data::load(&DataSpec::Digits, &LoadOptions::default())?;
     println!("rgshield demo: {} — {}", data.name, data.description);
     let widths = train::default_widths(&data);
+    for method in [Method::Eq14, Method::Hybrid] {
+        train::check_train_memory(g, &widths, &TrainParams::for_method(method, a.seed), &data)?;
+    }
     let mut md = String::from(
         "# rgshield demo report (digits)\n\nWritten by `rgshield demo`; every number below was measured in this run.\n\n",
     );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::common::build_defence;
+use super::common::{build_defence, check_memory, check_samples, threads, widths_flag};
 use super::Global;
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
@@ -47,7 +47,15 @@ pub struct Args {
 
 /// Run `rgshield serve` until Ctrl-C.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
+    if !a.mean_field {
+        check_samples("serve: --samples", a.samples)?;
+    }
     let (model, meta) = model_io::load(&a.model)?;
+    check_memory(
+        g,
+        &format!("serving {}", widths_flag(&model.widths())),
+        rgshield::sample::estimated_bytes(&model.widths(), threads()),
+    )?;
     let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
     let defence = build_defence(&a.defence, a.epsilon, &model, Some(&a.model), shape)?;
     let mode = if a.mean_field {

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 
-use crate::cli::common::build_defence;
+use crate::cli::common::{build_defence, check_samples, prepare_out_file};
 use crate::cli::Global;
 use rgshield::defence::DefenceSpec;
 use rgshield::model::io as model_io;
@@ -49,6 +49,12 @@ pub struct Args {
 
 /// Run `rgshield bench serve`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
+    if let Some(p) = &a.json {
+        prepare_out_file(p).context("--json")?;
+    }
+    if let Some(s) = a.samples {
+        check_samples("bench serve: --samples", s)?;
+    }
     let spec: DefenceSpec = a.defence.parse()?;
     if spec.needs_cache() && a.model.is_none() {
         bail!(
