@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -43,13 +44,26 @@ pub struct Args {
     /// Largest request body in bytes (413 above it).
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C: seconds the requests in flight get to finish (new connections are
+    /// refused at once); past it the server stops without them and exits with an error.
+    #[arg(long, default_value_t = serve::DEFAULT_DRAIN.as_secs_f64())]
+    drain_seconds: f64,
 }
 
-/// Run `rgshield serve` until Ctrl-C.
+/// Run `rgshield serve` until SIGTERM or Ctrl-C, then drain.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
     if !a.mean_field {
         check_samples("serve: --samples", a.samples)?;
     }
+    let drain = Duration::try_from_secs_f64(a.drain_seconds)
+        .ok()
+        .filter(|_| a.drain_seconds.is_finite())
+        .with_context(|| {
+            format!(
+                "--drain-seconds {}: must be a finite number of seconds ≥ 0",
+                a.drain_seconds
+            )
+        })?;
     let (model, meta) = model_io::load(&a.model)?;
     check_memory(
         g,
@@ -82,12 +96,15 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     println!(
-        "serving {} ({:?}, defence {}) — Ctrl-C stops",
+        "serving {} ({:?}, defence {}) — SIGTERM or Ctrl-C stops after the requests in flight",
         a.model.display(),
         state.info().widths,
         state.defence().name()
     );
-    rt.block_on(serve::run(a.addr, Arc::new(state)))?;
+    let res = rt.block_on(serve::run(a.addr, Arc::new(state), drain));
+    // Requests abandoned at the drain timeout may still run in the blocking pool: do not wait.
+    rt.shutdown_background();
+    res?;
     println!("stopped");
     Ok(())
 }
