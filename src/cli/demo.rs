@@ -94,11 +94,13 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
            | input | label | top F_x (direct) | first-layer bound | ratio | mean-field ratio |\n|---|---|---|---|---|---|\n";
     for i in &an.inputs {
         md += &format!(
-            "| {} | {} | {:.3} ± {:.3} | {:.2} | {:.3} | {:.3} |\n",
+            "| {} | {} | {} | {:.2} | {:.3} | {:.3} |\n",
             i.index,
             i.label,
-            i.fisher.direct_top,
-            i.fisher.direct_top_std_err.unwrap_or(f64::NAN),
+            match i.fisher.direct_top_std_err {
+                Some(se) => format!("{:.3} ± {se:.3}", i.fisher.direct_top),
+                None => format!("{:.3} (no error bar)", i.fisher.direct_top),
+            },
             i.fisher.bound_top,
             i.fisher.ratio_direct,
             i.fisher.ratio_mean_field
