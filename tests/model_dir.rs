@@ -239,6 +239,13 @@ fn bad_output_paths_fail_before_any_work() {
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    // A missing model does not get an empty output directory made at its path.
+    let missing = root.path().join("missing");
+    for cmd in ["analyze", "attack", "clone-eval"] {
+        let (good, _, stderr) = rgshield(&[cmd, "--model", &s(&missing)]);
+        assert!(!good && stderr.contains("model.json"), "{cmd}: {stderr}");
+        assert!(!missing.exists(), "{cmd} created {}", missing.display());
+    }
     assert_eq!(others(&foreign, ""), ["todo.txt"]);
 }
 

@@ -101,9 +101,13 @@ pub fn check_analysis_memory(
 pub fn run(a: &Args, g: &Global) -> Result<()> {
     check_samples("analyze: --samples", a.samples)?;
     let params: Valid<AnalyzeParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
+    let (model, _meta) = model_io::load(&a.model)?;
+    // The default output directory is inside the model's: checked once the model is found.
     let out = a.out.clone().unwrap_or_else(|| a.model.join("analysis"));
     prepare_out_dir(&out).context("--out")?;
-    let (model, _meta) = model_io::load(&a.model)?;
     check_analysis_memory(g, "analyze", &model.widths(), a.samples, a.inputs.0.len())?;
     let data = a.data.load()?;
     let (report, _) = run_in(&model, &data, &params, &out)?;

@@ -91,9 +91,13 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     check_samples("attack: --samples", a.samples)?;
     check_samples("attack: --serve-samples", a.serve_samples)?;
     let params: Valid<AttackParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
+    let (model, _meta) = model_io::load(&a.model)?;
+    // The default output directory is inside the model's: checked once the model is found.
     let out = a.out.clone().unwrap_or_else(|| a.model.join("attack"));
     prepare_out_dir(&out).context("--out")?;
-    let (model, _meta) = model_io::load(&a.model)?;
     check_analysis_memory(g, "attack", &model.widths(), a.samples, a.inputs.0.len())?;
     let data = a.data.load()?;
     let report = run_in(&model, &data, &params, &out)?;

@@ -182,9 +182,13 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     let model_dir = a.model.clone().context("--model is required")?;
     check_samples("clone-eval: --samples", a.samples)?;
     let params: Valid<CloneEvalParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
+    let (model, meta) = model_io::load(&model_dir)?;
+    // The default output directory is inside the model's: checked once the model is found.
     let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
     prepare_out_dir(&out).context("--out")?;
-    let (model, meta) = model_io::load(&model_dir)?;
     // The eq. 14 clones copy the victim's widths and train on the queries, one per thread.
     let widths = model.widths();
     let need = rgshield::train::estimated_bytes(&widths, &params.eq14, params.budget, 1)
