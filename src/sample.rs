@@ -16,6 +16,19 @@ use crate::util::{fnv1a64_f32, mix_seed};
 /// Samples per chunk: the unit of sequential work and of independent random streams.
 pub const CHUNK: usize = 256;
 
+/// Estimated memory, in bytes, of the served-output samplers of a stack of `widths` running on
+/// `threads` threads: each holds one chunk of [`CHUNK`] samples, states and probabilities of
+/// every layer in f32, whatever the number of samples S (chunks are summed as they finish).
+/// `None` when it overflows.
+pub fn estimated_bytes(widths: &[usize], threads: usize) -> Option<u64> {
+    let units = widths
+        .iter()
+        .try_fold(0u64, |a, &w| a.checked_add(w as u64))?;
+    units
+        .checked_mul(CHUNK as u64 * 4 * 2)?
+        .checked_mul(threads.max(1) as u64)
+}
+
 /// A uniform deviate in [0, 1) with 24 random bits.
 #[inline]
 pub fn uniform_f32<R: Rng>(rng: &mut R) -> f32 {

@@ -121,6 +121,30 @@ fn clone_pipeline_end_to_end_on_a_small_stack() {
     assert_eq!(saved.rows.len(), 24);
     let md = ce::tables("", &saved.baselines, &saved.rows);
     assert!(md.contains("rg − none") && md.contains("| top1 |"), "{md}");
+    assert!(!md.contains("(n = 1)"), "two seeds have a spread: {md}");
+    // One seed has no spread: the tables say n = 1 instead of ± 0.000 [NaN].
+    let first = saved.rows[0].seed;
+    let one: Vec<ce::CloneRow> = saved
+        .rows
+        .iter()
+        .filter(|x| x.seed == first)
+        .cloned()
+        .collect();
+    let base: Vec<_> = saved
+        .baselines
+        .iter()
+        .filter(|b| b.seed == first)
+        .cloned()
+        .collect();
+    let md1 = ce::tables("", &base, &one);
+    assert!(
+        md1.contains("rg − none") && md1.contains("(n = 1)"),
+        "{md1}"
+    );
+    assert!(
+        !md1.contains("± 0.000") && !md1.contains("[NaN]"),
+        "single-seed cells print a spread: {md1}"
+    );
     let mut nan_row = serde_json::to_value(&r.rows[0]).unwrap();
     nan_row["transfer_success"] = serde_json::Value::Null;
     let back: ce::CloneRow = serde_json::from_value(nan_row).unwrap();

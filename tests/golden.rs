@@ -250,6 +250,11 @@ fn fixed_seed_outputs_match_the_golden_files() {
     // answers differ run to run).
     let key = dir.path().join("key");
     std::fs::write(&key, format!("{}\n", "0123456789abcdef".repeat(4))).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let cache = dir.path().join("cache");
     let store = [
         "--key-file",

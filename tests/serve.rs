@@ -213,7 +213,7 @@ async fn same_input_gets_the_same_bits_alone_in_a_batch_and_off_the_reactor() {
 async fn health_is_ok() {
     let (s, v, _) = send(&state(SERVED), get("/v1/health")).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v, json!({"status": "ok"}));
+    assert_eq!(v, json!({"status": "ok", "in_flight": 0}));
 }
 
 #[tokio::test]
@@ -710,4 +710,170 @@ fn serve_cli_prints_its_address_answers_and_stops_on_sigint() {
     assert!(status.success(), "graceful exit after Ctrl-C, got {status}");
     let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}
+
+/// `rgshield serve --mean-field` on [`model_dir`] with `extra` flags: the child (stdout and stderr
+/// piped), its address and its remaining stdout lines.
+fn spawn_serve(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
+        .args(["serve", "--model"])
+        .arg(dir)
+        .args(["--addr", "127.0.0.1:0", "--mean-field", "--threads", "1"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rgshield serve");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("a line before exit").expect("utf-8");
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            break a.to_string();
+        }
+    };
+    (child, addr, lines)
+}
+
+/// `GET /v1/health`'s `in_flight`.
+fn in_flight(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(
+        format!("GET /v1/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let body = resp.split("\r\n\r\n").nth(1).expect("body");
+    let v: Value = serde_json::from_str(body).expect("JSON");
+    v["in_flight"].as_u64().expect("in_flight")
+}
+
+/// Poll until `ready()` holds, at most `secs` seconds (only so that a broken server cannot hang
+/// the test run; no duration is asserted).
+fn eventually(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Wait for the child's exit (killing it after `secs` seconds so that the test cannot hang).
+fn exit_status(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rgshield serve did not stop within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A predict request on a connection, its body sent only in part: the server holds it in flight
+/// until the rest is sent — a request in flight for as long as the test needs, without timing.
+fn partial_predict(addr: &str) -> (std::net::TcpStream, Vec<u8>) {
+    use std::io::Write;
+    let body = json!({ "inputs": inputs(1, 4) }).to_string().into_bytes();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    let half = body.len() / 2;
+    s.write_all(&body[..half]).expect("write half the body");
+    s.flush().expect("flush");
+    (s, body[half..].to_vec())
+}
+
+fn kill(signal: &str, child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[test]
+fn sigterm_drains_the_request_in_flight_refuses_new_connections_and_exits_0() {
+    use std::io::{Read, Write};
+    let dir = model_dir();
+    let (mut child, addr, mut lines) = spawn_serve(dir.path(), &["--drain-seconds", "300"]);
+    let (mut s, rest) = partial_predict(&addr);
+    eventually(30, "the request in flight", || in_flight(&addr) == 1);
+    kill("-TERM", &child);
+    let draining = loop {
+        let line = lines.next().expect("a line before exit").expect("utf-8");
+        if line.starts_with("received SIGTERM: draining") {
+            break line;
+        }
+    };
+    assert!(draining.contains("1 requests in flight"), "{draining}");
+    // New connections are refused while the request in flight holds the server up.
+    eventually(30, "new connections refused", || {
+        std::net::TcpStream::connect(&addr).is_err()
+    });
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the server exited with a request in flight"
+    );
+    // The request in flight completes and gets its whole answer.
+    s.write_all(&rest).expect("write the rest of the body");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let v: Value =
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).expect("body")).expect("JSON");
+    let outputs = outputs_of(&v);
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].len(), WIDTHS[WIDTHS.len() - 1]);
+    let status = exit_status(&mut child, 60);
+    assert!(
+        status.success(),
+        "graceful exit after SIGTERM, got {status}"
+    );
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}
+
+#[test]
+fn a_request_that_outlasts_the_drain_timeout_is_abandoned_with_an_error() {
+    use std::io::Read;
+    let dir = model_dir();
+    let (mut child, addr, _lines) = spawn_serve(dir.path(), &["--drain-seconds", "0.5"]);
+    let (_s, _rest) = partial_predict(&addr);
+    eventually(30, "the request in flight", || in_flight(&addr) == 1);
+    kill("-TERM", &child);
+    let status = exit_status(&mut child, 60);
+    assert!(
+        !status.success(),
+        "a drain timeout must not look like a clean stop"
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert!(
+        err.contains("1 requests still in flight after the drain timeout of 0.5 s"),
+        "{err}"
+    );
 }

@@ -346,7 +346,7 @@ fn cd_epochs(
         npy::write_u8(&dir.join("x.npy"), x, rows, n)?;
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut rbm = Rbm::random(n, hidden, 0.01, &mut rng);
+    let mut rbm = Rbm::random(n, hidden, 0.01, &mut rng)?;
     let mut vel = Velocity::new(&rbm);
     let p = CdParams {
         lr,
@@ -1203,7 +1203,7 @@ mod tests {
     fn free_energy_matches_enumeration_and_pl_is_negative() {
         // F(v) = −log Σ_h exp(−E(v,h)) with E = −aᵀh − bᵀv − hᵀWv: enumerate h for a 3→2 RBM.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut rbm = Rbm::random(3, 2, 0.8, &mut rng);
+        let mut rbm = Rbm::random(3, 2, 0.8, &mut rng).unwrap();
         rbm.a = vec![0.3, -0.2];
         rbm.b = vec![0.1, -0.4, 0.25];
         let v = [1.0f32, 0.0, 1.0];

@@ -2,9 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::common::{emit, prepare_out_dir, Bar, BasisArg, DataArgs, Inputs};
+use super::common::{
+    check_memory, check_samples, emit, prepare_out_dir, threads, widths_flag, Bar, BasisArg,
+    DataArgs, Inputs,
+};
+use super::Global;
 use rgshield::data::Dataset;
 use rgshield::experiments::analyze::{self, AnalysisReport, AnalyzeParams};
 use rgshield::model::io as model_io;
@@ -68,12 +72,44 @@ pub fn run_in(
     Ok((report, plots))
 }
 
+/// Refuse an RG analysis (or attack) of a model of `widths` with `samples` ancestral samples on
+/// `inputs` inputs when the estimate — the model, and the samples of one flow
+/// ([`rgshield::rg::stability::flow_sample_bytes`]) per thread at work — exceeds the budget. The
+/// correlator moments are checked against their own budget when their bases are known.
+pub fn check_analysis_memory(
+    g: &Global,
+    command: &str,
+    widths: &[usize],
+    samples: usize,
+    inputs: usize,
+) -> Result<()> {
+    let at_once = threads().min(inputs.max(1)) as u64;
+    let need = rgshield::rg::stability::flow_sample_bytes(widths, samples)
+        .and_then(|b| b.checked_mul(at_once))
+        .and_then(|b| b.checked_add(rgshield::model::estimated_bytes(widths)?));
+    check_memory(
+        g,
+        &format!(
+            "{command}: --samples {samples} ({at_once} inputs at once) with {}",
+            widths_flag(widths)
+        ),
+        need,
+    )
+}
+
 /// Run `rgshield analyze`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("analyze: --samples", a.samples)?;
     let params: Valid<AnalyzeParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
     let (model, _meta) = model_io::load(&a.model)?;
-    let data = a.data.load()?;
+    // The default output directory is inside the model's: checked once the model is found.
     let out = a.out.clone().unwrap_or_else(|| a.model.join("analysis"));
+    prepare_out_dir(&out).context("--out")?;
+    check_analysis_memory(g, "analyze", &model.widths(), a.samples, a.inputs.0.len())?;
+    let data = a.data.load()?;
     let (report, _) = run_in(&model, &data, &params, &out)?;
     let med = |f: &dyn Fn(&analyze::InputAnalysis) -> f64| {
         median(&report.inputs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)

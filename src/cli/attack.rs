@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::common::{emit, prepare_out_dir, Bar, BasisArg, DataArgs, Inputs};
+use super::analyze::check_analysis_memory;
+use super::common::{check_samples, emit, prepare_out_dir, Bar, BasisArg, DataArgs, Inputs};
+use super::Global;
 use rgshield::data::Dataset;
 use rgshield::experiments::attack::{self, AttackParams, AttackReport};
 use rgshield::model::io as model_io;
@@ -85,11 +87,19 @@ pub fn run_in(
 }
 
 /// Run `rgshield attack`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("attack: --samples", a.samples)?;
+    check_samples("attack: --serve-samples", a.serve_samples)?;
     let params: Valid<AttackParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
     let (model, _meta) = model_io::load(&a.model)?;
-    let data = a.data.load()?;
+    // The default output directory is inside the model's: checked once the model is found.
     let out = a.out.clone().unwrap_or_else(|| a.model.join("attack"));
+    prepare_out_dir(&out).context("--out")?;
+    check_analysis_memory(g, "attack", &model.widths(), a.samples, a.inputs.0.len())?;
+    let data = a.data.load()?;
     let report = run_in(&model, &data, &params, &out)?;
     println!(
         "attacked {} of {} inputs of {} (served correctly at ε = 0) with model {:?} in {:.1} s; operators per layer {:?}",

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::common::{emit, prepare_out_dir, Bar, CacheArgs, DataArgs};
+use super::common::{
+    check_memory, check_samples, emit, prepare_out_dir, prepare_out_file, threads, widths_flag,
+    Bar, CacheArgs, DataArgs,
+};
+use super::Global;
 use rgshield::data::Dataset;
 use rgshield::defence::{DefenceSweep, PoisonCaches};
 use rgshield::experiments::clone_eval::{
@@ -113,6 +117,8 @@ pub fn run_in(
 
 /// Print and write the tables of a written `clone_eval.json`.
 fn tables_from_json(f: &Path) -> Result<()> {
+    let md_path = f.with_file_name("clone_eval.tables.md");
+    prepare_out_file(&md_path)?;
     let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     let saved: clone_eval::SavedRows = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a clone_eval.json", f.display()))?;
@@ -121,19 +127,40 @@ fn tables_from_json(f: &Path) -> Result<()> {
         &saved.baselines,
         &saved.rows,
     );
-    rgshield::util::atomic_write(&f.with_file_name("clone_eval.tables.md"), md.as_bytes())?;
+    rgshield::util::atomic_write(&md_path, md.as_bytes())?;
     println!("{md}");
     Ok(())
 }
 
 /// Run `rgshield clone-eval`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
     if let Some(f) = &a.from_json {
         return tables_from_json(f);
     }
     let model_dir = a.model.clone().context("--model is required")?;
+    check_samples("clone-eval: --samples", a.samples)?;
     let params: Valid<CloneEvalParams> = a.try_into()?;
+    if let Some(out) = &a.out {
+        prepare_out_dir(out).context("--out")?;
+    }
     let (model, meta) = model_io::load(&model_dir)?;
+    // The default output directory is inside the model's: checked once the model is found.
+    let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
+    prepare_out_dir(&out).context("--out")?;
+    // The eq. 14 clones copy the victim's widths and train on the queries, one per thread.
+    let widths = model.widths();
+    let need = rgshield::train::estimated_bytes(&widths, &params.eq14, params.budget, 1)
+        .and_then(|b| b.checked_mul(threads() as u64));
+    check_memory(
+        g,
+        &format!(
+            "clone-eval: clones of {} trained on --budget {} queries, {} at once",
+            widths_flag(&widths),
+            params.budget,
+            threads()
+        ),
+        need,
+    )?;
     let data = a.data.load()?;
     let shape = meta
         .dataset
@@ -141,7 +168,6 @@ pub fn run(a: &Args) -> Result<()> {
         .and_then(|d| d.image_shape)
         .or(data.image_shape);
     let caches = a.cache.caches(&model, shape);
-    let out = a.out.clone().unwrap_or_else(|| model_dir.join("clone"));
     let (report, md) = run_in(&model, &data, &params, &caches, &out)?;
     for n in caches.notes() {
         eprintln!("{n}");

@@ -16,6 +16,8 @@ use rgshield::rg::basis::{BasisChoice, DEFAULT_BASIS};
 use rgshield::train::{Method, SweepOrder, Targets, TrainParams};
 use rgshield::{DeepRbm, Params, Progress, Valid};
 
+use super::Global;
+
 /// The data-set flags of every command that reads data.
 #[derive(Args, Clone)]
 pub struct DataArgs {
@@ -289,14 +291,93 @@ impl Progress for Bar {
     }
 }
 
+/// Refuse a command whose estimated memory `need` (bytes; `None`: beyond any addressable
+/// amount) exceeds the budget of `g`; `what` names the flags that drive the estimate.
+pub fn check_memory(g: &Global, what: &str, need: Option<u64>) -> Result<()> {
+    let need = need.unwrap_or(u64::MAX);
+    rgshield::util::memory::check_memory(what, need, g.memory_budget, g.budget_source)?;
+    Ok(())
+}
+
+/// Refuse a sample count of 0 for the flag `flag` (a served output or an estimate needs at least
+/// one sample; 0 used to run silently as 1).
+pub fn check_samples(flag: &str, samples: usize) -> Result<()> {
+    rgshield::error::check_at_least(flag, samples, 1)?;
+    Ok(())
+}
+
+/// Threads the rayon pool runs on (for the memory estimates of parallel work).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Widths as the `--widths` flag writes them.
+pub fn widths_flag(widths: &[usize]) -> String {
+    let w: Vec<String> = widths.iter().map(|w| w.to_string()).collect();
+    format!("--widths {}", w.join(","))
+}
+
 /// Create `dir` (and its parents) and check that a file can be written there, before any long
-/// work: a bad output path must fail at once, not after the run.
+/// work: a bad output path — a file where a directory is wanted, a parent that cannot be created
+/// or written — must fail at once, not after the run.
 pub fn prepare_out_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        if file == dir {
+            bail!(
+                "{} exists and is a file; an output directory is needed here",
+                dir.display()
+            );
+        }
+        bail!(
+            "{}: {} is a file, not a directory",
+            dir.display(),
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let probe = dir.join(format!(".rgshield-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").with_context(|| format!("{} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Check, before any work, that `path` can receive an output file: not a directory, and its
+/// folder can be created and written ([`prepare_out_dir`]).
+pub fn prepare_out_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{} is a directory; an output file name is needed here",
+            path.display()
+        );
+    }
+    if path.file_name().is_none() {
+        bail!("{}: not a file name", path.display());
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(file) = folder.ancestors().find(|a| a.is_file()) {
+        bail!(
+            "{}: {} is a file, not a directory",
+            path.display(),
+            file.display()
+        );
+    }
+    prepare_out_dir(folder)
+}
+
+/// Check, before any work, that the model directory `dir` can be written as a whole
+/// ([`rgshield::model::io::save_with_files`]): missing, empty or a model directory (which is
+/// replaced), and its parent folder can be created and written (the new directory is prepared
+/// there, beside it). Creates the parent, not `dir`.
+pub fn prepare_model_dir(dir: &Path) -> Result<()> {
+    rgshield::util::transaction::check_replaceable(dir, rgshield::model::io::META_FILE)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    prepare_out_dir(parent)
 }
 
 /// The flags that say where a defence's secret key and derived data live.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::Global;
 use super::{analyze, attack, clone_eval, train};
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::defence::{DefenceContext, DefenceParams, Key, PoisonCaches, Query};
@@ -30,12 +31,18 @@ pub struct Args {
 }
 
 /// Run `rgshield demo`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
     let t0 = Instant::now();
-    super::common::prepare_out_dir(&a.out)?;
+    super::common::prepare_out_dir(&a.out).context("--out")?;
+    for method in [Method::Eq14, Method::Hybrid] {
+        super::common::prepare_model_dir(&a.out.join(method.to_string()))?;
+    }
     let data = data::load(&DataSpec::Digits, &LoadOptions::default())?;
     println!("rgshield demo: {} — {}", data.name, data.description);
     let widths = train::default_widths(&data);
+    for method in [Method::Eq14, Method::Hybrid] {
+        train::check_train_memory(g, &widths, &TrainParams::for_method(method, a.seed), &data)?;
+    }
     let mut md = String::from(
         "# rgshield demo report (digits)\n\nWritten by `rgshield demo`; every number below was measured in this run.\n\n",
     );
@@ -85,11 +92,13 @@ pub fn run(a: &Args) -> Result<()> {
            | input | label | top F_x (direct) | first-layer bound | ratio | mean-field ratio |\n|---|---|---|---|---|---|\n";
     for i in &an.inputs {
         md += &format!(
-            "| {} | {} | {:.3} ± {:.3} | {:.2} | {:.3} | {:.3} |\n",
+            "| {} | {} | {} | {:.2} | {:.3} | {:.3} |\n",
             i.index,
             i.label,
-            i.fisher.direct_top,
-            i.fisher.direct_top_std_err.unwrap_or(f64::NAN),
+            match i.fisher.direct_top_std_err {
+                Some(se) => format!("{:.3} ± {se:.3}", i.fisher.direct_top),
+                None => format!("{:.3} (no error bar)", i.fisher.direct_top),
+            },
             i.fisher.bound_top,
             i.fisher.ratio_direct,
             i.fisher.ratio_mean_field

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use super::common::DataArgs;
+use super::common::{check_memory, check_samples, threads, widths_flag, DataArgs};
+use super::Global;
 use rgshield::model::io as model_io;
 use rgshield::sample::{OutputMode, Predictor};
 
@@ -32,8 +33,14 @@ pub struct Args {
 }
 
 /// Run `rgshield eval`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("eval: --samples", a.samples)?;
     let (model, meta) = model_io::load(&a.model)?;
+    check_memory(
+        g,
+        &format!("evaluating {}", widths_flag(&model.widths())),
+        rgshield::sample::estimated_bytes(&model.widths(), threads()),
+    )?;
     let data = a.data.load()?;
     if model.n_inputs() != data.n_features() {
         bail!(

@@ -21,6 +21,11 @@ pub struct Cli {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Memory a command may take (e.g. 8G, 512M; K, M, G, T are powers of 1024). Every command
+    /// estimates its memory from its widths, samples and operators and refuses to start above
+    /// this. Default: the memory available now (MemAvailable of /proc/meminfo).
+    #[arg(long, global = true, value_parser = parse_budget)]
+    memory_budget: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -60,6 +65,14 @@ enum Cmd {
 pub struct Global {
     /// `--threads`, when given.
     pub threads: Option<usize>,
+    /// The memory budget in bytes (`--memory-budget`, else the available memory).
+    pub memory_budget: u64,
+    /// Where the budget comes from, for messages.
+    pub budget_source: &'static str,
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    rgshield::util::memory::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 /// Parse the command line, set up the thread pool and run the command.
@@ -70,16 +83,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .build_global()
             .map_err(|e| anyhow::anyhow!("--threads {t}: {e}"))?;
     }
+    let (memory_budget, budget_source) = match cli.memory_budget {
+        Some(b) => (b, "--memory-budget"),
+        None => match rgshield::util::memory::available_memory() {
+            Some(b) => (b, "the memory available now; --memory-budget sets another"),
+            None => (
+                u64::MAX,
+                "the available memory is unknown here; --memory-budget sets one",
+            ),
+        },
+    };
     let g = Global {
         threads: cli.threads,
+        memory_budget,
+        budget_source,
     };
     match cli.cmd {
-        Cmd::Train(a) => train::run(&a),
-        Cmd::Eval(a) => eval::run(&a),
-        Cmd::Demo(a) => demo::run(&a),
-        Cmd::Analyze(a) => analyze::run(&a),
-        Cmd::Attack(a) => attack::run(&a),
-        Cmd::CloneEval(a) => clone_eval::run(&a),
+        Cmd::Train(a) => train::run(&a, &g),
+        Cmd::Eval(a) => eval::run(&a, &g),
+        Cmd::Demo(a) => demo::run(&a, &g),
+        Cmd::Analyze(a) => analyze::run(&a, &g),
+        Cmd::Attack(a) => attack::run(&a, &g),
+        Cmd::CloneEval(a) => clone_eval::run(&a, &g),
         Cmd::Defences(a) => defences::run(&a),
         Cmd::Serve(a) => serve::run(&a, &g),
         Cmd::Bench(c) => bench::run(c, &g),

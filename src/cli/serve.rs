@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::common::{build_defence, DefenceStoreArgs};
+use super::common::{
+    build_defence, check_memory, check_samples, threads, widths_flag, DefenceStoreArgs,
+};
 use super::Global;
 use rgshield::defence::DefenceParams;
 use rgshield::model::io as model_io;
@@ -54,11 +57,32 @@ pub struct Args {
     /// Largest request body in bytes (413 above it).
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C: seconds the requests in flight get to finish (new connections are
+    /// refused at once); past it the server stops without them and exits with an error.
+    #[arg(long, default_value_t = serve::DEFAULT_DRAIN.as_secs_f64())]
+    drain_seconds: f64,
 }
 
-/// Run `rgshield serve` until Ctrl-C.
+/// Run `rgshield serve` until SIGTERM or Ctrl-C, then drain.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
+    if !a.mean_field {
+        check_samples("serve: --samples", a.samples)?;
+    }
+    let drain = Duration::try_from_secs_f64(a.drain_seconds)
+        .ok()
+        .filter(|_| a.drain_seconds.is_finite())
+        .with_context(|| {
+            format!(
+                "--drain-seconds {}: must be a finite number of seconds ≥ 0",
+                a.drain_seconds
+            )
+        })?;
     let (model, meta) = model_io::load(&a.model)?;
+    check_memory(
+        g,
+        &format!("serving {}", widths_flag(&model.widths())),
+        rgshield::sample::estimated_bytes(&model.widths(), threads()),
+    )?;
     let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
     let key = a.store.key_for(std::slice::from_ref(&a.defence))?;
     let caches = a.store.caches(&model, shape);
@@ -90,7 +114,7 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     println!(
-        "serving {} ({:?}, defence {}, {} output{}) — Ctrl-C stops",
+        "serving {} ({:?}, defence {}, {} output{}) — SIGTERM or Ctrl-C stops after the requests in flight",
         a.model.display(),
         state.info().widths,
         state.defence().name(),
@@ -101,7 +125,10 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
             ""
         }
     );
-    rt.block_on(serve::run(a.addr, Arc::new(state)))?;
+    let res = rt.block_on(serve::run(a.addr, Arc::new(state), drain));
+    // Requests abandoned at the drain timeout may still run in the blocking pool: do not wait.
+    rt.shutdown_background();
+    res?;
     println!("stopped");
     Ok(())
 }

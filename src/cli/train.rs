@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::common::{prepare_out_dir, Bar, DataArgs, TrainArgs};
+use super::common::{
+    check_memory, check_samples, prepare_model_dir, threads, widths_flag, Bar, DataArgs, TrainArgs,
+};
+use super::Global;
 use rgshield::data::Dataset;
 use rgshield::model::io::{self as model_io, ModelMeta};
 use rgshield::model::parse_widths;
@@ -37,6 +40,9 @@ pub struct Args {
     print_defaults: bool,
 }
 
+/// The training report's file name in a model directory.
+pub const REPORT_FILE: &str = "train_report.json";
+
 /// The default widths on a data set: `[n_features, 64, 64, n_classes]`.
 pub fn default_widths(data: &Dataset) -> Vec<usize> {
     vec![data.n_features(), 64, 64, data.n_classes()]
@@ -54,8 +60,9 @@ pub struct Trained {
     pub seconds: f64,
 }
 
-/// Train, evaluate (served output with `samples` samples, seed 0, and mean field), save the model
-/// into `out` and write `train_report.json` there.
+/// Train, evaluate (served output with `samples` samples, seed 0, and mean field), and write the
+/// model directory `out` as a whole: the model and `train_report.json` (an existing model
+/// directory is replaced).
 pub fn train_and_save(
     data: &Dataset,
     widths: &[usize],
@@ -64,7 +71,7 @@ pub fn train_and_save(
     out: &Path,
 ) -> Result<Trained> {
     check_widths_fit(widths, data)?;
-    prepare_out_dir(out)?;
+    prepare_model_dir(out)?;
     let t0 = Instant::now();
     let bar = Bar::new();
     let (model, outcome) = Trainer::new(data, params)?
@@ -84,7 +91,6 @@ pub fn train_and_save(
     meta.metrics
         .insert("test_accuracy_mean_field".into(), test_accuracy_mean_field);
     meta.metrics.insert("served_samples".into(), samples as f64);
-    model_io::save(out, &model, &meta)?;
     let report = json!({
         "test_accuracy": test_accuracy,
         "train_accuracy": train_accuracy,
@@ -99,7 +105,11 @@ pub fn train_and_save(
         "dataset": data.info(),
         "config": params,
     });
-    rgshield::util::write_json(&out.join("train_report.json"), &report)?;
+    let mut report_text = serde_json::to_string_pretty(&report)?;
+    report_text.push('\n');
+    // The model and its report, written as one directory: never a new model beside an old
+    // report, nor new weights beside old metadata.
+    model_io::save_with_files(out, &model, &meta, &[(REPORT_FILE, report_text.as_bytes())])?;
     Ok(Trained {
         report,
         test_accuracy,
@@ -108,23 +118,46 @@ pub fn train_and_save(
     })
 }
 
+/// Refuse training `widths` on `data` when its estimated memory
+/// ([`rgshield::train::estimated_bytes`]) exceeds the budget.
+pub fn check_train_memory(
+    g: &Global,
+    widths: &[usize],
+    params: &TrainParams,
+    data: &Dataset,
+) -> Result<()> {
+    let need = rgshield::train::estimated_bytes(widths, params, data.train.len(), threads());
+    check_memory(
+        g,
+        &format!(
+            "training {} on {} rows",
+            widths_flag(widths),
+            data.train.len()
+        ),
+        need,
+    )
+}
+
 /// Run `rgshield train`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
     let params: Valid<TrainParams> = (&a.train).try_into()?;
     if a.print_defaults {
         println!("{}", serde_json::to_string_pretty(&params)?);
         return Ok(());
     }
+    check_samples("train: --samples", a.samples)?;
     let out = a
         .out
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--out is required"))?;
+    prepare_model_dir(out).context("--out")?;
     let data = a.data.load()?;
     let widths = match &a.widths {
         Some(w) => parse_widths(w)?,
         None => default_widths(&data),
     };
     check_widths_fit(&widths, &data)?;
+    check_train_memory(g, &widths, &params, &data)?;
     let t = train_and_save(&data, &widths, &params, a.samples, out)?;
     println!(
         "trained {:?} on {} ({} train / {} test) by {:?} in {:.1} s",

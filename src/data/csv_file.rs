@@ -171,6 +171,11 @@ fn parse_label(f: &str) -> Result<u32, String> {
 
 /// Loads `csv:FILE` (see the module docs).
 pub fn load(file: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    check_options(file, opts)?;
+    from_bytes(&read_file(file)?, file, opts)
+}
+
+fn check_options(file: &Path, opts: &LoadOptions) -> Result<(), DataError> {
     opts.validate()?;
     if opts.pool != 1 {
         return Err(DataError::InvalidOption(format!(
@@ -179,8 +184,15 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
             file.display()
         )));
     }
-    let bytes = read_file(file)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Format {
+    Ok(())
+}
+
+/// The data set of a CSV file's bytes (what [`load`] does after reading `file`, which here only
+/// names the file in errors and descriptions). Any bytes give a data set or an error, never a
+/// panic.
+pub fn from_bytes(bytes: &[u8], file: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    check_options(file, opts)?;
+    let text = std::str::from_utf8(bytes).map_err(|e| DataError::Format {
         path: file.to_path_buf(),
         msg: format!("not valid UTF-8 text: {e}"),
     })?;

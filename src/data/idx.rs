@@ -214,14 +214,28 @@ pub fn parse_labels(bytes: &[u8], path: &Path, n_classes: u32) -> Result<Vec<u32
 
 /// Reads an image file (raw or gzipped).
 pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
-    let bytes = maybe_gunzip(read_file(path)?, path)?;
-    parse_images(bytes, path)
+    images_from_bytes(read_file(path)?, path)
 }
 
 /// Reads a label file (raw or gzipped).
 pub fn read_labels(path: &Path, n_classes: u32) -> Result<Vec<u32>, DataError> {
-    let bytes = maybe_gunzip(read_file(path)?, path)?;
-    parse_labels(&bytes, path, n_classes)
+    labels_from_bytes(read_file(path)?, path, n_classes)
+}
+
+/// An image file's bytes (raw or gzipped), as [`read_images`] reads them; `path` names the file
+/// in errors. Any bytes give images or an error, never a panic.
+pub fn images_from_bytes(bytes: Vec<u8>, path: &Path) -> Result<IdxImages, DataError> {
+    parse_images(maybe_gunzip(bytes, path)?, path)
+}
+
+/// A label file's bytes (raw or gzipped), as [`read_labels`] reads them; `path` names the file
+/// in errors. Any bytes give labels or an error, never a panic.
+pub fn labels_from_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+    n_classes: u32,
+) -> Result<Vec<u32>, DataError> {
+    parse_labels(&maybe_gunzip(bytes, path)?, path, n_classes)
 }
 
 /// Reads a matching pair of image and label files.

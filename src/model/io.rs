@@ -1,8 +1,9 @@
 //! Model files: `model.safetensors` (f32 tensors `rbm{k}.W` `[n_k, n_{k-1}]`, `rbm{k}.a` `[n_k]`,
 //! `rbm{k}.b` `[n_{k-1}]`, k = 1…N, readable by PyTorch and numpy) and `model.json` (widths, class
 //! names, data set and fingerprint, training configuration, metrics, format version, and the
-//! weights' fingerprint, which ties the two files together). Writes are atomic; loading validates
-//! shapes, finiteness and the agreement of the two files.
+//! weights' fingerprint, which ties the two files together). A model directory is written as a
+//! whole ([`save_with_files`]); loading validates shapes, finiteness and the agreement of the two
+//! files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{DeepRbm, Rbm};
 use crate::data::DatasetInfo;
 use crate::error::{Error, Result};
-use crate::util::{atomic_write, write_json};
+use crate::util::transaction::{recover_dir, DirTransaction};
 
 /// `model.json`'s `format` field.
 pub const FORMAT: &str = "rgshield-deep-rbm";
@@ -95,9 +96,35 @@ pub fn weights_to_bytes(model: &DeepRbm) -> Result<Vec<u8>> {
         .map_err(|e| Error::invalid(format!("cannot serialise weights: {e}")))
 }
 
-/// Save `model.safetensors` and `model.json` into `dir` (created if missing), each atomically.
-/// `meta.widths` and `meta.weights_fingerprint` are set from the model.
+/// Save the model as the directory `dir`: `model.safetensors` and `model.json`, written as a
+/// whole ([`save_with_files`] without other files).
 pub fn save(dir: &Path, model: &DeepRbm, meta: &ModelMeta) -> Result<()> {
+    save_with_files(dir, model, meta, &[])
+}
+
+/// Write the model directory `dir` as a whole: `model.safetensors`, `model.json` and the `files`
+/// given as (file name, contents), into a hidden sibling directory, synced, then moved into
+/// place ([`DirTransaction`]: a crash at any moment leaves the old directory intact or the new
+/// one complete, and [`load`] and the next write recover from it). An existing `dir` must be a
+/// model directory (holding `model.json`) or empty, and is replaced with everything in it (the
+/// analyses and poison caches of the old model included). `meta.widths` and
+/// `meta.weights_fingerprint` are set from the model.
+pub fn save_with_files(
+    dir: &Path,
+    model: &DeepRbm,
+    meta: &ModelMeta,
+    files: &[(&str, &[u8])],
+) -> Result<()> {
+    check_class_names(model, meta)?;
+    let tx = DirTransaction::begin(dir, META_FILE)?;
+    write_model(&tx, model, meta)?;
+    for (name, bytes) in files {
+        tx.write(name, bytes)?;
+    }
+    tx.commit()
+}
+
+fn check_class_names(model: &DeepRbm, meta: &ModelMeta) -> Result<()> {
     if meta.class_names.len() != model.n_outputs() {
         return Err(Error::shape(format!(
             "{} class names for {} output units",
@@ -105,24 +132,78 @@ pub fn save(dir: &Path, model: &DeepRbm, meta: &ModelMeta) -> Result<()> {
             model.n_outputs()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}
+
+/// Write `model.safetensors` and `model.json` into a directory transaction (for writers that add
+/// files of their own before the commit; [`save_with_files`] is the usual way).
+/// `meta.widths` and `meta.weights_fingerprint` are set from the model.
+pub fn write_model(tx: &DirTransaction, model: &DeepRbm, meta: &ModelMeta) -> Result<()> {
+    check_class_names(model, meta)?;
     let mut meta = meta.clone();
     meta.widths = model.widths();
     meta.weights_fingerprint = format!("{:016x}", model.fingerprint());
-    atomic_write(&dir.join(WEIGHTS_FILE), &weights_to_bytes(model)?)?;
-    write_json(&dir.join(META_FILE), &meta)
+    tx.write(WEIGHTS_FILE, &weights_to_bytes(model)?)?;
+    tx.crash_point("after-weights");
+    tx.write_json(META_FILE, &meta)?;
+    tx.crash_point("after-meta");
+    Ok(())
 }
 
 /// Load and validate a model directory (or a path to its `model.json`).
+///
+/// A model directory missing because a write was interrupted between setting the old directory
+/// aside and moving the new one in is restored first ([`recover_dir`]).
 pub fn load(path: &Path) -> Result<(DeepRbm, ModelMeta)> {
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new("."))
+    let names_meta = path.file_name().is_some_and(|n| n == META_FILE);
+    let dir = if path.is_file() || (names_meta && !path.exists()) {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     } else {
         path
     };
+    if !dir.exists() {
+        recover_dir(dir)?;
+    }
     let meta_path = dir.join(META_FILE);
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-    let meta: ModelMeta = serde_json::from_str(&text)
+    let text = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    // A malformed model.json is reported before a missing or unreadable weights file.
+    parse_meta(&text, dir)?;
+    let w_path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
+    load_from_bytes(&text, &bytes, dir)
+}
+
+/// Parse and validate a model from the bytes of its two files: `meta_json` (the contents of
+/// `model.json`) and `weights` (of `model.safetensors`). `dir` only names the files in errors.
+/// [`load`] reads the files and calls this; any bytes give a model or an error, never a panic.
+pub fn load_from_bytes(
+    meta_json: &[u8],
+    weights: &[u8],
+    dir: &Path,
+) -> Result<(DeepRbm, ModelMeta)> {
+    let meta_path = dir.join(META_FILE);
+    let meta = parse_meta(meta_json, dir)?;
+    let w_path = dir.join(WEIGHTS_FILE);
+    let model = weights_from_bytes(weights, &meta.widths).map_err(|m| Error::model(&w_path, m))?;
+    let fp = format!("{:016x}", model.fingerprint());
+    if fp != meta.weights_fingerprint {
+        return Err(Error::model(
+            &meta_path,
+            format!(
+                "field 'weights_fingerprint' is {} but {WEIGHTS_FILE} has {fp}: the two files do not belong together",
+                meta.weights_fingerprint
+            ),
+        ));
+    }
+    Ok((model, meta))
+}
+
+/// Parse and check `model.json`'s bytes (format, version, widths, class names).
+fn parse_meta(meta_json: &[u8], dir: &Path) -> Result<ModelMeta> {
+    let meta_path = dir.join(META_FILE);
+    let meta: ModelMeta = serde_json::from_slice(meta_json)
         .map_err(|e| Error::model(&meta_path, format!("malformed JSON: {e}")))?;
     if meta.format != FORMAT {
         return Err(Error::model(
@@ -158,20 +239,7 @@ pub fn load(path: &Path) -> Result<(DeepRbm, ModelMeta)> {
             ),
         ));
     }
-    let w_path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
-    let model = weights_from_bytes(&bytes, &meta.widths).map_err(|m| Error::model(&w_path, m))?;
-    let fp = format!("{:016x}", model.fingerprint());
-    if fp != meta.weights_fingerprint {
-        return Err(Error::model(
-            &meta_path,
-            format!(
-                "field 'weights_fingerprint' is {} but {WEIGHTS_FILE} has {fp}: the two files do not belong together",
-                meta.weights_fingerprint
-            ),
-        ));
-    }
-    Ok((model, meta))
+    Ok(meta)
 }
 
 /// Parse safetensors bytes into a stack of the given widths; the error message says what is wrong.

@@ -82,24 +82,39 @@ impl Rbm {
         }
     }
 
-    /// All-zero RBM.
-    pub fn zeros(n_down: usize, n_up: usize) -> Self {
-        Rbm {
+    /// All-zero RBM. Refuses (instead of aborting the process) a size whose parameter count
+    /// overflows or whose memory cannot be allocated.
+    pub fn zeros(n_down: usize, n_up: usize) -> Result<Self> {
+        let n = n_up
+            .checked_mul(n_down)
+            .filter(|&n| n.checked_mul(std::mem::size_of::<f32>()).is_some())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "an RBM of widths {n_down}×{n_up} has too many weights to address"
+                ))
+            })?;
+        Ok(Rbm {
             n_up,
             n_down,
-            w: vec![0.0; n_up * n_down],
-            a: vec![0.0; n_up],
-            b: vec![0.0; n_down],
-        }
+            w: zeroed(n, n_down, n_up)?,
+            a: zeroed(n_up, n_down, n_up)?,
+            b: zeroed(n_down, n_down, n_up)?,
+        })
     }
 
-    /// Gaussian weights of standard deviation `scale`, zero biases.
-    pub fn random(n_down: usize, n_up: usize, scale: f32, rng: &mut Xoshiro256PlusPlus) -> Self {
-        let mut r = Rbm::zeros(n_down, n_up);
+    /// Gaussian weights of standard deviation `scale`, zero biases; refuses what
+    /// [`Rbm::zeros`] refuses.
+    pub fn random(
+        n_down: usize,
+        n_up: usize,
+        scale: f32,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Result<Self> {
+        let mut r = Rbm::zeros(n_down, n_up)?;
         for w in &mut r.w {
             *w = scale * standard_normal(rng);
         }
-        r
+        Ok(r)
     }
 
     /// Width of the upper layer, `n_k`.
@@ -193,6 +208,33 @@ impl Rbm {
     }
 }
 
+/// `n` zeros, or an error when the memory cannot be allocated (instead of an abort).
+fn zeroed(n: usize, n_down: usize, n_up: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        Error::invalid(format!(
+            "an RBM of widths {n_down}×{n_up}: cannot allocate {} for {n} values ({e})",
+            crate::util::memory::format_bytes((n as u64).saturating_mul(4))
+        ))
+    })?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// Bytes of the parameters (f32 `W`, `a`, `b` of every RBM) of a stack of `widths`, or `None`
+/// when the count overflows: the size of one copy of the model in memory and, nearly, of its
+/// `model.safetensors`.
+pub fn estimated_bytes(widths: &[usize]) -> Option<u64> {
+    widths.windows(2).try_fold(0u64, |acc, w| {
+        let (d, u) = (w[0] as u64, w[1] as u64);
+        d.checked_mul(u)?
+            .checked_add(d)?
+            .checked_add(u)?
+            .checked_mul(4)?
+            .checked_add(acc)
+    })
+}
+
 /// A standard normal deviate (Box–Muller; one of the pair is discarded for simplicity).
 pub fn standard_normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
     let u1: f64 = rng.random::<f64>().max(1e-300);
@@ -222,11 +264,16 @@ impl DeepRbm {
     /// Random stack for the given widths `n_0 … n_N` (Gaussian weights of std `scale`).
     pub fn random(widths: &[usize], scale: f32, rng: &mut Xoshiro256PlusPlus) -> Result<Self> {
         check_widths(widths)?;
+        if estimated_bytes(widths).is_none_or(|b| b > isize::MAX as u64) {
+            return Err(Error::invalid(format!(
+                "widths {widths:?}: the model has too many parameters to address"
+            )));
+        }
         DeepRbm::new(
             widths
                 .windows(2)
                 .map(|w| Rbm::random(w[0], w[1], scale, rng))
-                .collect(),
+                .collect::<Result<_>>()?,
         )
     }
 
@@ -376,8 +423,7 @@ mod tests {
     #[test]
     fn conditionals_match_definitions() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
-        let r = Rbm::random(4, 3, 1.0, &mut rng);
-        let mut r = r;
+        let mut r = Rbm::random(4, 3, 1.0, &mut rng).unwrap();
         r.a = vec![0.1, -0.2, 0.3];
         r.b = vec![0.5, 0.0, -0.5, 1.0];
         let h = [1.0, 0.0, 0.5, 1.0];
@@ -419,5 +465,25 @@ mod tests {
         assert!(e.to_string().contains("rbm1.a has length 2"), "{e}");
         let same = m.edited(|_, _| ()).unwrap();
         assert_eq!(same, m);
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_not_allocated() {
+        let e = Rbm::zeros(usize::MAX / 2, 3).unwrap_err().to_string();
+        assert!(e.contains("too many weights"), "{e}");
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let e = DeepRbm::random(&[64, usize::MAX / 8, 10], 1.0, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many parameters"), "{e}");
+        // 2^61 weights of 4 bytes: addressable in u64 but never allocatable.
+        let e = Rbm::zeros(1 << 31, 1 << 30).unwrap_err().to_string();
+        assert!(e.contains("cannot allocate"), "{e}");
+        assert_eq!(estimated_bytes(&[2, 3]), Some((6 + 2 + 3) * 4));
+        assert_eq!(
+            estimated_bytes(&[64, 100_000_000, 10]),
+            Some(30_400_000_296)
+        );
+        assert_eq!(estimated_bytes(&[usize::MAX, usize::MAX]), None);
     }
 }

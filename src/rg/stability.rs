@@ -473,6 +473,20 @@ fn sub_model(model: &DeepRbm, from: usize, to: usize) -> Result<DeepRbm> {
     DeepRbm::new(model.layers[from - 1..to].to_vec())
 }
 
+/// Estimated memory, in bytes, of the ancestral samples of one flow of the stack `widths`: S
+/// samples of every layer but the input, states and probabilities in f32 (what
+/// [`sample_classification`] and [`sample_generation`] keep for the moments); with the same again
+/// for the f64 conditionals of the Rao-Blackwell estimator. The moments have their own estimate
+/// and budget ([`FlowMoments::estimated_bytes`], [`FlowParams::memory_budget`]). `None` when it
+/// overflows.
+pub fn flow_sample_bytes(widths: &[usize], samples: usize) -> Option<u64> {
+    let units = widths
+        .iter()
+        .skip(1)
+        .try_fold(0u64, |a, &w| a.checked_add(w as u64))?;
+    units.checked_mul(samples as u64)?.checked_mul(4 * 2 * 2)
+}
+
 /// S ancestral samples up the classification network from x (SPEC §1; exact, no burn-in), in flow
 /// order: element `k−1` is layer k = 1…N. Seeded from (model, `cfg.seed`, x). Layer 1 is drawn from
 /// the single row `p_1 = σ(W_1 x + a_1)` (x is not replicated S times); the rest of the pass is

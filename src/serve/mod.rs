@@ -11,7 +11,8 @@
 //!   [`OutputKind::Scores`], serves the network's per-class output units as they are: independent
 //!   sigmoids whose sum is near, not at, 1). The same input gets the same answer, bit for bit,
 //!   alone or in any batch.
-//! * `GET /v1/health` → `{"status":"ok"}`.
+//! * `GET /v1/health` → `{"status":"ok","in_flight":N}`, N the predict requests in flight (their
+//!   body being read or their answer computed).
 //! * `GET /v1/model` → widths, class names, the weights' fingerprint, the output mode (without
 //!   the serving seed) and kind, and the request limits; never weights. The defence and its knobs
 //!   appear there, and in every answer, only when the server discloses them
@@ -31,7 +32,9 @@ pub mod bench;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -104,6 +107,7 @@ pub struct ServeState {
     key: Key,
     output: OutputKind,
     disclose_defence: bool,
+    in_flight: AtomicUsize,
 }
 
 /// What each answer holds.
@@ -137,6 +141,22 @@ impl std::fmt::Display for OutputKind {
             OutputKind::Scores => "scores",
             OutputKind::Probabilities => "probabilities",
         })
+    }
+}
+
+/// Counts a predict request as in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -176,6 +196,7 @@ impl ServeState {
             key: Key::public("rgshield serve"),
             output: OutputKind::Scores,
             disclose_defence: false,
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -251,6 +272,11 @@ impl ServeState {
     /// The request limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+    /// Predict requests in flight now: from their headers (the body still being read) to their
+    /// answer.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// A predictor for this state's model and mode (cheap: the fingerprint is cached).
@@ -565,8 +591,19 @@ async fn predict(
     }))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Count a predict request as in flight from its headers (its body still being read) to its
+/// answer.
+async fn count_in_flight(
+    State(state): State<Arc<ServeState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _in_flight = InFlight::enter(&state.in_flight);
+    next.run(req).await
+}
+
+async fn health(State(state): State<Arc<ServeState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "in_flight": state.in_flight() }))
 }
 
 /// The output mode as `/v1/model` shows it: the serving seed stays private, since with it and
@@ -623,7 +660,13 @@ async fn method_not_allowed(req: Request) -> ApiError {
 pub fn router(state: Arc<ServeState>) -> Router {
     let limit = state.limits.max_body_bytes;
     Router::new()
-        .route("/v1/predict", post(predict))
+        .route(
+            "/v1/predict",
+            post(predict).layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                count_in_flight,
+            )),
+        )
         .route("/v1/health", get(health))
         .route("/v1/model", get(model_info))
         .fallback(not_found)
@@ -665,6 +708,51 @@ pub async fn serve(
         .map_err(|err| Error::Net { addr, err })
 }
 
+/// [`serve`] that gives the requests in flight at most `drain` to finish once `shutdown`
+/// completes: new connections are refused at once, idle ones closed, and the server returns when
+/// the last request is answered — or with an error when `drain` runs out first (the requests
+/// still in flight are then abandoned when the runtime shuts down).
+pub async fn serve_with_drain(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServeState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "listener".into());
+    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = fired.send(());
+    };
+    let st = Arc::clone(&state);
+    let server = serve(listener, state, shutdown);
+    tokio::pin!(server);
+    let deadline = async move {
+        match on_fire.await {
+            Ok(()) => tokio::time::sleep(drain).await,
+            // The server stopped without a shutdown: no deadline.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        res = &mut server => res,
+        () = deadline => Err(Error::Net {
+            addr,
+            err: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{} requests still in flight after the drain timeout of {} s; stopped without them",
+                    st.in_flight(),
+                    drain.as_secs_f64()
+                ),
+            ),
+        }),
+    }
+}
+
 /// Completes on Ctrl-C (SIGINT). If the signal handler cannot be installed it never completes,
 /// and the server runs until killed.
 pub async fn ctrl_c() {
@@ -673,16 +761,77 @@ pub async fn ctrl_c() {
     }
 }
 
+/// The signals that stop the server gracefully: SIGINT (Ctrl-C) and SIGTERM (what systemd,
+/// Docker and Kubernetes send), with their handlers installed at creation — so a signal that
+/// arrives before the server first waits for one is not lost (nor kills the process).
+pub struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Install the handlers (inside a tokio runtime).
+    pub fn install() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let err = |name: &str, err| Error::Net {
+                addr: format!("signal handler for {name}"),
+                err,
+            };
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt()).map_err(|e| err("SIGINT", e))?,
+                terminate: signal(SignalKind::terminate()).map_err(|e| err("SIGTERM", e))?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// Wait for the first of the signals; returns its name (`"SIGINT"` or `"SIGTERM"`).
+    pub async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+/// Default time the requests in flight get to finish after a stop signal (`serve
+/// --drain-seconds`).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
 /// Bind `addr`, print `listening on http://ADDR` (the bound address, so port 0 shows the port
-/// chosen) and serve until Ctrl-C.
-pub async fn run(addr: SocketAddr, state: Arc<ServeState>) -> Result<()> {
+/// chosen) and serve until SIGINT (Ctrl-C) or SIGTERM; then say on stdout that it drains, and
+/// give the requests in flight at most `drain` to finish ([`serve_with_drain`]).
+pub async fn run(addr: SocketAddr, state: Arc<ServeState>, drain: Duration) -> Result<()> {
+    let signals = ShutdownSignals::install()?;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|err| Error::Net {
         addr: addr.to_string(),
         err,
     })?;
     println!("listening on http://{local}");
-    serve(listener, state, ctrl_c()).await
+    let st = Arc::clone(&state);
+    let shutdown = async move {
+        let name = signals.recv().await;
+        println!(
+            "received {name}: draining — new connections refused, {} requests in flight get up to {} s",
+            st.in_flight(),
+            drain.as_secs_f64()
+        );
+    };
+    serve_with_drain(listener, state, shutdown, drain).await
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ pub use backprop::{backprop_gradient, mean_field_gradient, served_scores};
 pub use cd::{
     cd_epoch, cd_update, eq14_pairs, moment_difference, pair_moments, CdParams, Moments, Velocity,
 };
-pub use params::{check_widths_fit, Method, SweepOrder, Targets, TrainParams};
+pub use params::{
+    check_widths_fit, estimated_bytes, Method, SweepOrder, Targets, TrainParams, MODEL_COPIES,
+};
 pub use trainer::{subset, HistoryRow, TrainOutcome, Trainer};
 
 #[cfg(test)]
@@ -163,7 +165,7 @@ mod tests {
     #[test]
     fn cd_update_is_the_two_moment_rule_with_momentum_and_decay_on_w_only() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
-        let mut rbm = Rbm::random(6, 4, 0.7, &mut rng);
+        let mut rbm = Rbm::random(6, 4, 0.7, &mut rng).unwrap();
         rbm.a = vec![0.2, -0.1, 0.0, 0.3];
         rbm.b = vec![-0.2, 0.1, 0.4, 0.0, -0.3, 0.2];
         let v: Vec<f32> = (0..5 * 6)

@@ -269,3 +269,41 @@ pub fn check_widths_fit(widths: &[usize], data: &Dataset) -> Result<()> {
     }
     Ok(())
 }
+
+/// Model-sized buffers of a training run: the model, the best copy kept for early stopping, the
+/// gradient, the momentum, and the two Adam moments of the hybrid's fine-tuning.
+pub const MODEL_COPIES: u64 = 6;
+
+/// Rows of the per-layer diagnostic of the training history (eq. 14 data pairs and their
+/// conditionals, for at most this many training rows).
+pub const PROXY_ROWS: usize = 500;
+
+/// Estimated peak memory, in bytes, of training a stack of `widths` on `rows` training rows:
+/// [`MODEL_COPIES`] copies of the parameters ([`crate::model::estimated_bytes`]); the per-layer
+/// diagnostic over `min(rows, PROXY_ROWS)` rows (pairs of states and their probabilities, f32,
+/// for every unit); the minibatch chains (states, probabilities and samples of every layer for
+/// `cd_k + 2` steps); and the served-output samplers ([`crate::sample::estimated_bytes`]) on
+/// `threads` threads. Everything else is per minibatch or per chunk. `None` when it overflows.
+/// The data set itself is not counted (it is loaded before the check).
+pub fn estimated_bytes(
+    widths: &[usize],
+    params: &TrainParams,
+    rows: usize,
+    threads: usize,
+) -> Option<u64> {
+    let model = crate::model::estimated_bytes(widths)?;
+    let units = widths
+        .iter()
+        .try_fold(0u64, |a, &w| a.checked_add(w as u64))?;
+    let proxy = units
+        .checked_mul(4 * 4)?
+        .checked_mul(rows.min(PROXY_ROWS) as u64)?;
+    let batch = (params.batch.max(32) as u64)
+        .checked_mul(units.checked_mul(4 * 3)?)?
+        .checked_mul(params.cd_k as u64 + 2)?;
+    model
+        .checked_mul(MODEL_COPIES)?
+        .checked_add(proxy)?
+        .checked_add(batch)?
+        .checked_add(crate::sample::estimated_bytes(widths, threads)?)
+}

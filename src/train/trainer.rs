@@ -297,7 +297,7 @@ impl<'a> Trainer<'a> {
 
     /// Mean conditional cross-entropy of eq. 14 data pairs under each RBM (see [`HistoryRow`]).
     fn layer_proxy(&mut self, model: &DeepRbm) -> Vec<f64> {
-        let rows = self.prep.fit.len().min(500);
+        let rows = self.prep.fit.len().min(super::params::PROXY_ROWS);
         let idx: Vec<usize> = (0..rows).collect();
         let n0 = self.prep.fit.n_features;
         let x = batch_rows(&self.prep.fit.x, &idx, n0);

@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::cli::common::{Bar, DataArgs, Depths, TrainArgs};
+use crate::cli::common::{check_samples, prepare_out_file, Bar, DataArgs, Depths, TrainArgs};
+use crate::cli::train::check_train_memory;
+use crate::cli::Global;
 use rgshield::bench::{self, DepthBenchParams};
+use rgshield::model::stack_widths;
 use rgshield::train::Method;
 use rgshield::{Params, Valid};
 
@@ -53,9 +56,19 @@ impl TryFrom<&Args> for Valid<DepthBenchParams> {
 }
 
 /// Run `rgshield bench depth`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("bench depth: --samples", a.samples)?;
     let params: Valid<DepthBenchParams> = a.try_into()?;
+    if let Some(p) = &a.json {
+        prepare_out_file(p).context("--json")?;
+    }
     let data = a.data.load()?;
+    for &n in &params.depths {
+        let widths = stack_widths(data.n_features(), params.width, n, data.n_classes());
+        for t in &params.train {
+            check_train_memory(g, &widths, t, &data)?;
+        }
+    }
     println!("{}", bench::depth_table_header(&data));
     let rows = bench::depth_bench(&data, &params, &Bar::new(), |row| {
         println!("{}", bench::depth_table_row(row))

@@ -2,9 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::cli::common::{emit, prepare_out_dir, Bar, BasisArg, DataArgs, Depths, Inputs};
+use crate::cli::analyze::check_analysis_memory;
+use crate::cli::common::{
+    check_samples, emit, prepare_out_dir, Bar, BasisArg, DataArgs, Depths, Inputs,
+};
+use crate::cli::train::check_train_memory;
+use crate::cli::Global;
 use rgshield::experiments::depth_study::{self, DepthStudyParams, ModelSource};
 use rgshield::train::{Method, TrainParams};
 use rgshield::{Params, Valid};
@@ -89,11 +94,24 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
 }
 
 /// Run `rgshield bench depth-study`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("bench depth-study: --samples", a.samples)?;
     let params: Valid<DepthStudyParams> = a.try_into()?;
-    let data = a.data.load()?;
     let out = a.out.clone().unwrap_or_else(|| a.models_dir.clone());
-    prepare_out_dir(&out)?;
+    prepare_out_dir(&out).context("--out")?;
+    prepare_out_dir(&a.models_dir).context("--models-dir")?;
+    let data = a.data.load()?;
+    for &n in &params.depths {
+        let widths = params.widths(&data, n);
+        check_train_memory(g, &widths, &params.train, &data)?;
+        check_analysis_memory(
+            g,
+            "bench depth-study",
+            &widths,
+            params.samples,
+            params.inputs.len(),
+        )?;
+    }
     println!("{}", depth_study::table_header(&data, &params));
     let report = depth_study::depth_study(&data, &params, Some(&out), &Bar::new(), |row| {
         println!("{}", depth_study::table_row(row))

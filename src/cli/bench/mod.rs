@@ -37,10 +37,10 @@ pub enum Cmd {
 /// Run a benchmark subcommand.
 pub fn run(cmd: Cmd, g: &Global) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Depth(a) => depth::run(&a),
-        Cmd::Rg(a) => rg::run(&a),
+        Cmd::Depth(a) => depth::run(&a, g),
+        Cmd::Rg(a) => rg::run(&a, g),
         Cmd::Serve(a) => serve::run(&a, g),
-        Cmd::DepthStudy(a) => depth_study::run(&a),
+        Cmd::DepthStudy(a) => depth_study::run(&a, g),
         Cmd::Perf(a) => perf::run(*a, g),
         Cmd::PerfJob { job } => perf::run_job(&job),
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use crate::cli::common::{check_samples, prepare_out_dir, prepare_out_file};
 use crate::cli::Global;
 use rgshield::bench::perf::{self, PerfConfig, PerfJob, PerfOutcome};
 use rgshield::error::Error;
@@ -65,6 +66,13 @@ pub struct Args {
 
 /// Run `rgshield bench perf`.
 pub fn run(a: Args, g: &Global) -> Result<()> {
+    check_samples("bench perf: --samples", a.samples)?;
+    for (flag, p) in [("--json", &a.json), ("--out", &a.out)] {
+        if let Some(p) = p {
+            prepare_out_file(p).context(flag)?;
+        }
+    }
+    prepare_out_dir(&a.work_dir).context("--work-dir")?;
     let threads = g.threads;
     let cfg = PerfConfig {
         data: a.data,

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+use crate::cli::common::{check_memory, check_samples, prepare_out_file};
+use crate::cli::Global;
 
 use rgshield::bench;
 
@@ -27,7 +30,17 @@ pub struct Args {
 }
 
 /// Run `rgshield bench rg`.
-pub fn run(a: &Args) -> Result<()> {
+pub fn run(a: &Args, g: &Global) -> Result<()> {
+    check_samples("bench rg: --samples", a.samples)?;
+    let widths = [a.width, a.width, a.width];
+    check_memory(
+        g,
+        &format!("bench rg: --samples {} at --width {}", a.samples, a.width),
+        rgshield::rg::stability::flow_sample_bytes(&widths, a.samples),
+    )?;
+    if let Some(p) = &a.json {
+        prepare_out_file(p).context("--json")?;
+    }
     let r = bench::rg_bench(&bench::RgBenchConfig {
         width: a.width,
         samples: a.samples,

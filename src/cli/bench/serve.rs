@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::cli::common::{build_defence, DefenceStoreArgs};
+use crate::cli::common::{build_defence, check_samples, prepare_out_file, DefenceStoreArgs};
 use crate::cli::Global;
 use rgshield::defence::spec::DEFENCES;
 use rgshield::defence::{Defence, DefenceParams};
@@ -60,6 +60,10 @@ pub struct Args {
 
 /// Run `rgshield bench serve`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
+    if let Some(p) = &a.json {
+        prepare_out_file(p).context("--json")?;
+    }
+    check_samples("bench serve: --defence-samples", a.defence_samples)?;
     let (model, shape) = match &a.model {
         Some(dir) => {
             let (m, meta) = model_io::load(dir)?;

@@ -145,7 +145,14 @@ pub struct SavedRows {
 /// The Markdown tables of a run from its rows: the mean ± sd cells and the paired differences of
 /// each `rg` defence against `random` and `none`.
 pub fn tables(head: &str, baselines: &[SeedBaseline], rows: &[CloneRow]) -> String {
-    let pm = |v: (f64, f64)| format!("{:.3} ± {:.3}", v.0, v.1);
+    // One seed has no spread: say n = 1 rather than print ± 0.000.
+    let pm_n = |v: (f64, f64), n: usize| {
+        if n == 1 {
+            format!("{:.3} (n = 1)", v.0)
+        } else {
+            format!("{:.3} ± {:.3}", v.0, v.1)
+        }
+    };
     let mut s = head.to_string();
     let cells = summarise(rows);
     let r = SavedRows {
@@ -156,11 +163,12 @@ pub fn tables(head: &str, baselines: &[SeedBaseline], rows: &[CloneRow]) -> Stri
     let rnd: Vec<f64> = r.baselines.iter().map(|b| b.random_success).collect();
     s += &format!(
         "transfer references (independent of the defence): attack built on the victim itself {}, random direction {}\n\n",
-        pm(mean_sd(&b)),
-        pm(mean_sd(&rnd))
+        pm_n(mean_sd(&b), b.len()),
+        pm_n(mean_sd(&rnd), rnd.len())
     );
     s += "| defence | strength | attacker | clone acc | fidelity | transfer | victim acc (defended) | changed argmax | L1 | KL |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for c in &cells {
+        let pm = |v| pm_n(v, c.seeds);
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.4} | {:.4} |\n",
             c.defence_kind,
@@ -187,19 +195,23 @@ pub fn tables(head: &str, baselines: &[SeedBaseline], rows: &[CloneRow]) -> Stri
     if !pairs.is_empty() {
         s += "\npaired differences over seeds (same seed, attacker and clone initialisation): mean ± sd [mean/se]\n\n\
               | a − b | attacker | strength | Δ clone acc | Δ transfer | L1 of a, b |\n|---|---|---|---|---|---|\n";
+        // One pair has no spread and no standard error: n = 1 instead of ± 0.000 [NaN].
+        let diff = |d: (f64, f64, f64), n: usize| {
+            if n == 1 {
+                format!("{:+.3} (n = 1)", d.0)
+            } else {
+                format!("{:+.3} ± {:.3} [{:+.1}]", d.0, d.1, d.2)
+            }
+        };
         for p in &pairs {
             s += &format!(
-                "| {} − {} | {} | {} | {:+.3} ± {:.3} [{:+.1}] | {:+.3} ± {:.3} [{:+.1}] | {:.4}, {:.4} |\n",
+                "| {} − {} | {} | {} | {} | {} | {:.4}, {:.4} |\n",
                 p.defences.0,
                 p.defences.1,
                 p.attacker,
                 p.strength,
-                p.clone_accuracy.0,
-                p.clone_accuracy.1,
-                p.clone_accuracy.2,
-                p.transfer_success.0,
-                p.transfer_success.1,
-                p.transfer_success.2,
+                diff(p.clone_accuracy, p.seeds),
+                diff(p.transfer_success, p.seeds),
                 p.l1.0,
                 p.l1.1
             );

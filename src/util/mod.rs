@@ -1,4 +1,10 @@
-//! Small shared helpers: hashing for seeds and fingerprints, atomic file writes.
+//! Small shared helpers: hashing for seeds and fingerprints, atomic file writes, directories
+//! written as a whole ([`transaction`]).
+
+pub mod memory;
+pub mod transaction;
+
+pub use transaction::DirTransaction;
 
 use std::io::Write;
 use std::path::Path;
@@ -37,7 +43,8 @@ pub fn mix_seed(a: u64, b: u64) -> u64 {
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced,
-/// then renamed over the target. Nothing half-written is ever left at `path`.
+/// then renamed over the target. Nothing half-written is ever left at `path`, and the temporary
+/// files of earlier writes of `path` that crashed are removed.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -61,6 +68,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    transaction::remove_stale_temporaries(path);
     Ok(())
 }
 
