@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::linalg::gemm_abt;
 use crate::model::{DeepRbm, Rbm};
 use crate::params::Params;
-use crate::sample::{sample_up, CHUNK};
+use crate::sample::{sample_up, LaneRng, CHUNK};
 use crate::train::{cd_epoch, CdParams, Method, TrainParams, Trainer, Velocity};
 use crate::util::mix_seed;
 
@@ -275,7 +275,7 @@ fn sampling(
         Ok(x.par_chunks(CHUNK * n0)
             .enumerate()
             .map(|(c, xc)| {
-                let mut r = Xoshiro256PlusPlus::seed_from_u64(mix_seed(seed, c as u64));
+                let mut r = LaneRng::seed_from_u64(mix_seed(seed, c as u64));
                 let layers = sample_up(&model, xc, xc.len() / n0, depth, &mut r);
                 layers
                     .last()

@@ -34,13 +34,13 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, Par};
 use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
 use crate::linalg::{dense, norm2};
 use crate::model::DeepRbm;
 use crate::params::{Params, Valid};
 use crate::rg::operators::OperatorBasis;
+use crate::sample::LaneRng;
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 
 /// Rows per dense design block when the Hessian is assembled (bounds memory at `ROW_CHUNK × m_i`).
@@ -520,7 +520,7 @@ pub fn fit_couplings(
 /// The coupling flow (SPEC §4 "eq. 5 flow"): layer k's couplings `g^{(k)}` for k = 1…N, each fitted
 /// by [`fit_couplings`] on `bases[k−1]` from `samples` exact ancestral samples of the
 /// classification network conditioned on the input `x` ([`crate::sample::sample_up`]). The stream
-/// is a `Xoshiro256PlusPlus` seeded from (model fingerprint, `seed`, x), so the result is
+/// is a [`LaneRng`] seeded from (model fingerprint, `seed`, x), so the result is
 /// bit-identical from run to run. Element `k−1` of the result is layer k.
 ///
 /// Errors: `x` of the wrong length or not finite, `bases.len() ≠ N`, a basis whose width is not
@@ -570,8 +570,7 @@ pub fn coupling_flow(
         ));
     }
     let h = fnv1a64_f32(fnv1a64(b"coupling_flow"), x);
-    let mut rng =
-        Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h));
+    let mut rng = LaneRng::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h));
     let batch: Vec<f32> = x.iter().copied().cycle().take(x.len() * samples).collect();
     let layers = crate::sample::sample_up(model, &batch, samples, depth, &mut rng);
     layers

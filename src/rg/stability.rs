@@ -8,7 +8,6 @@
 
 use faer::{Mat, MatRef};
 use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
 use crate::linalg::dense;
@@ -22,7 +21,9 @@ use crate::rg::correlators::{
 };
 use crate::rg::operators::OperatorBasis;
 use crate::rg::OutputReading;
-use crate::sample::{bernoulli_into, sample_down, sample_up, uniform_f32, LayerBatch};
+use crate::sample::{
+    bernoulli_into, sample_down, sample_up, uniform_f32, BernoulliRng, LaneRng, LayerBatch,
+};
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 
 /// How `C_tt` is inverted (SPEC §5: "regularise (ridge relative to its trace, or a pseudo-inverse
@@ -414,9 +415,9 @@ impl Default for FlowParams {
     }
 }
 
-fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> Xoshiro256PlusPlus {
+fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> LaneRng {
     let h = fnv1a64_f32(fnv1a64(tag), v);
-    Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
+    LaneRng::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
 }
 
 impl Params for FlowParams {
@@ -450,7 +451,7 @@ pub(crate) fn check_finite(v: &[f32], what: &str) -> Result<()> {
 
 /// `s` rows drawn from the probability rows `rows` (row `pick(r)` for sample r) with the crate's
 /// Bernoulli sampler.
-fn draw_rows<R: rand::Rng>(
+fn draw_rows<R: BernoulliRng>(
     rows: &[Vec<f32>],
     s: usize,
     pick: impl Fn(usize) -> usize,
