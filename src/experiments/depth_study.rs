@@ -179,8 +179,9 @@ pub struct StudyLayer {
     pub inputs_with_relevant: usize,
     /// Median over inputs of the largest canonical correlation (basis-invariant, ≤ 1 in truth).
     pub max_canonical_correlation_median: Option<f64>,
-    /// Inputs whose largest canonical correlation estimate exceeds 1: estimation artefacts of a
-    /// near-singular `C_kk` (README, *RG analysis*), not findings.
+    /// Inputs whose largest canonical correlation estimate exceeds 1 (+ rounding tolerance). The
+    /// estimate is computed from a positive semi-definite joint covariance estimate, so this
+    /// counts rounding failures of a near-singular whitening only (expected 0).
     pub canonical_over_one: usize,
 }
 
@@ -537,7 +538,7 @@ pub fn table_header(data: &Dataset, cfg: &DepthStudyParams) -> String {
         "depth study on {} ({} inputs, S = {}, ε = {}, width {}, method {:?}, seed {})\n\
          Fisher columns: median [quartiles] of the top input-Fisher eigenvalue; |λ(T)|: median over inputs of the \
          largest modulus (labelling-dependent), (#inputs with any |λ| > 1); cc: median largest canonical \
-         correlation (#inputs > 1, estimation artefacts)\n\n\
+         correlation (#inputs > 1: rounding, expected 0)\n\n\
          | N | model | acc served / mf | F direct | F mean-field | F bound | ratio direct / mf | \
          |λ(T)| per k | cc per k | attacked | fisher / fisher-mf / pgd / random at ε | F̃ (P) / (C) | seconds train / analyze / attack |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|",

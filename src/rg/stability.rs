@@ -278,7 +278,9 @@ pub struct Spectra {
     /// Euclidean singular values (labelling-invariant), non-increasing.
     pub singular_values: Vec<f64>,
     /// Singular values of `C_tt^{-1/2} C_ts C_ss^{-1/2}` (canonical correlations, basis-invariant,
-    /// ≤ 1; RG-NOTES §4 item 3), non-increasing; absent for products.
+    /// ≤ 1; RG-NOTES §4 item 3), non-increasing; absent for products. From a flow they are
+    /// computed on [`FlowCorrelators::whitening`]'s joint estimate, which is positive
+    /// semi-definite by construction, so they are ≤ 1 up to rounding for every estimator.
     pub canonical_correlations: Option<Vec<f64>>,
 }
 
@@ -703,9 +705,9 @@ pub fn flow_stability(
     for j in 2..=corr.depth() {
         let ctt = corr.self_cov[j - 1].as_ref();
         let cts = corr.cross_cov[j - 2].as_ref();
-        let css = corr.self_cov[j - 2].as_ref();
         let stability = stability_matrix(ctt, cts, reg)?;
-        let spectra = spectra(stability.t.as_ref(), Some((ctt, cts, css)), cc_rcond)?;
+        // Canonical correlations from a joint estimate that is PSD by construction (≤ 1).
+        let spectra = spectra(stability.t.as_ref(), Some(corr.whitening(j)?), cc_rcond)?;
         out.push(StabilityStep {
             k: k_of_step(j),
             stability,

@@ -312,8 +312,10 @@ fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> Coupl
 
 /// Conditioning beyond which a solve is flagged as untrustworthy.
 pub const COND_WARN: f64 = 1e10;
-/// Canonical correlations are ≤ 1 for any true joint distribution; estimates above `1 + this`
-/// are flagged.
+/// Canonical correlations are ≤ 1 for any joint distribution, and the estimates are computed from
+/// a joint covariance estimate that is positive semi-definite by construction
+/// ([`crate::rg::FlowCorrelators::whitening`]); values above `1 + this` could only come from
+/// rounding in a near-singular whitening, and are flagged.
 pub const CC_TOLERANCE: f64 = 1e-6;
 /// RG-NOTES A11: S ≥ 10 × operators per layer.
 pub const SAMPLES_PER_OPERATOR: usize = 10;
@@ -336,9 +338,9 @@ fn warnings_for(layers: &[LayerReport], ops: &[usize], samples: usize) -> Vec<St
         if let Some(&cc) = l.canonical_correlations.first() {
             if cc > 1.0 + CC_TOLERANCE {
                 w.push(format!(
-                    "T({}): largest canonical correlation {cc:.3} > 1: the estimated joint covariance of \
-                     layers {} and {} is not positive semi-definite (Rao-Blackwellised self terms beside \
-                     sampled cross terms, too few samples for a near-singular C); this step's spectra are unreliable",
+                    "T({}): largest canonical correlation {cc:.3} > 1 although the joint covariance \
+                     estimate of layers {} and {} is positive semi-definite by construction: rounding in \
+                     a near-singular whitening; this step's spectra are unreliable",
                     l.k,
                     l.k - 1,
                     l.k
