@@ -1066,7 +1066,79 @@ fn sampled_stability_matrices_and_mixture_reading_match_exact() {
         "{rc} {rd} {cos}"
     );
     assert!(r.cond_source.is_some_and(|c| c.is_finite() && c >= 1.0));
-    assert!(r.bound.is_none());
+    // The label bound P diag(1/y) P of reading (C) and the ratio to it.
+    assert!(r.bound.is_some() && r.ratio_chain.is_some_and(|v| v > 0.0 && v < 1.0));
+}
+
+#[test]
+fn mixture_reading_at_the_smoothed_class_anchor_matches_exact_and_its_label_bound() {
+    // Reading (C) is evaluated at (1 − η) e_c + η/K, η = 0.1 (rgshield::rg::MIXTURE_SMOOTHING).
+    // (1) Exact enumeration: at every layer, P F̃ P ⪯ P diag(1/y) P (data processing through the
+    // class label), at the anchor and at smaller η, where the bound grows like K/η.
+    let m = stack(&WIDTHS, 1.0, 4);
+    let k = WIDTHS[3];
+    let mut worst_violation = 0.0f64;
+    for c in 0..k {
+        for eta in [0.1f32, 0.01, 0.001] {
+            let mut y = vec![eta / k as f32; k];
+            y[c] += 1.0 - eta;
+            let bound = rgshield::rg::mixture_bound(&y).unwrap();
+            let bn = sym_eigen(bound.as_ref()).unwrap().0[k - 1];
+            for f in exact::fisher_output_layers(&m, &y, OutputReading::Mixture).unwrap() {
+                let pf = project_sum_zero(from_row_major(&f, k, k).unwrap().as_ref()).unwrap();
+                let d = Mat::from_fn(k, k, |i, j| bound[(i, j)] - pf[(i, j)]);
+                let lo = sym_eigen(d.as_ref()).unwrap().0[0];
+                worst_violation = worst_violation.max(-lo / bn);
+            }
+        }
+    }
+    println!(
+        "reading (C): largest violation of P F̃ P ⪯ P diag(1/y) P, relative: {worst_violation:.1e}"
+    );
+    assert!(worst_violation < 1e-12, "{worst_violation}");
+    let anchor = OutputReading::Mixture.class_anchor(2, 4);
+    for (a, b) in anchor.iter().zip([0.025, 0.025, 0.925, 0.025]) {
+        assert!((a - b).abs() < 1e-7, "{anchor:?}");
+    }
+    assert_eq!(
+        OutputReading::PlugIn.class_anchor(2, 4),
+        vec![0.0, 0.0, 1.0, 0.0]
+    );
+    assert!(rgshield::rg::mixture_bound(&[0.0, 1.0, 0.0, 0.0]).is_err());
+
+    // (2) Sampled chain and direct estimates (complete bases: exact up to sampling) at every class
+    // anchor against exact enumeration, within 4 jackknife standard errors element by element and
+    // for the top eigenvalue; the ratio to the label bound below 1.
+    let gb = complete(&WIDTHS[..3]);
+    let cfg = FlowParams {
+        samples: 40_000,
+        seed: 8,
+        blocks: 20,
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
+    let mut zs = Vec::new();
+    for c in 0..k {
+        let y = OutputReading::Mixture.class_anchor(c, k);
+        let e = project_sum_zero(exact_fy(&m, &y, OutputReading::Mixture).as_ref()).unwrap();
+        let r = output_fisher(&m, &y, &gb, OutputReading::Mixture, &cfg).unwrap();
+        let (zc, ztc) = z_scores(&r.chain, &e);
+        let (zd, ztd) = z_scores(&r.direct, &e);
+        let ratio = r.ratio_chain.unwrap();
+        println!(
+            "class {c}: exact top {:.4}, chain {:.4} ± {:.4} (max|z| {zc:.2}, top z {ztc:.2}), \
+             direct {:.4} (max|z| {zd:.2}, top z {ztd:.2}), ratio to the label bound {ratio:.3}",
+            sym_eigen(e.as_ref()).unwrap().0[k - 1],
+            r.chain.top,
+            r.chain.top_std_err.unwrap(),
+            r.direct.top
+        );
+        assert!(ratio > 0.0 && ratio < 1.0, "class {c}: ratio {ratio}");
+        zs.extend([zc, ztc, zd, ztd]);
+    }
+    let worst = zs.iter().copied().fold(0.0f64, f64::max);
+    assert!(worst <= 4.0, "z-scores {zs:?}");
 }
 
 #[test]

@@ -242,9 +242,10 @@ pub struct DepthStudyRow {
     /// Success of a random direction at ε.
     pub success_random: Option<f64>,
     /// Median over classes of the top output-Fisher eigenvalue (direct estimate) at the one-hot
-    /// output, readings (P) and (C) (SPEC §7).
+    /// output, reading (P) (SPEC §7).
     pub output_fisher_p_median: Option<f64>,
-    /// Median top output-Fisher eigenvalue, reading (C).
+    /// Median top eigenvalue of `P F̃ P`, reading (C), at the smoothed one-hot
+    /// ([`OutputReading::class_anchor`]).
     pub output_fisher_c_median: Option<f64>,
 }
 
@@ -668,7 +669,7 @@ pub fn write_plots(r: &DepthStudyReport, dir: &Path) -> Result<Vec<PathBuf>> {
     )?;
     plot(
         "depth_output_fisher.png",
-        "Top output-Fisher eigenvalue at the one-hot output (median over classes)",
+        "Top output-Fisher eigenvalue at the class anchor (median over classes)",
         "top eigenvalue",
         vec![
             ("reading (P)".into(), pts(&|x| x.output_fisher_p_median)),

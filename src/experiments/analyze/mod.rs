@@ -3,9 +3,10 @@
 //! Per input: the stability matrices `T^{(k)}` of the classification flow with their spectra
 //! (eigenvalues flagged labelling-dependent, singular values, canonical correlations), `cond(C_kk)`,
 //! and the input Fisher information in its readings (chain, direct, mean-field) beside the
-//! first-layer bound. Per class: the output Fisher information of the generation network at the
-//! one-hot output of that class, in readings (P) and (C), and the poison direction (cached per
-//! class, SPEC §8 "cache it per predicted class"). Where a number cannot be trusted (C_kk
+//! first-layer bound. Per class: the output Fisher information of the generation network in
+//! readings (P), at the one-hot output of that class, and (C), at its smoothed one-hot
+//! ([`OutputReading::class_anchor`]: the one-hot value of (C) is not finite in practice), and the
+//! poison direction (cached per class, SPEC §8 "cache it per predicted class"). Where a number cannot be trusted (C_kk
 //! near-singular, too few samples for the operator count) a warning stands beside it.
 
 mod plots;
@@ -222,12 +223,16 @@ pub struct InputAnalysis {
 pub struct OutputFisherSummary {
     /// The reading of `∂/∂y` (SPEC §7).
     pub reading: OutputReading,
-    /// Top eigenvalue of the chain estimate of `F̃_y`.
+    /// The output y at which `F̃_y` was evaluated: [`OutputReading::class_anchor`] — the one-hot
+    /// `e_c` for (P), the smoothed `(1 − η) e_c + η/K` for (C) (where the one-hot value is not
+    /// finite in practice, [`crate::rg::MIXTURE_SMOOTHING`]).
+    pub anchor: Vec<f32>,
+    /// Top eigenvalue of the chain estimate of `F̃_y` (of `P F̃_y P` under (C)).
     pub chain_top: f64,
-    /// Top eigenvalue of the direct estimate of `F̃_y`.
+    /// Top eigenvalue of the direct estimate of `F̃_y` (of `P F̃_y P` under (C)).
     pub direct_top: f64,
-    /// Ratio of the chain's top eigenvalue to the bound `λ_max(W_N diag(σ'(W_Nᵀy + b_N)) W_Nᵀ)`
-    /// (reading (P) only).
+    /// Ratio of the chain's top eigenvalue to the reading's data-processing bound: (P)
+    /// `λ_max(W_N diag(σ'(W_Nᵀy + b_N)) W_Nᵀ)`, (C) `λ_max(P diag(1/y) P)` (≤ 1 in truth).
     pub ratio_chain_to_bound: Option<f64>,
     /// Top eigenvalue of `P F̃ P` and the poison direction u (Σu = 0), from the direct estimate.
     pub poison_value: f64,
@@ -241,7 +246,8 @@ pub struct OutputFisherSummary {
     pub warnings: Vec<String>,
 }
 
-/// Analysis of one class: its generation flow at the one-hot output, and summaries of its inputs.
+/// Analysis of one class: its generation flow at the class anchor of each reading
+/// ([`OutputReading::class_anchor`]), and summaries of its inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassAnalysis {
     /// Class index.
@@ -254,7 +260,7 @@ pub struct ClassAnalysis {
     pub median_ratio_direct: Option<f64>,
     /// Median mean-field ratio over the analysed inputs of this class.
     pub median_ratio_mean_field: Option<f64>,
-    /// The output Fisher information at the one-hot output, per reading.
+    /// The output Fisher information at the class anchor, per reading.
     pub output: Vec<OutputFisherSummary>,
 }
 
@@ -469,15 +475,15 @@ pub fn analyze(
     let classes = (0..n_classes)
         .into_par_iter()
         .map(|c| {
-            let mut y = vec![0.0f32; n_classes];
-            y[c] = 1.0;
             let mut output = Vec::new();
             for reading in [OutputReading::PlugIn, OutputReading::Mixture] {
+                let y = reading.class_anchor(c, n_classes);
                 let r = output_fisher(model, &y, &gbases, reading, &fc)?;
                 let layers: Vec<LayerReport> = r.steps.iter().map(layer_report).collect();
                 let warnings = warnings_for(&layers, &g_ops, cfg.samples);
                 output.push(OutputFisherSummary {
                     reading,
+                    anchor: y,
                     chain_top: r.chain.top,
                     direct_top: r.direct.top,
                     ratio_chain_to_bound: r.ratio_chain,
