@@ -3,9 +3,9 @@
 //!
 //! A unit update of a 64-wide layer is 64 multiply-adds, which the GEMM does in well under a
 //! nanosecond; one scalar xoshiro256++ step per two Bernoulli draws (a serial dependency chain)
-//! cost more than that (`docs/performance.md`, "Vectorised Bernoulli draws"). Stepping eight
-//! generators at once turns one step into about ten vector instructions for 16 draws, with no
-//! dependency between the lanes.
+//! cost more than that (`docs/performance.md`, section 9). Stepping eight generators at once
+//! turns one step into about ten vector instructions for 16 draws, with no dependency between the
+//! lanes (0.25 ns per draw against 1.0 ns for the scalar stream, measured with the conversion).
 //!
 //! **Streams.** [`LaneRng::seed_from_u64`] fills the 32 state words (lane-major: lane 0's four
 //! words first) with consecutive outputs of SplitMix64 started at the seed — the seeding that
