@@ -17,7 +17,8 @@ use rgshield::rg::fisher::{
     output_source_jacobian, project_sum_zero,
 };
 use rgshield::rg::stability::{
-    canonical_correlations, sample_classification, spectra, stability_matrix,
+    canonical_correlations, classification_moments, flow_stability, generation_moments,
+    sample_classification, spectra, stability_matrix,
 };
 use rgshield::rg::{
     Estimator, FlowCorrelators, FlowMoments, FlowParams, OperatorBasis, OutputReading,
@@ -289,6 +290,146 @@ fn canonical_correlations_are_at_most_one() {
     assert!(largest > 0.1, "suspiciously small canonical correlations");
 }
 
+/// Largest canonical correlation of every step of a sampled flow: with the consistent joint
+/// estimate the crate uses (`flow_stability`, through `FlowCorrelators::whitening`) and with the
+/// former pairing of two Rao-Blackwellised self terms around the Rao-Blackwellised cross term.
+fn sampled_top_cc(fm: &FlowMoments) -> Vec<(f64, f64)> {
+    let corr = fm.correlators(None).unwrap();
+    let steps = flow_stability(&corr, Regularisation::default(), 1e-12, |j| j).unwrap();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let j = i + 2;
+            let new = st.spectra.canonical_correlations.as_ref().unwrap()[0];
+            let old = canonical_correlations(
+                corr.self_cov[j - 1].as_ref(),
+                corr.cross_cov[j - 2].as_ref(),
+                corr.self_cov[j - 2].as_ref(),
+                1e-12,
+            )
+            .unwrap()[0];
+            (new, old)
+        })
+        .collect()
+}
+
+#[test]
+fn sampled_canonical_correlations_are_at_most_one_by_construction() {
+    // Property over 3 weight scales × 4 stacks, classification and generation flows (readings P and
+    // C), complete and order-2 bases, and sample sizes from a few times the operator count (where
+    // the estimates are noisiest) up. The bound is exact for the consistent estimate (a PSD joint
+    // matrix whitened by pseudo-inverse square roots), so the tolerance is rounding only.
+    let (mut worst_new, mut worst_old, mut old_over, mut cases) = (0.0f64, 0.0f64, 0usize, 0usize);
+    for &scale in &SCALES {
+        for seed in 0..4u64 {
+            let m = stack(&WIDTHS, scale, 20 + seed);
+            let x = input(6, 20 + seed);
+            for (bases, s) in [
+                (complete(&WIDTHS[1..]), 100),
+                (order(&WIDTHS[1..], 2), 60),
+                (complete(&WIDTHS[1..]), 2_000),
+            ] {
+                let cfg = FlowParams {
+                    samples: s,
+                    seed,
+                    blocks: 1,
+                    ..FlowParams::default()
+                }
+                .check()
+                .unwrap();
+                let fm = classification_moments(&m, &x, &bases, &cfg, false).unwrap();
+                let mut all = sampled_top_cc(&fm);
+                let gb = complete(&WIDTHS[..3]);
+                for reading in [OutputReading::PlugIn, OutputReading::Mixture] {
+                    let fm = generation_moments(&m, &SOFT_Y, &gb, reading, &cfg, false).unwrap();
+                    all.extend(sampled_top_cc(&fm));
+                }
+                for (new, old) in all {
+                    cases += 1;
+                    worst_new = worst_new.max(new);
+                    worst_old = worst_old.max(old);
+                    if old > 1.0 + 1e-6 {
+                        old_over += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "sampled canonical correlations over {cases} steps: largest {worst_new:.12} (consistent \
+         estimate); former pairing: largest {worst_old:.3}, {old_over} steps above 1"
+    );
+    assert!(worst_new <= 1.0 + 1e-9, "canonical correlation {worst_new}");
+    // The setting provokes what the fix prevents: the former pairing exceeds 1 here.
+    assert!(
+        old_over > 0,
+        "the former pairing never exceeded 1 (largest {worst_old}): the test would not see the bug"
+    );
+}
+
+#[test]
+fn sampled_canonical_correlations_converge_to_the_exact_ones() {
+    // All canonical correlations of T^{(2)}, T^{(3)} (order 2: 15 and 10 operators) and of the
+    // generation steps (complete bases) against the exact-correlator values, as S grows ×10 twice.
+    let m = stack(&WIDTHS, 1.5, 1);
+    let x = input(6, 1);
+    let bases = order(&WIDTHS[1..], 2);
+    let gb = complete(&WIDTHS[..3]);
+    let cc_of = |c: &FlowCorrelators| -> Vec<Vec<f64>> {
+        (2..=c.depth())
+            .map(|j| {
+                let (t, x, s) = c.whitening(j).unwrap();
+                canonical_correlations(t, x, s, 1e-12).unwrap()
+            })
+            .collect()
+    };
+    let mut exact_cc = cc_of(&exact::classification_correlators(&m, &x, &bases, false).unwrap());
+    exact_cc.extend(cc_of(
+        &exact::generation_correlators(&m, &SOFT_Y, &gb, OutputReading::PlugIn, false).unwrap(),
+    ));
+    let mut errs = Vec::new();
+    for s in [1_000usize, 10_000, 100_000] {
+        let cfg = FlowParams {
+            samples: s,
+            seed: 5,
+            blocks: 1,
+            ..FlowParams::default()
+        }
+        .check()
+        .unwrap();
+        let mut got = cc_of(
+            &classification_moments(&m, &x, &bases, &cfg, false)
+                .unwrap()
+                .correlators(None)
+                .unwrap(),
+        );
+        got.extend(cc_of(
+            &generation_moments(&m, &SOFT_Y, &gb, OutputReading::PlugIn, &cfg, false)
+                .unwrap()
+                .correlators(None)
+                .unwrap(),
+        ));
+        let mut worst = 0.0f64;
+        for (g, e) in got.iter().zip(&exact_cc) {
+            for (a, b) in g.iter().zip(e) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        println!(
+            "S = {s}: largest |cc − exact| {worst:.4} (top exact values {:?})",
+            exact_cc.iter().map(|v| v[0]).collect::<Vec<_>>()
+        );
+        errs.push(worst);
+    }
+    // A sample canonical correlation has standard error ≈ (1 − ρ²)/√S ≤ 1/√S; the largest of the
+    // 62 deviations stays within 4/√S (measured 0.017, 0.0070, 0.0025), and the error falls with S.
+    for (e, s) in errs.iter().zip([1_000.0f64, 10_000.0, 100_000.0]) {
+        assert!(*e < 4.0 / s.sqrt(), "S = {s}: {errs:?}");
+    }
+    assert!(errs[1] < errs[0] && errs[2] < errs[1], "{errs:?}");
+}
+
 /// The ±1 ("spin") encoding of the complete basis: `Π_{i∈S}(2h_i − 1) = Σ_{∅≠R⊆S} A_{S,R} O_R +
 /// const`, `A_{S,R} = 2^{|R|} (−1)^{|S|−|R|}`.
 fn spin_matrix(b: &OperatorBasis) -> Mat<f64> {
@@ -364,6 +505,7 @@ fn stability_matrices_transform_under_reparametrisation_and_relabelling() {
             )
             .unwrap()
         }),
+        source_cov: None,
     };
     let t2s = t(&spin, 2);
     let a1_inv_t = inverse(&a[1]).transpose().to_owned();
@@ -924,7 +1066,79 @@ fn sampled_stability_matrices_and_mixture_reading_match_exact() {
         "{rc} {rd} {cos}"
     );
     assert!(r.cond_source.is_some_and(|c| c.is_finite() && c >= 1.0));
-    assert!(r.bound.is_none());
+    // The label bound P diag(1/y) P of reading (C) and the ratio to it.
+    assert!(r.bound.is_some() && r.ratio_chain.is_some_and(|v| v > 0.0 && v < 1.0));
+}
+
+#[test]
+fn mixture_reading_at_the_smoothed_class_anchor_matches_exact_and_its_label_bound() {
+    // Reading (C) is evaluated at (1 − η) e_c + η/K, η = 0.1 (rgshield::rg::MIXTURE_SMOOTHING).
+    // (1) Exact enumeration: at every layer, P F̃ P ⪯ P diag(1/y) P (data processing through the
+    // class label), at the anchor and at smaller η, where the bound grows like K/η.
+    let m = stack(&WIDTHS, 1.0, 4);
+    let k = WIDTHS[3];
+    let mut worst_violation = 0.0f64;
+    for c in 0..k {
+        for eta in [0.1f32, 0.01, 0.001] {
+            let mut y = vec![eta / k as f32; k];
+            y[c] += 1.0 - eta;
+            let bound = rgshield::rg::mixture_bound(&y).unwrap();
+            let bn = sym_eigen(bound.as_ref()).unwrap().0[k - 1];
+            for f in exact::fisher_output_layers(&m, &y, OutputReading::Mixture).unwrap() {
+                let pf = project_sum_zero(from_row_major(&f, k, k).unwrap().as_ref()).unwrap();
+                let d = Mat::from_fn(k, k, |i, j| bound[(i, j)] - pf[(i, j)]);
+                let lo = sym_eigen(d.as_ref()).unwrap().0[0];
+                worst_violation = worst_violation.max(-lo / bn);
+            }
+        }
+    }
+    println!(
+        "reading (C): largest violation of P F̃ P ⪯ P diag(1/y) P, relative: {worst_violation:.1e}"
+    );
+    assert!(worst_violation < 1e-12, "{worst_violation}");
+    let anchor = OutputReading::Mixture.class_anchor(2, 4);
+    for (a, b) in anchor.iter().zip([0.025, 0.025, 0.925, 0.025]) {
+        assert!((a - b).abs() < 1e-7, "{anchor:?}");
+    }
+    assert_eq!(
+        OutputReading::PlugIn.class_anchor(2, 4),
+        vec![0.0, 0.0, 1.0, 0.0]
+    );
+    assert!(rgshield::rg::mixture_bound(&[0.0, 1.0, 0.0, 0.0]).is_err());
+
+    // (2) Sampled chain and direct estimates (complete bases: exact up to sampling) at every class
+    // anchor against exact enumeration, within 4 jackknife standard errors element by element and
+    // for the top eigenvalue; the ratio to the label bound below 1.
+    let gb = complete(&WIDTHS[..3]);
+    let cfg = FlowParams {
+        samples: 40_000,
+        seed: 8,
+        blocks: 20,
+        ..FlowParams::default()
+    }
+    .check()
+    .unwrap();
+    let mut zs = Vec::new();
+    for c in 0..k {
+        let y = OutputReading::Mixture.class_anchor(c, k);
+        let e = project_sum_zero(exact_fy(&m, &y, OutputReading::Mixture).as_ref()).unwrap();
+        let r = output_fisher(&m, &y, &gb, OutputReading::Mixture, &cfg).unwrap();
+        let (zc, ztc) = z_scores(&r.chain, &e);
+        let (zd, ztd) = z_scores(&r.direct, &e);
+        let ratio = r.ratio_chain.unwrap();
+        println!(
+            "class {c}: exact top {:.4}, chain {:.4} ± {:.4} (max|z| {zc:.2}, top z {ztc:.2}), \
+             direct {:.4} (max|z| {zd:.2}, top z {ztd:.2}), ratio to the label bound {ratio:.3}",
+            sym_eigen(e.as_ref()).unwrap().0[k - 1],
+            r.chain.top,
+            r.chain.top_std_err.unwrap(),
+            r.direct.top
+        );
+        assert!(ratio > 0.0 && ratio < 1.0, "class {c}: ratio {ratio}");
+        zs.extend([zc, ztc, zd, ztd]);
+    }
+    let worst = zs.iter().copied().fold(0.0f64, f64::max);
+    assert!(worst <= 4.0, "z-scores {zs:?}");
 }
 
 #[test]

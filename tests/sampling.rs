@@ -4,7 +4,7 @@
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgshield::exact;
-use rgshield::sample::{sample_down, sample_up, OutputMode, Predictor};
+use rgshield::sample::{sample_down, sample_up, BernoulliRng, LaneRng, OutputMode, Predictor};
 use rgshield::DeepRbm;
 
 fn stack(widths: &[usize], scale: f32, seed: u64) -> DeepRbm {
@@ -41,12 +41,19 @@ fn mean_se(v: &[f32], width: usize) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn up_pass_marginals_match_exact_within_4_se() {
+    // Both generators: the lane generator of the served output and the RG estimators, and the
+    // scalar one of training.
+    up_pass_marginals(LaneRng::seed_from_u64);
+    up_pass_marginals(Xoshiro256PlusPlus::seed_from_u64);
+}
+
+fn up_pass_marginals<R: BernoulliRng>(rng_of: impl Fn(u64) -> R) {
     for (scale, seed) in [(0.5, 1u64), (1.5, 2), (3.0, 3)] {
         let m = stack(&[7, 5, 4, 3], scale, seed);
         let x = [1.0, 0.0, 1.0, 1.0, 0.0, 0.3, 0.9]; // real-valued conditioning accepted
         let s = 20_000;
         let xb = x.repeat(s);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed + 10);
+        let mut rng = rng_of(seed + 10);
         let layers = sample_up(&m, &xb, s, 3, &mut rng);
         let ex = exact::classification_marginals(&m, &x).unwrap();
         for k in 1..=3 {
@@ -74,11 +81,16 @@ fn up_pass_marginals_match_exact_within_4_se() {
 
 #[test]
 fn down_pass_marginals_match_exact_within_4_se() {
+    down_pass_marginals(LaneRng::seed_from_u64);
+    down_pass_marginals(Xoshiro256PlusPlus::seed_from_u64);
+}
+
+fn down_pass_marginals<R: BernoulliRng>(rng_of: impl Fn(u64) -> R) {
     let m = stack(&[6, 5, 4, 3], 1.5, 4);
     for y in [[1.0f32, 0.0, 0.0], [0.2, 0.7, 0.1]] {
         let s = 20_000;
         let yb = y.repeat(s);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let mut rng = rng_of(9);
         let layers = sample_down(&m, &yb, s, 0, &mut rng);
         let ex = exact::generation_marginals(&m, &y).unwrap();
         assert_eq!(layers.len(), 3);

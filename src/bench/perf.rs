@@ -24,13 +24,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::npy;
-use super::rg::{fastest, rg_bench, rg_bench_states, time_bitpacked, RgBenchConfig};
+use super::rg::{rg_bench, rg_bench_states, time_bitpacked, RgBenchConfig};
 use crate::data::{self, DataSpec, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::linalg::gemm_abt;
 use crate::model::{DeepRbm, Rbm};
 use crate::params::Params;
-use crate::sample::{sample_up, CHUNK};
+use crate::sample::{sample_up, LaneRng, CHUNK};
 use crate::train::{cd_epoch, CdParams, Method, TrainParams, Trainer, Velocity};
 use crate::util::mix_seed;
 
@@ -52,7 +52,8 @@ pub enum PerfJob {
         widths: Vec<usize>,
         /// Inputs sampled up the stack.
         samples: usize,
-        /// Repetitions (at least 10 are timed; the fastest is kept).
+        /// Repetitions (at least 10; the up-pass and the GEMMs alternate, the fastest of each is
+        /// kept).
         reps: usize,
         /// Seed of the stack and the inputs.
         seed: u64,
@@ -269,35 +270,48 @@ fn sampling(
         .collect();
     let depth = model.depth();
     // A pass takes milliseconds (the bare GEMMs of a width-64 stack ~5 ms at S = 20 000): the
-    // fastest of at least 10 keeps timer and scheduler noise out of the ratio.
+    // fastest of at least 10 keeps timer and scheduler noise out of the ratio. The two passes
+    // alternate, so that both see the same drift of a shared machine (timed one after the other,
+    // the ratio of the same binary ranged 0.23–0.78 on a loaded 2-core VM).
     let reps = reps.max(10);
-    let (sample_seconds, ones) = fastest(reps, || {
-        Ok(x.par_chunks(CHUNK * n0)
+    let up_pass = || -> f64 {
+        x.par_chunks(CHUNK * n0)
             .enumerate()
             .map(|(c, xc)| {
-                let mut r = Xoshiro256PlusPlus::seed_from_u64(mix_seed(seed, c as u64));
+                let mut r = LaneRng::seed_from_u64(mix_seed(seed, c as u64));
                 let layers = sample_up(&model, xc, xc.len() / n0, depth, &mut r);
                 layers
                     .last()
                     .map_or(0.0, |l| l.states.iter().map(|&v| v as f64).sum::<f64>())
             })
-            .sum::<f64>())
-    })?;
-    let (gemm_seconds, _) = fastest(reps, || {
-        Ok(x.par_chunks(CHUNK * n0)
+            .sum::<f64>()
+    };
+    let gemms = || -> f64 {
+        x.par_chunks(CHUNK * n0)
             .map(|xc| {
                 let b = xc.len() / n0;
-                let mut below = xc.to_vec();
+                let mut below: Vec<f32> = Vec::new();
                 for k in 1..=depth {
                     let r: &Rbm = model.rbm(k);
+                    let input: &[f32] = if k == 1 { xc } else { &below };
+                    // The same zeroed output buffer per layer as the pass's probabilities.
                     let mut out = vec![0.0f32; b * r.n_up];
-                    gemm_abt(&mut out, &below, &r.w, b, r.n_down, r.n_up);
+                    gemm_abt(&mut out, input, &r.w, b, r.n_down, r.n_up);
                     below = out;
                 }
                 below.first().copied().unwrap_or(0.0) as f64
             })
-            .sum::<f64>())
-    })?;
+            .sum::<f64>()
+    };
+    let (mut sample_seconds, mut gemm_seconds, mut ones) = (f64::INFINITY, f64::INFINITY, 0.0);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        ones = up_pass();
+        sample_seconds = sample_seconds.min(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        std::hint::black_box(gemms());
+        gemm_seconds = gemm_seconds.min(t0.elapsed().as_secs_f64());
+    }
     let units: usize = widths[1..].iter().sum();
     let macs: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
     let unit_updates = (samples * units) as f64;

@@ -5,8 +5,9 @@
 //! `ŷ' = ŷ + t·s·u`, with the sign `s ∈ {+1, −1}` and the step `0 ≤ t ≤ ε` chosen per query by one
 //! shared function, [`poison_step`], so the two differ only in u:
 //! * [`RgPoison`]: `u = u_c`, the poison direction of the predicted class `c = argmax(ŷ)` — the top
-//!   eigenvector of `P F̃_y P` (SPEC §7) — **cached per predicted class at the one-hot output
-//!   `y = e_c`** (SPEC §8 "compute it at the served ŷ, or cache it per predicted class and say
+//!   eigenvector of `P F̃_y P` (SPEC §7) — **cached per predicted class at the class anchor of the
+//!   reading** (one-hot `e_c` under (P), smoothed one-hot under (C),
+//!   [`OutputReading::class_anchor`]) (SPEC §8 "compute it at the served ŷ, or cache it per predicted class and say
 //!   which": this crate caches, see [`PoisonCache`]).
 //! * [`RandomDirection`]: u a pseudo-random unit sum-zero vector drawn from the query seed.
 //!
@@ -21,8 +22,8 @@
 //! `E[h_N|x]` and do not sum to 1, whereas reading (C) reads y as a probability vector. The
 //! directions are sum-zero, so the poisoned output keeps the served sum exactly (up to clipping to
 //! [0,1], which t never needs): under either reading the poison only redistributes mass between
-//! classes. The cached (C) directions are computed at the one-hot `e_c`, a valid probability
-//! vector, so no served output is ever fed to reading (C) itself.
+//! classes. The cached (C) directions are computed at the smoothed one-hot `(1 − η) e_c + η/K`, a
+//! valid probability vector, so no served output is ever fed to reading (C) itself.
 
 use std::path::Path;
 
@@ -251,7 +252,8 @@ fn check_direction(u: &[f64], n: usize, tol: f64, what: &str) -> Result<()> {
 pub const DIRECTION_TOL: f64 = 1e-6;
 
 /// Poison directions cached per predicted class (SPEC §8: "cache it per predicted class"): for each
-/// class c the top eigenvector of `P F̃_y P` at the **one-hot output `y = e_c`** (`anchor`), from the
+/// class c the top eigenvector of `P F̃_y P` at the **class anchor** of the reading (`anchor`:
+/// [`OutputReading::class_anchor`], one-hot `e_c` under (P), smoothed under (C)), from the
 /// direct estimator of [`output_fisher`] (`poison_direct`), in one reading. Saved as JSON so that
 /// `serve` can reuse it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,7 +268,7 @@ pub struct PoisonCache {
     /// `rg-logit`; empty in caches written before it was kept).
     #[serde(default)]
     pub fisher: Vec<Vec<f64>>,
-    /// Where F̃ was evaluated: `"one-hot e_c"` for [`PoisonCache::compute`].
+    /// Where F̃ was evaluated: [`OutputReading::anchor_label`] for [`PoisonCache::compute`].
     pub anchor: String,
     /// `{:016x}` of the model's fingerprint (as in `model.json`), empty when not tied to a model.
     #[serde(default)]
@@ -282,7 +284,7 @@ pub struct PoisonCache {
     pub seed: u64,
 }
 
-/// The anchor recorded by [`PoisonCache::compute`].
+/// The anchor recorded by [`PoisonCache::compute`] for reading (P) (`OutputReading::PlugIn.anchor_label()`).
 pub const ONE_HOT_ANCHOR: &str = "one-hot e_c";
 
 /// Samples per class used by [`PoisonCache::for_model`] when the caller has no preference: about
@@ -367,7 +369,8 @@ impl PoisonCache {
         Ok(())
     }
 
-    /// For each class c, [`output_fisher`] at `y = e_c` on the generation bases `gen_bases` (layers
+    /// For each class c, [`output_fisher`] at the class anchor `y` of the reading
+    /// ([`OutputReading::class_anchor`]) on the generation bases `gen_bases` (layers
     /// 0…N−1, see [`generation_bases`]) in `reading`, keeping `poison_direct` (SPEC §7–8). Classes
     /// run in parallel (rayon); each class's sampler is seeded from (model, `flow_cfg.seed`, e_c),
     /// so the result does not depend on the thread count. `flow_cfg.blocks = 1` skips the jackknife,
@@ -387,8 +390,7 @@ impl PoisonCache {
         let per: Vec<(f64, Vec<f64>, Vec<f64>)> = (0..n)
             .into_par_iter()
             .map(|c| {
-                let mut y = vec![0.0f32; n];
-                y[c] = 1.0;
+                let y = reading.class_anchor(c, n);
                 let r = output_fisher(model, &y, gen_bases, reading, flow_cfg)?;
                 let projected = project_sum_zero(r.direct.value.as_ref())?;
                 Ok((
@@ -407,7 +409,7 @@ impl PoisonCache {
             fisher.push(f);
         }
         let mut cache =
-            PoisonCache::from_directions(reading, per_class, eigenvalues, ONE_HOT_ANCHOR)?;
+            PoisonCache::from_directions(reading, per_class, eigenvalues, reading.anchor_label())?;
         cache.fisher = fisher;
         cache.model_fingerprint = format!("{:016x}", model.fingerprint());
         cache.generation_operators = gen_bases.iter().map(|b| b.len()).collect();
@@ -467,7 +469,10 @@ impl PoisonCache {
         let path = Self::path_in(dir, reading);
         if path.exists() {
             let cache = Self::load(&path)?;
-            if cache.reading == reading && cache.check_model(model).is_ok() {
+            if cache.reading == reading
+                && cache.anchor == reading.anchor_label()
+                && cache.check_model(model).is_ok()
+            {
                 return Ok((cache, false));
             }
         }

@@ -564,11 +564,11 @@ fn stack(widths: &[usize], scale: f32, seed: u64) -> DeepRbm {
     m
 }
 
-/// Top two eigenpairs of `P F̃ P` for the exact output Fisher at the one-hot e_c.
+/// Top two eigenpairs of `P F̃ P` for the exact output Fisher at the class anchor of the reading
+/// (the one-hot e_c under (P), the smoothed one-hot under (C)), where the cache computes it.
 fn exact_poison(m: &DeepRbm, c: usize, reading: OutputReading) -> (f64, f64, Vec<f64>) {
     let n = m.n_outputs();
-    let mut y = vec![0.0f32; n];
-    y[c] = 1.0;
+    let y = reading.class_anchor(c, n);
     let f = dense::from_row_major(&exact::fisher_output(m, &y, reading).unwrap(), n, n).unwrap();
     let pfp = project_sum_zero(f.as_ref()).unwrap();
     let (vals, vecs): (Vec<f64>, Mat<f64>) = dense::sym_eigen(pfp.as_ref()).unwrap();
@@ -604,7 +604,8 @@ fn poison_cache_matches_the_exact_top_eigenvector() {
     for reading in [OutputReading::PlugIn, OutputReading::Mixture] {
         let cache = PoisonCache::compute(&m, &bases, reading, &cfg).unwrap();
         assert_eq!(cache.reading, reading);
-        assert_eq!(cache.anchor, ONE_HOT_ANCHOR);
+        assert_eq!(cache.anchor, reading.anchor_label());
+        assert_eq!(OutputReading::PlugIn.anchor_label(), ONE_HOT_ANCHOR);
         // The complete basis of n units has 2^n − 1 monomials (no constant).
         assert_eq!(cache.generation_operators, vec![63, 31]);
         cache.check_model(&m).unwrap();

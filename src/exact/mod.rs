@@ -751,6 +751,7 @@ fn flow_correlators(
         self_cov,
         cross_cov,
         direct_cov,
+        source_cov: None,
     })
 }
 

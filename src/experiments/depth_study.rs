@@ -179,8 +179,9 @@ pub struct StudyLayer {
     pub inputs_with_relevant: usize,
     /// Median over inputs of the largest canonical correlation (basis-invariant, ≤ 1 in truth).
     pub max_canonical_correlation_median: Option<f64>,
-    /// Inputs whose largest canonical correlation estimate exceeds 1: estimation artefacts of a
-    /// near-singular `C_kk` (README, *RG analysis*), not findings.
+    /// Inputs whose largest canonical correlation estimate exceeds 1 (+ rounding tolerance). The
+    /// estimate is computed from a positive semi-definite joint covariance estimate, so this
+    /// counts rounding failures of a near-singular whitening only (expected 0).
     pub canonical_over_one: usize,
 }
 
@@ -241,9 +242,10 @@ pub struct DepthStudyRow {
     /// Success of a random direction at ε.
     pub success_random: Option<f64>,
     /// Median over classes of the top output-Fisher eigenvalue (direct estimate) at the one-hot
-    /// output, readings (P) and (C) (SPEC §7).
+    /// output, reading (P) (SPEC §7).
     pub output_fisher_p_median: Option<f64>,
-    /// Median top output-Fisher eigenvalue, reading (C).
+    /// Median top eigenvalue of `P F̃ P`, reading (C), at the smoothed one-hot
+    /// ([`OutputReading::class_anchor`]).
     pub output_fisher_c_median: Option<f64>,
 }
 
@@ -537,7 +539,7 @@ pub fn table_header(data: &Dataset, cfg: &DepthStudyParams) -> String {
         "depth study on {} ({} inputs, S = {}, ε = {}, width {}, method {:?}, seed {})\n\
          Fisher columns: median [quartiles] of the top input-Fisher eigenvalue; |λ(T)|: median over inputs of the \
          largest modulus (labelling-dependent), (#inputs with any |λ| > 1); cc: median largest canonical \
-         correlation (#inputs > 1, estimation artefacts)\n\n\
+         correlation (#inputs > 1: rounding, expected 0)\n\n\
          | N | model | acc served / mf | F direct | F mean-field | F bound | ratio direct / mf | \
          |λ(T)| per k | cc per k | attacked | fisher / fisher-mf / pgd / random at ε | F̃ (P) / (C) | seconds train / analyze / attack |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -667,7 +669,7 @@ pub fn write_plots(r: &DepthStudyReport, dir: &Path) -> Result<Vec<PathBuf>> {
     )?;
     plot(
         "depth_output_fisher.png",
-        "Top output-Fisher eigenvalue at the one-hot output (median over classes)",
+        "Top output-Fisher eigenvalue at the class anchor (median over classes)",
         "top eigenvalue",
         vec![
             ("reading (P)".into(), pts(&|x| x.output_fisher_p_median)),

@@ -3,31 +3,35 @@
 
 /// The logistic function `σ(z) = 1/(1 + e^{-z})` in f32.
 ///
-/// From `t = e^{-|z|}` (so nothing overflows): `σ = 1/(1+t)` for z ≥ 0, `t/(1+t)` below. The
-/// exponential is Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial,
-/// scaling by 2ⁿ through the exponent bits) written without branches or calls, so the row loops
-/// of [`Rbm::up_probs`] and [`Rbm::down_probs`] vectorise; libm's `expf` call per unit cost more
-/// than a 64-wide layer's dot products (`docs/performance.md`). Error against the f64 logistic
-/// ≤ 2.4e-7 absolute and 1e-6 relative for z ≥ −87 (tested over ±100); below, the result is
-/// clamped to e^{−87} ≈ 1.6e-38 (σ(−∞) included); NaN stays NaN.
+/// `σ = 1/(1 + t)` with `t = e^{x}`, `x = −z` clamped to [−87, 87] (so t neither overflows nor
+/// leaves the normal range: σ(z) for z ≤ −87 is e^{−87} ≈ 1.6e-38, for z ≥ 87 exactly 1; NaN
+/// stays NaN). The exponential is Cephes' `expf` (range reduction by ln 2 in two parts, degree-6
+/// polynomial, scaling by 2ⁿ through the exponent bits) written without branches or calls, so the
+/// row loops of [`Rbm::up_probs`](super::Rbm::up_probs) and
+/// [`Rbm::down_probs`](super::Rbm::down_probs) vectorise; libm's `expf` call per unit cost more
+/// than a 64-wide layer's dot products (`docs/performance.md`). Every multiply-add is a fused
+/// [`f32::mul_add`] (one rounding, the same bits on every machine: an FMA instruction where the
+/// CPU has one, libm's exact `fmaf` otherwise), which makes the vectorised loop 1.5× faster than
+/// with separate products and sums. Error against the f64 logistic ≤ 1.5e-7 absolute and 2.5e-7
+/// relative for z ≥ −87 (tested over ±100 in steps of 5e-5; measured 8.9e-8 and 1.5e-7).
 #[inline(always)]
 pub fn sigmoid(z: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer (|x·log2 e| < 2²²).
     const ROUND: f32 = 12_582_912.0;
-    let x = -z.abs();
-    // e^-87 is the smallest result kept in the normal range; NaN fails the test and stays NaN.
-    let x = if x < -87.0 { -87.0 } else { x };
-    let k = x * LOG2E + ROUND;
+    // NaN stays NaN.
+    let x = (-z).clamp(-87.0, 87.0);
+    let k = x.mul_add(LOG2E, ROUND);
     let n = k - ROUND;
-    let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
-    let poly = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = poly * (r * r) + r + 1.0;
-    // n ∈ [−126, 0] sits in the low mantissa bits of k = 1.5·2²³ + n (bits 0x4B40_0000 + n), so
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let poly = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 1.666_666_5e-1)
+        .mul_add(r, 0.5);
+    let e = poly.mul_add(r * r, r) + 1.0;
+    // n ∈ [−126, 126] sits in the low mantissa bits of k = 1.5·2²³ + n (bits 0x4B40_0000 + n), so
     // 2ⁿ is built from integer operations alone (no float→int conversion, whose saturating
     // semantics would be checked lane by lane); for NaN the bits are garbage but e is NaN.
     let two_n = f32::from_bits(
@@ -36,28 +40,26 @@ pub fn sigmoid(z: f32) -> f32 {
             .wrapping_add(127)
             .wrapping_shl(23),
     );
-    let t = e * two_n;
-    let s = 1.0 / (1.0 + t);
-    if z >= 0.0 {
-        s
-    } else {
-        t * s
-    }
+    1.0 / e.mul_add(two_n, 1.0)
 }
 
 /// `out[r, j] ← σ(out[r, j] + bias[j])` for every row r of the row-major `out` (rows of
 /// `bias.len()`): the activation step of the up and down conditionals. The same [`sigmoid`]
-/// everywhere; on x86-64 with AVX-512 (or AVX2) the loop is compiled for those registers and
-/// chosen at run time. No fused multiply-adds are formed, so every path gives identical bits.
+/// everywhere; on x86-64 with AVX-512 (or AVX2 and FMA) the loop is compiled for those registers
+/// and chosen at run time. Every multiply-add is fused on every path, so every path gives
+/// identical bits.
 pub fn sigmoid_rows(out: &mut [f32], bias: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX-512F and FMA (checked just above).
             return unsafe { sigmoid_rows_avx512(out, bias) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { sigmoid_rows_avx2(out, bias) };
         }
     }
@@ -77,13 +79,13 @@ fn sigmoid_rows_portable(out: &mut [f32], bias: &[f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn sigmoid_rows_avx512(out: &mut [f32], bias: &[f32]) {
     sigmoid_rows_portable(out, bias);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn sigmoid_rows_avx2(out: &mut [f32], bias: &[f32]) {
     sigmoid_rows_portable(out, bias);
 }
@@ -110,8 +112,9 @@ mod tests {
                 assert!(got > 0.0 && got <= 1.7e-38, "{z} {got:e}");
             }
         }
+        println!("sigmoid against the f64 logistic: max abs {max_abs:e}, max rel {max_rel:e}");
         assert!(
-            max_abs <= 2.4e-7 && max_rel <= 1e-6,
+            max_abs <= 1.5e-7 && max_rel <= 2.5e-7,
             "{max_abs:e} {max_rel:e}"
         );
         assert_eq!(sigmoid(0.0), 0.5);
@@ -148,9 +151,11 @@ mod tests {
         assert_eq!(bits(&b), expect);
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 let mut c = z.clone();
-                // SAFETY: AVX2 checked just above.
+                // SAFETY: AVX2 and FMA checked just above.
                 unsafe { sigmoid_rows_avx2(&mut c, &bias) };
                 assert_eq!(bits(&c), expect);
             }

@@ -484,16 +484,22 @@ pub struct InputFisherReport {
 pub struct OutputFisherReport {
     /// Reading used for `∂/∂y`.
     pub reading: OutputReading,
-    /// Chain estimate `F̃_y = J_yᵀ C̃_{00} J_y` (paper eq. 20, 22).
+    /// Chain estimate `F̃_y = J_yᵀ C̃_{00} J_y` (paper eq. 20, 22). Reading (C): its sum-zero
+    /// projection `P F̃_y P`, the only part that is a Fisher information of normalised
+    /// distributions (the literal `∂/∂y_c` of the mixture also moves its total mass); `top` and the
+    /// jackknife errors are of the projected matrix.
     pub chain: FisherEstimate,
     /// Direct estimate `J_1ᵀ Cov(O_{N−1}, O_0) C̃_{00}^{-1} Cov(O_0, O_{N−1}) J_1` (exact with
-    /// complete bases on layer 0 — and on layer N−1 under (C)).
+    /// complete bases on layer 0 — and on layer N−1 under (C)); projected as `chain` under (C).
     pub direct: FisherEstimate,
-    /// Chain `F̃` at layers N−1, N−2, …, 0 (flow order).
+    /// Chain `F̃` at layers N−1, N−2, …, 0 (flow order); projected under (C).
     pub per_layer: Vec<Mat<f64>>,
-    /// (P) only: the bound `W_N diag(σ'(W_Nᵀ y + b_N)) W_Nᵀ` and `λ_max(F̃)/λ_max(bound)`.
+    /// The data-processing bound of the reading: (P) `W_N diag(σ'(W_Nᵀ y + b_N)) W_Nᵀ` (RG-NOTES §4
+    /// item 2); (C) `P diag(1/y) P`, the Fisher information of the class label itself
+    /// ([`crate::rg::mixture_bound`]; infinite at a one-hot y, hence the smoothed class anchor).
     pub bound: Option<Mat<f64>>,
-    /// (P) only: `λ_max(F̃_y^{chain})/λ_max(bound)`.
+    /// `λ_max(F̃_y^{chain})/λ_max(bound)` for (P); `λ_max(P F̃_y^{chain} P)/λ_max(bound)` for (C)
+    /// (None when the (C) bound is infinite). ≤ 1 for the exact F̃.
     pub ratio_chain: Option<f64>,
     /// Poison directions (top eigenvector of `P F̃ P`) from the chain and the direct estimate.
     pub poison_chain: PoisonDirection,
@@ -527,10 +533,31 @@ type J1Of<'a> = dyn Fn(&FlowCorrelators, bool) -> Result<Mat<f64>> + 'a;
 /// Jackknife standard errors and bias-corrected values of each T of the chain.
 type TJackknife = Vec<(Mat<f64>, Mat<f64>)>;
 
+/// [`chain_and_direct`], projected onto sum-zero directions (`P F P`, chain per layer too) when
+/// `project` (reading (C)).
+fn chain_and_direct_projected(
+    corr: &FlowCorrelators,
+    j1: MatRef<'_, f64>,
+    reg: Regularisation,
+    fast: bool,
+    project: bool,
+) -> Result<(ChainFisher, Mat<f64>)> {
+    let (mut chain, mut direct) = chain_and_direct(corr, j1, reg, fast)?;
+    if project {
+        chain.fisher = project_sum_zero(chain.fisher.as_ref())?;
+        for f in &mut chain.per_layer {
+            *f = project_sum_zero(f.as_ref())?;
+        }
+        direct = project_sum_zero(direct.as_ref())?;
+    }
+    Ok((chain, direct))
+}
+
 fn estimate_pair(
     fm: &crate::rg::correlators::FlowMoments,
     reg: Regularisation,
     j1_of: &J1Of<'_>,
+    project: bool,
 ) -> Result<(
     FisherEstimate,
     FisherEstimate,
@@ -540,7 +567,7 @@ fn estimate_pair(
 )> {
     let corr = fm.correlators(None)?;
     let j1 = j1_of(&corr, false)?;
-    let (chain, direct) = chain_and_direct(&corr, j1.as_ref(), reg, false)?;
+    let (chain, direct) = chain_and_direct_projected(&corr, j1.as_ref(), reg, false, project)?;
     let n = direct.nrows();
     let (tc, vc) = top_eigen(chain.fisher.as_ref())?;
     let (td, vd) = top_eigen(direct.as_ref())?;
@@ -551,7 +578,7 @@ fn estimate_pair(
         let jk = jackknife(fm.blocks(), |ex| {
             let c = fm.correlators(ex)?;
             let j1 = j1_of(&c, true)?;
-            let (fc, fd) = chain_and_direct(&c, j1.as_ref(), reg, true)?;
+            let (fc, fd) = chain_and_direct_projected(&c, j1.as_ref(), reg, true, project)?;
             let mut v = flat(&fc.fisher);
             v.extend(flat(&fd));
             v.push(top_eigen(fc.fisher.as_ref())?.0);
@@ -644,7 +671,8 @@ pub fn input_fisher(
     check_classification_bases(model, bases)?;
     let j1 = input_source_jacobian(model, &bases[0])?;
     let fm = classification_moments(model, x, bases, cfg, true)?;
-    let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &|_, _| Ok(j1.clone()))?;
+    let (chain, direct, cf, corr, t_jk) =
+        estimate_pair(&fm, cfg.reg, &|_, _| Ok(j1.clone()), false)?;
     let mut steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| j)?;
     attach_t_jackknife(&mut steps, t_jk);
     let bound = first_layer_bound(model, x)?;
@@ -708,12 +736,18 @@ pub fn output_fisher(
             fast,
         )
     };
-    let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &j1_of)?;
+    let project = reading == OutputReading::Mixture;
+    let (chain, direct, cf, corr, t_jk) = estimate_pair(&fm, cfg.reg, &j1_of, project)?;
     let mut steps = flow_stability(&corr, cfg.reg, cfg.cc_rcond, |j| n + 1 - j)?;
     attach_t_jackknife(&mut steps, t_jk);
     let (bound, ratio_chain) = match reading {
         OutputReading::PlugIn => {
             let b = output_bound(model, y)?;
+            let t = top_eigen(b.as_ref())?.0;
+            (Some(b), Some(ratio(chain.top, t)))
+        }
+        OutputReading::Mixture if y.iter().all(|&v| v > 0.0) => {
+            let b = crate::rg::mixture_bound(y)?;
             let t = top_eigen(b.as_ref())?.0;
             (Some(b), Some(ratio(chain.top, t)))
         }

@@ -8,7 +8,6 @@
 
 use faer::{Mat, MatRef};
 use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
 use crate::linalg::dense;
@@ -22,7 +21,9 @@ use crate::rg::correlators::{
 };
 use crate::rg::operators::OperatorBasis;
 use crate::rg::OutputReading;
-use crate::sample::{bernoulli_into, sample_down, sample_up, uniform_f32, LayerBatch};
+use crate::sample::{
+    bernoulli_into, sample_down, sample_up, uniform_f32, BernoulliRng, LaneRng, LayerBatch,
+};
 use crate::util::{fnv1a64, fnv1a64_f32, mix_seed};
 
 /// How `C_tt` is inverted (SPEC §5: "regularise (ridge relative to its trace, or a pseudo-inverse
@@ -277,7 +278,9 @@ pub struct Spectra {
     /// Euclidean singular values (labelling-invariant), non-increasing.
     pub singular_values: Vec<f64>,
     /// Singular values of `C_tt^{-1/2} C_ts C_ss^{-1/2}` (canonical correlations, basis-invariant,
-    /// ≤ 1; RG-NOTES §4 item 3), non-increasing; absent for products.
+    /// ≤ 1; RG-NOTES §4 item 3), non-increasing; absent for products. From a flow they are
+    /// computed on [`FlowCorrelators::whitening`]'s joint estimate, which is positive
+    /// semi-definite by construction, so they are ≤ 1 up to rounding for every estimator.
     pub canonical_correlations: Option<Vec<f64>>,
 }
 
@@ -414,9 +417,9 @@ impl Default for FlowParams {
     }
 }
 
-fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> Xoshiro256PlusPlus {
+fn stream(model: &DeepRbm, seed: u64, tag: &[u8], v: &[f32]) -> LaneRng {
     let h = fnv1a64_f32(fnv1a64(tag), v);
-    Xoshiro256PlusPlus::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
+    LaneRng::seed_from_u64(mix_seed(mix_seed(model.fingerprint(), seed), h))
 }
 
 impl Params for FlowParams {
@@ -450,7 +453,7 @@ pub(crate) fn check_finite(v: &[f32], what: &str) -> Result<()> {
 
 /// `s` rows drawn from the probability rows `rows` (row `pick(r)` for sample r) with the crate's
 /// Bernoulli sampler.
-fn draw_rows<R: rand::Rng>(
+fn draw_rows<R: BernoulliRng>(
     rows: &[Vec<f32>],
     s: usize,
     pick: impl Fn(usize) -> usize,
@@ -716,9 +719,9 @@ pub fn flow_stability(
     for j in 2..=corr.depth() {
         let ctt = corr.self_cov[j - 1].as_ref();
         let cts = corr.cross_cov[j - 2].as_ref();
-        let css = corr.self_cov[j - 2].as_ref();
         let stability = stability_matrix(ctt, cts, reg)?;
-        let spectra = spectra(stability.t.as_ref(), Some((ctt, cts, css)), cc_rcond)?;
+        // Canonical correlations from a joint estimate that is PSD by construction (≤ 1).
+        let spectra = spectra(stability.t.as_ref(), Some(corr.whitening(j)?), cc_rcond)?;
         out.push(StabilityStep {
             k: k_of_step(j),
             stability,

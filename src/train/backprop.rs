@@ -51,7 +51,7 @@ pub fn mean_field_gradient(
 /// served network, and the gradient passes through the sampling by the straight-through rule
 /// (`∂s_k/∂μ_k = 1`): the loss is then the expected cross-entropy of one ancestral sample, an
 /// upper bound (Jensen) on the cross-entropy of the served `ŷ`.
-pub fn backprop_gradient<R: rand::Rng>(
+pub fn backprop_gradient<R: crate::sample::BernoulliRng>(
     model: &DeepRbm,
     x: &[f32],
     y: &[f32],

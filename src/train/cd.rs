@@ -13,7 +13,7 @@ use crate::sample::{gibbs_from, sample_down, sample_up};
 /// Upper: y (k = N) or drawn down the generation network from y through RBMs N…k+1.
 /// With [`Targets::Probs`] the last sampled step on each side is replaced by its conditional
 /// probabilities (inputs and labels themselves are never replaced).
-pub fn eq14_pairs<R: rand::Rng>(
+pub fn eq14_pairs<R: crate::sample::BernoulliRng>(
     model: &DeepRbm,
     k: usize,
     x: &[f32],
@@ -86,7 +86,7 @@ pub struct CdParams {
 /// One CD-k update of `rbm` on a batch of `batch` lower-layer rows `v`: data moments
 /// `⟨σ(Wv + a) vᵀ⟩` minus the moments after `steps` block Gibbs rounds started at the data, through
 /// the momentum step. The greedy pretraining's update (and `bench perf`'s CD epoch).
-pub fn cd_update<R: rand::Rng>(
+pub fn cd_update<R: crate::sample::BernoulliRng>(
     rbm: &mut Rbm,
     vel: &mut Velocity,
     v: &[f32],
@@ -135,7 +135,7 @@ pub fn moment_difference(
 
 /// One epoch of CD-k over `rows` rows of `x` (row-major, `rbm.n_down` wide) in shuffled batches of
 /// `batch` (the last one shorter).
-pub fn cd_epoch<R: rand::Rng>(
+pub fn cd_epoch<R: crate::sample::BernoulliRng>(
     rbm: &mut Rbm,
     vel: &mut Velocity,
     x: &[f32],

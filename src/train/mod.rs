@@ -127,7 +127,7 @@ mod tests {
 
     /// Model moments of the joint `t_k` from Gibbs chains started at `v` (upper moments
     /// Rao-Blackwellised): the reference the training's fused gradient is checked against.
-    fn model_moments<R: rand::Rng>(
+    fn model_moments<R: crate::sample::BernoulliRng>(
         rbm: &Rbm,
         v: &[f32],
         batch: usize,

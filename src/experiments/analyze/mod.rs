@@ -3,9 +3,10 @@
 //! Per input: the stability matrices `T^{(k)}` of the classification flow with their spectra
 //! (eigenvalues flagged labelling-dependent, singular values, canonical correlations), `cond(C_kk)`,
 //! and the input Fisher information in its readings (chain, direct, mean-field) beside the
-//! first-layer bound. Per class: the output Fisher information of the generation network at the
-//! one-hot output of that class, in readings (P) and (C), and the poison direction (cached per
-//! class, SPEC §8 "cache it per predicted class"). Where a number cannot be trusted (C_kk
+//! first-layer bound. Per class: the output Fisher information of the generation network in
+//! readings (P), at the one-hot output of that class, and (C), at its smoothed one-hot
+//! ([`OutputReading::class_anchor`]: the one-hot value of (C) is not finite in practice), and the
+//! poison direction (cached per class, SPEC §8 "cache it per predicted class"). Where a number cannot be trusted (C_kk
 //! near-singular, too few samples for the operator count) a warning stands beside it.
 
 mod plots;
@@ -170,14 +171,25 @@ pub struct InputFisherSummary {
 }
 
 /// The couplings of one layer fitted by maximum pseudo-likelihood (SPEC §4, the coupling flow).
+///
+/// **Qualitative.** Against the exact couplings of enumerated stacks the pair couplings' RMS error
+/// is 0.13 at S = 3000 where every unit varies given x, and 0.7 where some units are near-frozen
+/// (`rg::couplings` module docs, `tests/couplings.rs`) — the usual case in a trained network, and
+/// what made layer-1 pair couplings (exactly 0) come out with RMS 0.5–0.65 at S = 3000. The RMS
+/// values include the sampling noise; `*_noise_rms` give its size for the same couplings (an RMS
+/// near its noise level is consistent with zero couplings).
 #[derive(Clone, Debug, Serialize)]
 pub struct CouplingSummary {
     /// Layer k = 1…N.
     pub k: usize,
     /// RMS of the determined order-1 couplings (fields).
     pub field_rms: f64,
+    /// `sqrt(mean se²)` of the same fields: the RMS that sampling noise alone would give.
+    pub field_noise_rms: f64,
     /// RMS of the determined higher-order couplings in the basis (0 when there are none).
     pub higher_rms: f64,
+    /// `sqrt(mean se²)` of the same higher-order couplings: their RMS if every one were 0.
+    pub higher_noise_rms: f64,
     /// Largest |coupling| among the determined ones.
     pub max_abs: f64,
     /// Couplings left out because their standard error exceeds [`COUPLING_SE_MAX`].
@@ -198,7 +210,7 @@ pub struct InputAnalysis {
     /// Per stability matrix `T^{(k)}`, k = 2…N.
     pub layers: Vec<LayerReport>,
     /// The coupling flow: couplings of every layer in its basis (order 2 on the output layer),
-    /// fitted from min(S, 5000) samples.
+    /// fitted from min(S, 5000) samples. Qualitative (see [`CouplingSummary`]).
     pub couplings: Vec<CouplingSummary>,
     /// The input Fisher information in its readings.
     pub fisher: InputFisherSummary,
@@ -211,12 +223,16 @@ pub struct InputAnalysis {
 pub struct OutputFisherSummary {
     /// The reading of `∂/∂y` (SPEC §7).
     pub reading: OutputReading,
-    /// Top eigenvalue of the chain estimate of `F̃_y`.
+    /// The output y at which `F̃_y` was evaluated: [`OutputReading::class_anchor`] — the one-hot
+    /// `e_c` for (P), the smoothed `(1 − η) e_c + η/K` for (C) (where the one-hot value is not
+    /// finite in practice, [`crate::rg::MIXTURE_SMOOTHING`]).
+    pub anchor: Vec<f32>,
+    /// Top eigenvalue of the chain estimate of `F̃_y` (of `P F̃_y P` under (C)).
     pub chain_top: f64,
-    /// Top eigenvalue of the direct estimate of `F̃_y`.
+    /// Top eigenvalue of the direct estimate of `F̃_y` (of `P F̃_y P` under (C)).
     pub direct_top: f64,
-    /// Ratio of the chain's top eigenvalue to the bound `λ_max(W_N diag(σ'(W_Nᵀy + b_N)) W_Nᵀ)`
-    /// (reading (P) only).
+    /// Ratio of the chain's top eigenvalue to the reading's data-processing bound: (P)
+    /// `λ_max(W_N diag(σ'(W_Nᵀy + b_N)) W_Nᵀ)`, (C) `λ_max(P diag(1/y) P)` (≤ 1 in truth).
     pub ratio_chain_to_bound: Option<f64>,
     /// Top eigenvalue of `P F̃ P` and the poison direction u (Σu = 0), from the direct estimate.
     pub poison_value: f64,
@@ -230,7 +246,8 @@ pub struct OutputFisherSummary {
     pub warnings: Vec<String>,
 }
 
-/// Analysis of one class: its generation flow at the one-hot output, and summaries of its inputs.
+/// Analysis of one class: its generation flow at the class anchor of each reading
+/// ([`OutputReading::class_anchor`]), and summaries of its inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassAnalysis {
     /// Class index.
@@ -243,7 +260,7 @@ pub struct ClassAnalysis {
     pub median_ratio_direct: Option<f64>,
     /// Median mean-field ratio over the analysed inputs of this class.
     pub median_ratio_mean_field: Option<f64>,
-    /// The output Fisher information at the one-hot output, per reading.
+    /// The output Fisher information at the class anchor, per reading.
     pub output: Vec<OutputFisherSummary>,
 }
 
@@ -270,7 +287,8 @@ pub struct AnalysisReport {
 
 /// Samples used for the pseudo-likelihood coupling fits.
 pub const COUPLING_SAMPLES: usize = 5_000;
-/// Ridge of the coupling fits (on the mean pseudo-log-likelihood).
+/// Ridge of the coupling fits (on the mean pseudo-log-likelihood; the fits also carry the default
+/// Gaussian prior of [`PseudoLikelihoodParams`]).
 pub const COUPLING_RIDGE: f64 = 1e-6;
 /// Couplings whose standard error exceeds this are "undetermined" (e.g. units that never flip
 /// given x: their couplings are unbounded, RG-NOTES §4 item 5) and left out of the RMS summaries.
@@ -278,6 +296,7 @@ pub const COUPLING_SE_MAX: f64 = 0.5;
 
 fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> CouplingSummary {
     let (mut f, mut nf, mut h, mut nh) = (0.0, 0usize, 0.0, 0usize);
+    let (mut fse, mut hse) = (0.0, 0.0);
     let mut undetermined = 0;
     let mut max_abs = 0.0f64;
     for ((v, se), m) in fit
@@ -293,9 +312,11 @@ fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> Coupl
         max_abs = max_abs.max(v.abs());
         if m.len() == 1 {
             f += v * v;
+            fse += se * se;
             nf += 1;
         } else {
             h += v * v;
+            hse += se * se;
             nh += 1;
         }
     }
@@ -303,7 +324,9 @@ fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> Coupl
     CouplingSummary {
         k,
         field_rms: rms(f, nf),
+        field_noise_rms: rms(fse, nf),
         higher_rms: rms(h, nh),
+        higher_noise_rms: rms(hse, nh),
         max_abs,
         undetermined,
         converged: fit.converged,
@@ -312,8 +335,10 @@ fn coupling_summary(k: usize, fit: &CouplingFit, basis: &OperatorBasis) -> Coupl
 
 /// Conditioning beyond which a solve is flagged as untrustworthy.
 pub const COND_WARN: f64 = 1e10;
-/// Canonical correlations are ≤ 1 for any true joint distribution; estimates above `1 + this`
-/// are flagged.
+/// Canonical correlations are ≤ 1 for any joint distribution, and the estimates are computed from
+/// a joint covariance estimate that is positive semi-definite by construction
+/// ([`crate::rg::FlowCorrelators::whitening`]); values above `1 + this` could only come from
+/// rounding in a near-singular whitening, and are flagged.
 pub const CC_TOLERANCE: f64 = 1e-6;
 /// RG-NOTES A11: S ≥ 10 × operators per layer.
 pub const SAMPLES_PER_OPERATOR: usize = 10;
@@ -336,9 +361,9 @@ fn warnings_for(layers: &[LayerReport], ops: &[usize], samples: usize) -> Vec<St
         if let Some(&cc) = l.canonical_correlations.first() {
             if cc > 1.0 + CC_TOLERANCE {
                 w.push(format!(
-                    "T({}): largest canonical correlation {cc:.3} > 1: the estimated joint covariance of \
-                     layers {} and {} is not positive semi-definite (Rao-Blackwellised self terms beside \
-                     sampled cross terms, too few samples for a near-singular C); this step's spectra are unreliable",
+                    "T({}): largest canonical correlation {cc:.3} > 1 although the joint covariance \
+                     estimate of layers {} and {} is positive semi-definite by construction: rounding in \
+                     a near-singular whitening; this step's spectra are unreliable",
                     l.k,
                     l.k - 1,
                     l.k
@@ -450,15 +475,15 @@ pub fn analyze(
     let classes = (0..n_classes)
         .into_par_iter()
         .map(|c| {
-            let mut y = vec![0.0f32; n_classes];
-            y[c] = 1.0;
             let mut output = Vec::new();
             for reading in [OutputReading::PlugIn, OutputReading::Mixture] {
+                let y = reading.class_anchor(c, n_classes);
                 let r = output_fisher(model, &y, &gbases, reading, &fc)?;
                 let layers: Vec<LayerReport> = r.steps.iter().map(layer_report).collect();
                 let warnings = warnings_for(&layers, &g_ops, cfg.samples);
                 output.push(OutputFisherSummary {
                     reading,
+                    anchor: y,
                     chain_top: r.chain.top,
                     direct_top: r.direct.top,
                     ratio_chain_to_bound: r.ratio_chain,

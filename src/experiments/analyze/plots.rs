@@ -89,12 +89,16 @@ pub fn write_plots(
     let p = dir.join("coupling_flow.png");
     line_plot(
         &p,
-        "Coupling flow: RMS of the determined couplings (median over inputs)",
+        "Coupling flow (qualitative): RMS of the determined couplings, median over inputs",
         "layer k",
         "RMS coupling",
         &[
             ("order 1 (fields)".to_string(), flow(&|c| c.field_rms)),
             ("order 2 (pairs)".to_string(), flow(&|c| c.higher_rms)),
+            (
+                "pairs' sampling noise (RMS if all were 0)".to_string(),
+                flow(&|c| c.higher_noise_rms),
+            ),
         ],
         false,
     )?;

@@ -111,6 +111,10 @@ struct BlockSums {
     sum_means: Vec<Vec<f64>>,
     /// Plain: `Σ (O − c)(O − c)ᵀ`; Rao-Blackwell: `Σ (μ − c̄)(μ − c̄)ᵀ`.
     self_second: Vec<Mat<f64>>,
+    /// Rao-Blackwell only: `Σ (O_j − c)(O_j − c)ᵀ` of the sampled values of layers j = 1…M−1 (the
+    /// source sides of the steps), for the positive semi-definite joint estimate of the canonical
+    /// correlations ([`FlowCorrelators::source_cov`]).
+    source_second: Vec<Mat<f64>>,
     /// Rao-Blackwell: `Σ Cov(O_a, O_b | L_{j−1}) = Σ (Π_{S_a∪S_b} p − μ_a μ_b)` on the overlapping
     /// pairs of the layer's union table (in its order).
     cond_cov: Vec<Vec<f64>>,
@@ -132,6 +136,14 @@ impl BlockSums {
                 Vec::new()
             },
             self_second: sizes.iter().map(|&k| Mat::zeros(k, k)).collect(),
+            source_second: if rb {
+                sizes[..m.saturating_sub(1)]
+                    .iter()
+                    .map(|&k| Mat::zeros(k, k))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             cond_cov: unions
                 .iter()
                 .map(|u| vec![0.0; u.as_ref().map_or(0, |t| t.pairs.len())])
@@ -172,6 +184,9 @@ impl BlockSums {
         for (a, t) in self.self_second.iter_mut().zip(&total.self_second) {
             subm(a, t);
         }
+        for (a, t) in self.source_second.iter_mut().zip(&total.source_second) {
+            subm(a, t);
+        }
         for (a, t) in self.cross_second.iter_mut().zip(&total.cross_second) {
             subm(a, t);
         }
@@ -192,6 +207,7 @@ impl BlockSums {
             sum_ops,
             sum_means,
             self_second,
+            source_second,
             cond_cov,
             cross_second,
             direct_second,
@@ -232,10 +248,21 @@ impl BlockSums {
             covariance_from_sums(&mut d, rows_of(m - 1), &sum_ops[0], n)?;
             Some(d)
         };
+        let source_cov = if rb {
+            let mut out = Vec::with_capacity(source_second.len());
+            for (j, mut c) in source_second.into_iter().enumerate() {
+                covariance_from_sums(&mut c, &sum_ops[j], &sum_ops[j], n)?;
+                out.push(c);
+            }
+            Some(out)
+        } else {
+            None
+        };
         Ok(FlowCorrelators {
             self_cov,
             cross_cov,
             direct_cov,
+            source_cov,
         })
     }
 }
@@ -272,7 +299,8 @@ pub struct MomentOptions {
 /// **Memory.** Only the sums of all samples are kept, with the samples themselves; the sums of a
 /// delete-one-block subsample are formed in one scratch copy by re-accumulating that block and
 /// subtracting it from the total. The peak is about three copies of
-/// `(Σ_j m_j² + Σ_j m_j m_{j−1} [+ m_M m_1] + overlapping pairs) × 8` bytes (total, scratch, and
+/// `(Σ_j m_j² [+ Σ_{j<M} m_j², Rao-Blackwell] + Σ_j m_j m_{j−1} [+ m_M m_1] + overlapping pairs) × 8`
+/// bytes (total, scratch, and
 /// the full-sample correlators a caller holds meanwhile); [`FlowMoments::estimated_bytes`] gives
 /// it, and accumulation refuses to start beyond the budget.
 ///
@@ -334,6 +362,7 @@ impl FlowMoments {
     ) -> usize {
         let m = sizes.len();
         let sq = |a: usize, b: usize| a.saturating_mul(b);
+        let rb = estimator == Estimator::RaoBlackwell;
         let mut words: usize = 0;
         for j in 0..m {
             words = words
@@ -342,12 +371,15 @@ impl FlowMoments {
             if j >= 1 {
                 words = words.saturating_add(sq(sizes[j], sizes[j - 1]));
             }
+            if rb && j + 1 < m {
+                // The plain covariance of the source layer (canonical correlations).
+                words = words.saturating_add(sq(sizes[j], sizes[j]));
+            }
         }
         if direct && m >= 3 {
             words = words.saturating_add(sq(sizes[m - 1], sizes[0]));
         }
         words = words.saturating_add(pairs.iter().sum::<usize>());
-        let rb = estimator == Estimator::RaoBlackwell;
         let chunk =
             sq(ACC_ROWS, sizes.iter().sum::<usize>()).saturating_mul(if rb { 2 } else { 1 });
         // Union tables: (a, b, u) triples of 12 bytes per pair.
@@ -632,6 +664,9 @@ impl FlowMoments {
             }
             col_sums(mu.as_ref(), &mut sums.sum_means[j]);
             add_atb(&mut sums.self_second[j], mu.as_ref(), mu.as_ref())?;
+            if j + 1 < m {
+                add_atb(&mut sums.source_second[j], ops[j].as_ref(), ops[j].as_ref())?;
+            }
             if j >= 1 {
                 add_atb(
                     &mut sums.cross_second[j - 1],

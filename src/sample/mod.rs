@@ -4,6 +4,15 @@
 //! Determinism: every random stream is seeded from (model fingerprint, user seed, input bytes,
 //! chunk index), and each chunk is computed sequentially, so results are bit-identical whatever the
 //! number of rayon threads.
+//!
+//! The samplers are generic over a [`BernoulliRng`]: [`LaneRng`] (eight xoshiro256++ generators in
+//! vector lanes, [`lanes`]) is the one the served output, the RG estimators and the benchmarks use;
+//! a scalar `Xoshiro256PlusPlus` draws two 24-bit uniforms from each 64-bit output (the training
+//! code's generator).
+
+pub mod lanes;
+
+pub use lanes::LaneRng;
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -35,27 +44,48 @@ pub fn uniform_f32<R: Rng>(rng: &mut R) -> f32 {
     (rng.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
-/// Draw independent Bernoulli(p) values in {0, 1} into `out`: two 24-bit uniforms from each
-/// 64-bit draw (bits 40–63 and 16–39), halving the generator's share of a unit update.
-pub fn bernoulli_into<R: Rng>(probs: &[f32], rng: &mut R, out: &mut [f32]) {
-    const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
-    debug_assert_eq!(out.len(), probs.len());
-    let mut o2 = out.chunks_exact_mut(2);
-    let mut p2 = probs.chunks_exact(2);
-    for (o, p) in (&mut o2).zip(&mut p2) {
-        let r = rng.next_u64();
-        let u0 = (r >> 40) as f32 * SCALE;
-        let u1 = ((r >> 16) & 0xFF_FFFF) as f32 * SCALE;
-        o[0] = if u0 < p[0] { 1.0 } else { 0.0 };
-        o[1] = if u1 < p[1] { 1.0 } else { 0.0 };
-    }
-    for (o, &p) in o2.into_remainder().iter_mut().zip(p2.remainder()) {
-        *o = if uniform_f32(rng) < p { 1.0 } else { 0.0 };
+/// A random generator the samplers draw Bernoulli variates from: how it turns its bits into
+/// draws is its own (each implementation documents which bits decide which draw).
+pub trait BernoulliRng: Rng {
+    /// Independent Bernoulli(p) values in {0, 1} into `out` (the length of `probs`).
+    fn fill_bernoulli(&mut self, probs: &[f32], out: &mut [f32]);
+}
+
+impl BernoulliRng for LaneRng {
+    /// 16 draws per step of the eight lanes ([`lanes`]).
+    fn fill_bernoulli(&mut self, probs: &[f32], out: &mut [f32]) {
+        LaneRng::fill_bernoulli(self, probs, out);
     }
 }
 
+impl BernoulliRng for Xoshiro256PlusPlus {
+    /// Two 24-bit uniforms from each 64-bit draw (bits 40–63 and 16–39), in order; an odd last
+    /// draw takes bits 40–63 of one more output.
+    fn fill_bernoulli(&mut self, probs: &[f32], out: &mut [f32]) {
+        const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
+        debug_assert_eq!(out.len(), probs.len());
+        let mut o2 = out.chunks_exact_mut(2);
+        let mut p2 = probs.chunks_exact(2);
+        for (o, p) in (&mut o2).zip(&mut p2) {
+            let r = self.next_u64();
+            let u0 = (r >> 40) as f32 * SCALE;
+            let u1 = ((r >> 16) & 0xFF_FFFF) as f32 * SCALE;
+            o[0] = if u0 < p[0] { 1.0 } else { 0.0 };
+            o[1] = if u1 < p[1] { 1.0 } else { 0.0 };
+        }
+        for (o, &p) in o2.into_remainder().iter_mut().zip(p2.remainder()) {
+            *o = if uniform_f32(self) < p { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+/// Draw independent Bernoulli(p) values in {0, 1} into `out` ([`BernoulliRng::fill_bernoulli`]).
+pub fn bernoulli_into<R: BernoulliRng>(probs: &[f32], rng: &mut R, out: &mut [f32]) {
+    rng.fill_bernoulli(probs, out);
+}
+
 /// Draw independent Bernoulli(p) values in {0, 1}.
-pub fn bernoulli<R: Rng>(probs: &[f32], rng: &mut R) -> Vec<f32> {
+pub fn bernoulli<R: BernoulliRng>(probs: &[f32], rng: &mut R) -> Vec<f32> {
     let mut out = vec![0.0; probs.len()];
     bernoulli_into(probs, rng, &mut out);
     out
@@ -74,7 +104,7 @@ pub struct LayerBatch {
 /// Ancestral sampling up the classification network (eq. 2) from a batch of `batch` inputs
 /// (row-major, real values accepted) through RBMs 1..=`to_layer`. Element `k-1` of the result is
 /// layer k. Exact: the chain x → h_1 → … is directed, so no burn-in is needed.
-pub fn sample_up<R: Rng>(
+pub fn sample_up<R: BernoulliRng>(
     model: &DeepRbm,
     x: &[f32],
     batch: usize,
@@ -94,7 +124,7 @@ pub fn sample_up<R: Rng>(
 /// Ancestral sampling down the generation network (eq. 9) from a batch of `batch` outputs `y`
 /// (real values accepted in the first step, SPEC §2, reading (P)) down to layer `to_layer`.
 /// Element 0 of the result is layer N-1, element 1 layer N-2, and so on.
-pub fn sample_down<R: Rng>(
+pub fn sample_down<R: BernoulliRng>(
     model: &DeepRbm,
     y: &[f32],
     batch: usize,
@@ -122,13 +152,19 @@ pub struct GibbsState {
 
 /// Block Gibbs sampling of the joint `t_k(h_k, h_{k-1})` of one RBM: `steps` rounds of
 /// h ~ t(h|v), v ~ t(v|h), starting from lower states `v0` (a batch of `batch` chains).
-pub fn gibbs<R: Rng>(rbm: &Rbm, v0: &[f32], batch: usize, steps: usize, rng: &mut R) -> GibbsState {
+pub fn gibbs<R: BernoulliRng>(
+    rbm: &Rbm,
+    v0: &[f32],
+    batch: usize,
+    steps: usize,
+    rng: &mut R,
+) -> GibbsState {
     gibbs_from(rbm, v0, rbm.up_probs(v0, batch), batch, steps, rng)
 }
 
 /// [`gibbs`] given the upper probabilities `h_probs0 = σ(W v0 + a)` the caller already holds (CD
 /// needs them for its data moments; recomputing them would be a sixth GEMM per batch).
-pub fn gibbs_from<R: Rng>(
+pub fn gibbs_from<R: BernoulliRng>(
     rbm: &Rbm,
     v0: &[f32],
     h_probs0: Vec<f32>,
@@ -235,18 +271,14 @@ impl<'m> Predictor<'m> {
         }
         let input_seed = self.input_seed(x);
         let p1 = m.rbm(1).up_probs(x, 1);
-        let n1 = p1.len();
         // Chunks run in parallel, each on its own stream; their sums are added in chunk order, so
         // the result does not depend on the thread count.
         let chunk_sums: Vec<Vec<f64>> = (0..samples.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| {
                 let b = CHUNK.min(samples - c * CHUNK);
-                let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(input_seed, c as u64));
-                let mut h = vec![0.0f32; b * n1];
-                for row in h.chunks_exact_mut(n1) {
-                    bernoulli_into(&p1, &mut rng, row);
-                }
+                let mut rng = LaneRng::seed_from_u64(mix_seed(input_seed, c as u64));
+                let mut h = bernoulli(&p1.repeat(b), &mut rng);
                 for k in 2..n {
                     let p = m.rbm(k).up_probs(&h, b);
                     h = bernoulli(&p, &mut rng);
