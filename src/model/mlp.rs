@@ -1,9 +1,13 @@
-//! A thief's generic learner (SPEC §9 (b)): a one-hidden-layer ReLU network with a softmax output,
-//! trained by cross-entropy on served vectors (normalised to probabilities). The distillation
-//! attackers train it; the MAD and GRAD² defences use a randomly initialised one as their
-//! surrogate of the attacker (SPEC §11).
-//! Everything is f64 and sequential; the sizes (64 inputs, 100 hidden units, 10 classes, 1000
-//! queries) make that cheap, and the clone's seed fixes every number.
+//! A thief's generic learner (SPEC §9 (b), §12): a one-hidden-layer ReLU network
+//! `z = W2 relu(W1 x + b1) + b2`, trained by Adam either by cross-entropy of `softmax(z)` against
+//! probability rows (distillation) or by the squared error of z against target logits
+//! (`distill-logit`). The distillation attackers train it; the MAD and GRAD² defences use a
+//! randomly initialised one as their surrogate of the attacker (SPEC §11).
+//!
+//! Everything is f64 and sequential per network (experiments train many in parallel), and the
+//! seed fixes every number. `W1` is stored input-major (`n_in × hidden`), so an input's hidden
+//! pre-activations are the sum of the rows of its non-zero pixels: binary images touch a third of
+//! `W1` forwards and backwards, in contiguous rows the compiler vectorises.
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -56,7 +60,7 @@ impl Params for MlpParams {
     }
 }
 
-/// `z = W2 relu(W1 x + b1) + b2`, `p = softmax(z)`. Row-major weights.
+/// `z = W2 relu(W1 x + b1) + b2`, `p = softmax(z)`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
     /// Inputs.
@@ -65,11 +69,11 @@ pub struct Mlp {
     pub hidden: usize,
     /// Outputs (classes).
     pub n_out: usize,
-    /// `W1`, `hidden × n_in`.
+    /// `W1ᵀ`, `n_in × hidden` row-major: row i holds the weights from input i.
     pub w1: Vec<f64>,
     /// `b1`.
     pub b1: Vec<f64>,
-    /// `W2`, `n_out × hidden`.
+    /// `W2`, `n_out × hidden` row-major.
     pub w2: Vec<f64>,
     /// `b2`.
     pub b2: Vec<f64>,
@@ -104,7 +108,7 @@ impl Mlp {
             n_in,
             hidden,
             n_out,
-            w1: (0..hidden * n_in)
+            w1: (0..n_in * hidden)
                 .map(|_| s1 * standard_normal(&mut rng) as f64)
                 .collect(),
             b1: vec![0.0; hidden],
@@ -116,20 +120,37 @@ impl Mlp {
     }
 
     fn forward(&self, x: &[f64]) -> Forward {
-        let pre: Vec<f64> = (0..self.hidden)
-            .map(|i| {
-                let row = &self.w1[i * self.n_in..(i + 1) * self.n_in];
-                self.b1[i] + row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>()
-            })
-            .collect();
-        let h: Vec<f64> = pre.iter().map(|&v| v.max(0.0)).collect();
-        let z = (0..self.n_out)
-            .map(|c| {
-                let row = &self.w2[c * self.hidden..(c + 1) * self.hidden];
-                self.b2[c] + row.iter().zip(&h).map(|(a, b)| a * b).sum::<f64>()
-            })
-            .collect();
-        Forward { pre, h, z }
+        let mut f = Forward {
+            pre: vec![0.0; self.hidden],
+            h: vec![0.0; self.hidden],
+            z: vec![0.0; self.n_out],
+        };
+        self.forward_into(x, &mut f);
+        f
+    }
+
+    /// The forward pass into reused buffers; inputs equal to 0 are skipped.
+    fn forward_into(&self, x: &[f64], f: &mut Forward) {
+        let h = self.hidden;
+        f.pre.copy_from_slice(&self.b1);
+        for (i, &xi) in x.iter().enumerate() {
+            if xi == 0.0 {
+                continue;
+            }
+            let row = &self.w1[i * h..(i + 1) * h];
+            if xi == 1.0 {
+                f.pre.iter_mut().zip(row).for_each(|(p, w)| *p += w);
+            } else {
+                f.pre.iter_mut().zip(row).for_each(|(p, w)| *p += xi * w);
+            }
+        }
+        for (o, &p) in f.h.iter_mut().zip(&f.pre) {
+            *o = p.max(0.0);
+        }
+        for (c, z) in f.z.iter_mut().enumerate() {
+            let row = &self.w2[c * h..(c + 1) * h];
+            *z = self.b2[c] + row.iter().zip(&f.h).map(|(a, b)| a * b).sum::<f64>();
+        }
     }
 
     /// Class probabilities of one input.
@@ -149,20 +170,31 @@ impl Mlp {
         best
     }
 
-    /// The Jacobian `∂z/∂x` (`n_out × n_in`, row-major) at x.
+    /// The Jacobian `∂z/∂x` (`n_out × n_in`, row-major) at x:
+    /// `J_ci = Σ_h W2_ch 1[pre_h > 0] W1_hi`.
     pub fn logit_jacobian(&self, x: &[f64]) -> Vec<f64> {
         let f = self.forward(x);
+        let h = self.hidden;
+        // g_c = W2_c ⊙ 1[pre > 0], then J_ci = ⟨g_c, row i of W1ᵀ⟩.
+        let g: Vec<f64> = (0..self.n_out)
+            .flat_map(|c| {
+                let pre = &f.pre;
+                self.w2[c * h..(c + 1) * h]
+                    .iter()
+                    .zip(pre)
+                    .map(|(&w, &p)| if p > 0.0 { w } else { 0.0 })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut j = vec![0.0; self.n_out * self.n_in];
-        for i in 0..self.hidden {
-            if f.pre[i] <= 0.0 {
-                continue;
-            }
-            let w1 = &self.w1[i * self.n_in..(i + 1) * self.n_in];
+        for i in 0..self.n_in {
+            let row = &self.w1[i * h..(i + 1) * h];
             for c in 0..self.n_out {
-                let g = self.w2[c * self.hidden + i];
-                for (o, &w) in j[c * self.n_in..(c + 1) * self.n_in].iter_mut().zip(w1) {
-                    *o += g * w;
-                }
+                j[c * self.n_in + i] = g[c * h..(c + 1) * h]
+                    .iter()
+                    .zip(row)
+                    .map(|(a, b)| a * b)
+                    .sum();
             }
         }
         j
@@ -223,12 +255,20 @@ impl Mlp {
         f
     }
 
-    /// Mean cross-entropy `−Σ_c t_c log p_c` over rows, with its gradient in the parameter order
-    /// (w1, b1, w2, b2).
-    fn loss_and_gradient(&self, x: &[f64], t: &[f64], rows: &[usize]) -> (f64, Vec<f64>) {
+    /// Mean loss over `rows` with its gradient in the parameter order (w1, b1, w2, b2), the
+    /// gradient added into `g` (zeroed by the caller). Cross-entropy `−Σ_c t_c log p_c`, or the
+    /// squared error `½ Σ_c (z_c − t_c)²` for [`DistillLoss::LogitMse`].
+    fn loss_and_gradient_into(
+        &self,
+        x: &[f64],
+        t: &[f64],
+        rows: &[usize],
+        loss_kind: DistillLoss,
+        s: &mut Scratch,
+        g: &mut [f64],
+    ) -> f64 {
         let (n, h, c) = (self.n_in, self.hidden, self.n_out);
-        let mut g = vec![0.0; h * n + h + c * h + c];
-        let (gw1, rest) = g.split_at_mut(h * n);
+        let (gw1, rest) = g.split_at_mut(n * h);
         let (gb1, rest) = rest.split_at_mut(h);
         let (gw2, gb2) = rest.split_at_mut(c * h);
         let mut loss = 0.0;
@@ -236,29 +276,70 @@ impl Mlp {
         for &r in rows {
             let xr = &x[r * n..(r + 1) * n];
             let tr = &t[r * c..(r + 1) * c];
-            let f = self.forward(xr);
-            let p = softmax(&f.z);
-            let mut dh = vec![0.0; h];
-            for k in 0..c {
-                loss -= scale * tr[k] * p[k].max(1e-300).ln();
-                let dz = scale * (p[k] - tr[k]);
-                gb2[k] += dz;
-                for i in 0..h {
-                    gw2[k * h + i] += dz * f.h[i];
-                    dh[i] += dz * self.w2[k * h + i];
+            self.forward_into(xr, &mut s.f);
+            match loss_kind {
+                DistillLoss::CrossEntropy => {
+                    let p = softmax(&s.f.z);
+                    for k in 0..c {
+                        loss -= scale * tr[k] * p[k].max(1e-300).ln();
+                        s.dz[k] = scale * (p[k] - tr[k]);
+                    }
+                }
+                DistillLoss::LogitMse => {
+                    for k in 0..c {
+                        let e = s.f.z[k] - tr[k];
+                        loss += scale * 0.5 * e * e;
+                        s.dz[k] = scale * e;
+                    }
                 }
             }
-            for i in 0..h {
-                if f.pre[i] <= 0.0 {
+            s.dh.fill(0.0);
+            for k in 0..c {
+                let dz = s.dz[k];
+                gb2[k] += dz;
+                let w2 = &self.w2[k * h..(k + 1) * h];
+                let gw2k = &mut gw2[k * h..(k + 1) * h];
+                for i in 0..h {
+                    gw2k[i] += dz * s.f.h[i];
+                    s.dh[i] += dz * w2[i];
+                }
+            }
+            for (d, &p) in s.dh.iter_mut().zip(&s.f.pre) {
+                if p <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+            for (b, d) in gb1.iter_mut().zip(&s.dh) {
+                *b += d;
+            }
+            for (i, &xi) in xr.iter().enumerate() {
+                if xi == 0.0 {
                     continue;
                 }
-                gb1[i] += dh[i];
-                for (o, &xv) in gw1[i * n..(i + 1) * n].iter_mut().zip(xr) {
-                    *o += dh[i] * xv;
-                }
+                let row = &mut gw1[i * h..(i + 1) * h];
+                row.iter_mut().zip(&s.dh).for_each(|(o, d)| *o += xi * d);
             }
         }
-        (loss, g)
+        loss
+    }
+
+    /// [`Mlp::loss_and_gradient_into`] with fresh buffers.
+    #[cfg(test)]
+    fn loss_and_gradient(
+        &self,
+        x: &[f64],
+        t: &[f64],
+        rows: &[usize],
+        loss: DistillLoss,
+    ) -> (f64, Vec<f64>) {
+        let mut s = Scratch::new(self);
+        let mut g = vec![0.0; self.n_params()];
+        let l = self.loss_and_gradient_into(x, t, rows, loss, &mut s, &mut g);
+        (l, g)
+    }
+
+    fn n_params(&self) -> usize {
+        self.w1.len() + self.b1.len() + self.w2.len() + self.b2.len()
     }
 
     fn params_mut(&mut self) -> [&mut Vec<f64>; 4] {
@@ -266,12 +347,25 @@ impl Mlp {
     }
 
     /// Train by Adam on `rows` inputs `x` (row-major) and target probability rows `t` (each
-    /// non-negative, summing to 1).
+    /// non-negative, summing to 1) by cross-entropy.
     pub fn distill(
         x: &[f64],
         t: &[f64],
         rows: usize,
         cfg: &Valid<MlpParams>,
+        seed: u64,
+    ) -> Result<Self> {
+        Mlp::fit(x, t, rows, cfg, DistillLoss::CrossEntropy, seed)
+    }
+
+    /// Train by Adam on `rows` inputs `x` (row-major) and targets `t` (`rows × n_out`): probability
+    /// rows for [`DistillLoss::CrossEntropy`], finite logits for [`DistillLoss::LogitMse`].
+    pub fn fit(
+        x: &[f64],
+        t: &[f64],
+        rows: usize,
+        cfg: &Valid<MlpParams>,
+        loss: DistillLoss,
         seed: u64,
     ) -> Result<Self> {
         if rows == 0 || !x.len().is_multiple_of(rows) || !t.len().is_multiple_of(rows) {
@@ -284,17 +378,29 @@ impl Mlp {
         let (n_in, n_out) = (x.len() / rows, t.len() / rows);
         for r in 0..rows {
             let tr = &t[r * n_out..(r + 1) * n_out];
-            let s: f64 = tr.iter().sum();
-            if tr.iter().any(|v| !v.is_finite() || *v < 0.0) || (s - 1.0).abs() > 1e-6 {
+            let bad = match loss {
+                DistillLoss::CrossEntropy => {
+                    let s: f64 = tr.iter().sum();
+                    (tr.iter().any(|v| !v.is_finite() || *v < 0.0) || (s - 1.0).abs() > 1e-6)
+                        .then(|| format!("is not a probability vector (sum {s})"))
+                }
+                DistillLoss::LogitMse => tr
+                    .iter()
+                    .any(|v| !v.is_finite())
+                    .then(|| "has a non-finite logit".to_string()),
+            };
+            if let Some(why) = bad {
                 return Err(Error::invalid(format!(
-                    "distillation: target row {r} is not a probability vector (sum {s})"
+                    "distillation: target row {r} {why}"
                 )));
             }
         }
         let mut m = Mlp::new(n_in, cfg.hidden, n_out, seed)?;
         let sizes = [m.w1.len(), m.b1.len(), m.w2.len(), m.b2.len()];
-        let total: usize = sizes.iter().sum();
+        let total = m.n_params();
         let (mut m1, mut m2) = (vec![0.0; total], vec![0.0; total]);
+        let mut g = vec![0.0; total];
+        let mut scratch = Scratch::new(&m);
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xd157);
         let mut order: Vec<usize> = (0..rows).collect();
@@ -305,18 +411,24 @@ impl Mlp {
                 order.swap(i, j);
             }
             for chunk in order.chunks(cfg.batch) {
-                let (_, g) = m.loss_and_gradient(x, t, chunk);
+                g.fill(0.0);
+                m.loss_and_gradient_into(x, t, chunk, loss, &mut scratch, &mut g);
                 step += 1;
                 let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
                 let mut off = 0;
                 let wd = cfg.weight_decay;
                 for (pi, p) in m.params_mut().into_iter().enumerate() {
                     let decay = if pi % 2 == 0 { wd } else { 0.0 };
-                    for (k, v) in p.iter_mut().enumerate() {
-                        let gk = g[off + k] + decay * *v;
-                        m1[off + k] = b1 * m1[off + k] + (1.0 - b1) * gk;
-                        m2[off + k] = b2 * m2[off + k] + (1.0 - b2) * gk * gk;
-                        *v -= cfg.lr * (m1[off + k] / c1) / ((m2[off + k] / c2).sqrt() + eps);
+                    let (m1, m2, g) = (
+                        &mut m1[off..off + sizes[pi]],
+                        &mut m2[off..off + sizes[pi]],
+                        &g[off..off + sizes[pi]],
+                    );
+                    for k in 0..p.len() {
+                        let gk = g[k] + decay * p[k];
+                        m1[k] = b1 * m1[k] + (1.0 - b1) * gk;
+                        m2[k] = b2 * m2[k] + (1.0 - b2) * gk * gk;
+                        p[k] -= cfg.lr * (m1[k] / c1) / ((m2[k] / c2).sqrt() + eps);
                     }
                     off += sizes[pi];
                 }
@@ -324,6 +436,36 @@ impl Mlp {
         }
         Ok(m)
     }
+}
+
+/// Reused buffers of one training run.
+struct Scratch {
+    f: Forward,
+    dz: Vec<f64>,
+    dh: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(m: &Mlp) -> Self {
+        Scratch {
+            f: Forward {
+                pre: vec![0.0; m.hidden],
+                h: vec![0.0; m.hidden],
+                z: vec![0.0; m.n_out],
+            },
+            dz: vec![0.0; m.n_out],
+            dh: vec![0.0; m.hidden],
+        }
+    }
+}
+
+/// What a distilled MLP is fitted to (SPEC §12's attackers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum DistillLoss {
+    /// Cross-entropy of the softmax against probability rows (`distill`, `distill-top1`).
+    CrossEntropy,
+    /// Squared error of the logits against target logits (`distill-logit`).
+    LogitMse,
 }
 
 #[cfg(test)]
@@ -388,26 +530,34 @@ mod tests {
     fn loss_gradient_matches_central_differences() {
         let (m, x0) = tiny();
         let x: Vec<f64> = [x0.clone(), x0.iter().map(|v| 1.0 - v).collect()].concat();
-        let t = vec![0.2, 0.7, 0.1, 0.0, 0.0, 1.0];
         let rows = [0usize, 1];
-        let (_, g) = m.loss_and_gradient(&x, &t, &rows);
-        let h = 1e-6;
-        let mut k = 0;
-        for pi in 0..4 {
-            let len = [m.w1.len(), m.b1.len(), m.w2.len(), m.b2.len()][pi];
-            for i in 0..len {
-                let (mut mp, mut mm) = (m.clone(), m.clone());
-                mp.params_mut()[pi][i] += h;
-                mm.params_mut()[pi][i] -= h;
-                let fd = (mp.loss_and_gradient(&x, &t, &rows).0
-                    - mm.loss_and_gradient(&x, &t, &rows).0)
-                    / (2.0 * h);
-                assert!(
-                    (fd - g[k]).abs() < 1e-6,
-                    "param {pi}[{i}]: {fd} vs {}",
-                    g[k]
-                );
-                k += 1;
+        // Probability rows for cross-entropy, arbitrary finite logits for the logit MSE.
+        for (loss, t) in [
+            (
+                DistillLoss::CrossEntropy,
+                vec![0.2, 0.7, 0.1, 0.0, 0.0, 1.0],
+            ),
+            (DistillLoss::LogitMse, vec![1.5, -0.3, 0.2, -2.0, 0.7, 3.1]),
+        ] {
+            let (_, g) = m.loss_and_gradient(&x, &t, &rows, loss);
+            let h = 1e-6;
+            let mut k = 0;
+            for pi in 0..4 {
+                let len = [m.w1.len(), m.b1.len(), m.w2.len(), m.b2.len()][pi];
+                for i in 0..len {
+                    let (mut mp, mut mm) = (m.clone(), m.clone());
+                    mp.params_mut()[pi][i] += h;
+                    mm.params_mut()[pi][i] -= h;
+                    let fd = (mp.loss_and_gradient(&x, &t, &rows, loss).0
+                        - mm.loss_and_gradient(&x, &t, &rows, loss).0)
+                        / (2.0 * h);
+                    assert!(
+                        (fd - g[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{loss:?} param {pi}[{i}]: {fd} vs {}",
+                        g[k]
+                    );
+                    k += 1;
+                }
             }
         }
     }
