@@ -14,6 +14,7 @@ use rgshield::defence::{DefenceSweep, PoisonCaches};
 use rgshield::experiments::clone_eval::{
     self, expand_defences, AttackerSpec, CloneEvalParams, CloneEvalReport, DEFAULT_DEFENCES,
 };
+use rgshield::experiments::protocol::{self, ProtocolSpec};
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
 use rgshield::{DeepRbm, Params, Valid};
@@ -21,13 +22,19 @@ use rgshield::{DeepRbm, Params, Valid};
 /// Flags of `rgshield clone-eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Victim model directory.
-    #[arg(long, required_unless_present = "from_json")]
+    /// Victim model directory (the single-victim experiment; --protocol trains its own victims).
+    #[arg(long, required_unless_present_any = ["from_json", "protocol"])]
     model: Option<PathBuf>,
-    /// Print (and write beside it as clone_eval.tables.md) the tables of an existing
-    /// clone_eval.json instead of running: the mean ± sd cells and the paired differences.
-    #[arg(long)]
-    from_json: Option<PathBuf>,
+    /// Instead of running: regenerate tables from kept results. A clone_eval.json file: print its
+    /// tables and write them beside it as clone_eval.tables.md. Protocol run directories (repeat
+    /// the flag to summarise several together; their primary comparisons share one Holm
+    /// correction): write summary.md and summary.json into --out (default: the first directory).
+    #[arg(long, num_args = 1)]
+    from_json: Vec<PathBuf>,
+    /// Run the SPEC §12 protocol described by this JSON file (victims, pools, budgets, attacker
+    /// seeds, grid) into --out; rerun the same command to resume after an interruption.
+    #[arg(long, conflicts_with_all = ["model", "from_json"], requires = "out")]
+    protocol: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// A defence to evaluate, NAME[:key=value,...], with sweeps as key=v1|v2|… (e.g.
@@ -132,10 +139,42 @@ fn tables_from_json(f: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Summarise protocol run directories into `out/summary.md` and `out/summary.json`.
+fn summary_of_runs(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let runs = dirs
+        .iter()
+        .map(|d| {
+            protocol::summary::load_run(d)
+                .with_context(|| format!("{}: not a protocol run directory", d.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let s = protocol::summary::summarise(&runs);
+    let md = protocol::summary::markdown(&s);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    rgshield::util::atomic_write(&out.join("summary.md"), md.as_bytes())?;
+    rgshield::util::atomic_write(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&s)?.as_bytes(),
+    )?;
+    println!("{md}");
+    Ok(())
+}
+
 /// Run `rgshield clone-eval`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
-    if let Some(f) = &a.from_json {
-        return tables_from_json(f);
+    if let Some(f) = &a.protocol {
+        let out = a.out.as_ref().context("--protocol needs --out")?;
+        let spec = ProtocolSpec::read(f)?.check()?;
+        protocol::run(&spec, out, &Bar::new())?;
+        return summary_of_runs(std::slice::from_ref(out), out);
+    }
+    match a.from_json.as_slice() {
+        [] => {}
+        [f] if f.is_file() => return tables_from_json(f),
+        dirs => {
+            let out = a.out.clone().unwrap_or_else(|| dirs[0].clone());
+            return summary_of_runs(dirs, &out);
+        }
     }
     let model_dir = a.model.clone().context("--model is required")?;
     check_samples("clone-eval: --samples", a.samples)?;

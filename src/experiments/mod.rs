@@ -11,3 +11,4 @@ pub mod analyze;
 pub mod attack;
 pub mod clone_eval;
 pub mod depth_study;
+pub mod protocol;
