@@ -6,7 +6,8 @@
 //! (e.g. `rg-vertex:objective=B` swept over `eps`). For one victim and attacker seed its curve is
 //! (realised mean L1 on the evaluation answers, clone accuracy) over the family's points, anchored
 //! at (0, the clone under `none`), read by linear interpolation at L1 ∈ [`L1_TARGETS`] (no value
-//! outside the points' range: a family that never reaches an L1 has no entry there).
+//! outside the points' range — a family that never reaches an L1 has no entry there — except that
+//! a largest point within [`L1_TOLERANCE`] below the target is read as the target).
 //!
 //! **Comparisons.** A difference of two families at one L1 is taken per (victim, attacker seed)
 //! pair — the same queries and clone initialisation — and estimated clustered by victim
@@ -38,6 +39,10 @@ use crate::report::compare::{self, Estimate, HolmStep};
 
 /// The L1 distortions at which families are compared.
 pub const L1_TARGETS: [f64; 4] = [0.1, 0.3, 0.6, 1.0];
+/// How far below an L1 target a family's largest realised L1 may fall and still be read at the
+/// target (its value there): a budget ε is realised up to the floor and float rounding (e.g.
+/// 0.5999 for ε = 0.6).
+pub const L1_TOLERANCE: f64 = 0.01;
 /// Primary comparisons: (first family, second family).
 pub const PRIMARY_PAIRS: [(&str, &str); 2] = [
     ("rg-vertex:objective=B", "partner-table"),
@@ -233,7 +238,14 @@ fn at_l1(
             }
         }
         if pts.len() > 1 {
-            if let Some(y) = compare::interpolate(&pts, l1) {
+            // A point within L1_TOLERANCE below the target stands for it.
+            let top = pts.iter().map(|p| p.0).fold(0.0, f64::max);
+            let x = if l1 > top && l1 - top <= L1_TOLERANCE {
+                top
+            } else {
+                l1
+            };
+            if let Some(y) = compare::interpolate(&pts, x) {
                 out.insert((v, a), y);
             }
         }
@@ -748,5 +760,91 @@ mod tests {
             "reverse-sigmoid"
         );
         assert_eq!(family("none"), "none");
+    }
+
+    fn point(victim: u64, defence: &str, l1: f64) -> PointRow {
+        PointRow {
+            victim,
+            defence: defence.into(),
+            defence_kind: defence.split(':').next().unwrap().into(),
+            strength: 0.0,
+            keeps_class: true,
+            stats: crate::experiments::protocol::answers::AnswerStats {
+                l1,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn row(victim: u64, seed: u64, defence: &str, acc: f64) -> CloneRow {
+        CloneRow {
+            victim,
+            budget: 100,
+            attacker_seed: seed,
+            defence: defence.into(),
+            attacker: AttackerKind::Distill,
+            clone_accuracy: acc,
+            fidelity: acc,
+            transfer: None,
+            holdout_agreement: acc,
+            chose_labels: None,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn curves_are_read_at_equal_l1_with_the_tolerance_and_not_beyond() {
+        let (x3, x6) = ("partner-table:eps=0.3", "partner-table:eps=0.6");
+        let mut points = Vec::new();
+        let mut rows = Vec::new();
+        for v in [1, 2] {
+            points.push(point(v, "none", 0.0));
+            points.push(point(v, x3, 0.3));
+            points.push(point(v, x6, 0.5999));
+            for s in [1, 2] {
+                let shift = 0.01 * v as f64;
+                rows.push(row(v, s, "none", 0.8 + shift));
+                rows.push(row(v, s, x3, 0.7 + shift));
+                rows.push(row(v, s, x6, 0.6 + shift));
+            }
+        }
+        let spec: ProtocolSpec =
+            serde_json::from_str(include_str!("../../../tests/data/protocol_tiny.json")).unwrap();
+        let run = RunData {
+            spec,
+            victims: Vec::new(),
+            tuning: Vec::new(),
+            points,
+            rows,
+        };
+        let acc = accuracies(&run);
+        let fam = vec![x3.to_string(), x6.to_string()];
+        let at = |l1: f64| at_l1(&run, &acc, &fam, AttackerKind::Distill, 100, l1);
+        // Halfway between 0.3 and 0.5999 ≈ 0.45: between 0.7 and 0.6, plus the victim's shift.
+        let m = at(0.45);
+        assert!(
+            (m[&(1, 1)] - (0.71 - 0.1 * (0.15 / 0.2999))).abs() < 1e-9,
+            "{m:?}"
+        );
+        // 0.6 is read at the 0.5999 point; 1.0 is beyond every point: no value.
+        assert!((at(0.6)[&(2, 2)] - 0.62).abs() < 1e-12);
+        assert!(at(1.0).is_empty());
+        // The anchor: L1 0.1 interpolates between none (0) and the 0.3 point.
+        assert!((at(0.1)[&(1, 2)] - (0.81 - 0.1 / 3.0)).abs() < 1e-9);
+        // A family against itself differs by exactly 0, with one value per (victim, seed).
+        let c = compare_families(
+            &run,
+            &acc,
+            "partner-table",
+            "partner-table",
+            AttackerKind::Distill,
+            100,
+            0.6,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.estimate.mean, c.estimate.n, c.estimate.units),
+            (0.0, 4, 2)
+        );
     }
 }
