@@ -540,13 +540,23 @@ pub fn bar_grid(
                 .margin(6)
                 .x_label_area_size(34)
                 .y_label_area_size(52)
-                .build_cartesian_2d(0..n as i32, -lim..lim)
+                .build_cartesian_2d(-0.5..n as f64 - 0.5, -lim..lim)
                 .map_err(|e| plot_err(path, e))?;
+            // Bar i spans i ± 0.4, its label sits under its centre (a whole-number axis).
+            let label = |x: &f64| {
+                if *x < -0.5 {
+                    return String::new();
+                }
+                x_labels
+                    .get(x.round() as usize)
+                    .cloned()
+                    .unwrap_or_default()
+            };
             chart
                 .configure_mesh()
                 .disable_x_mesh()
-                .x_labels(n)
-                .x_label_formatter(&|i| x_labels.get(*i as usize).cloned().unwrap_or_default())
+                .x_labels(integer_tick_count(-0.5, n as f64 - 0.5))
+                .x_label_formatter(&label)
                 .x_desc(axes.x_label)
                 .y_desc(axes.y_label)
                 .axis_desc_style((style::FONT, style::SMALL))
@@ -556,7 +566,8 @@ pub fn bar_grid(
             chart
                 .draw_series(v.iter().enumerate().map(|(i, &y)| {
                     let col = if y >= 0.0 { RED } else { BLUE };
-                    Rectangle::new([(i as i32, 0.0), (i as i32 + 1, y)], col.mix(0.7).filled())
+                    let x = i as f64;
+                    Rectangle::new([(x - 0.4, 0.0), (x + 0.4, y)], col.mix(0.7).filled())
                 }))
                 .map_err(|e| plot_err(path, e))?;
         }
