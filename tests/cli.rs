@@ -229,5 +229,8 @@ fn benchmarks_over_the_memory_budget_are_refused_before_running() {
         stderr.contains("bench perf job") && stderr.contains("memory budget of 1.0 GiB"),
         "{stderr}"
     );
-    assert!(!stdout.contains("| workload"), "a table after a refusal: {stdout}");
+    assert!(
+        !stdout.contains("| workload"),
+        "a table after a refusal: {stdout}"
+    );
 }
