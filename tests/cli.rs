@@ -196,3 +196,41 @@ fn bench_perf_runs_its_jobs_in_child_processes() {
     let (ok, _, stderr) = rgshield(&["bench", "perf-job", "--job", "{\"job\":\"sampling\"}"]);
     assert!(!ok && stderr.contains("widths"), "{stderr}");
 }
+
+/// The benchmarks estimate their memory before allocating: `bench rg` its float path (1.6 GB at
+/// width 64, S = 20 000, not only its samples), `bench perf` each job before its process starts.
+#[test]
+fn benchmarks_over_the_memory_budget_are_refused_before_running() {
+    let (ok, stdout, stderr) =
+        rgshield(&["--memory-budget", "1G", "bench", "rg", "--samples", "20000"]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("bench rg: --samples 20000 at --width 64")
+            && stderr.contains("memory budget of 1.0 GiB"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = rgshield(&[
+        "--memory-budget",
+        "1G",
+        "bench",
+        "perf",
+        "--data",
+        "digits",
+        "--samples",
+        "100000000",
+        "--no-reference",
+        "--no-scaling",
+        "--work-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("bench perf job") && stderr.contains("memory budget of 1.0 GiB"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("| workload"),
+        "a table after a refusal: {stdout}"
+    );
+}

@@ -877,3 +877,39 @@ fn a_request_that_outlasts_the_drain_timeout_is_abandoned_with_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_counts_the_request_limits_against_the_memory_budget() {
+    let dir = model_dir();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgshield"))
+            .args(["--memory-budget", "64M", "serve", "--model"])
+            .arg(dir.path())
+            .args(["--addr", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
+            .output()
+            .expect("run rgshield serve");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A tiny model and a body buffer that fits (57 MiB), but requests of up to 5 million inputs
+    // (as many as 60 MB of JSON can hold): refused at start, naming the limits and the budget.
+    let (ok, stderr) = run(&["--max-batch", "10000000", "--max-body-bytes", "60000000"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("--max-batch 10000000") && stderr.contains("memory budget of 64.0 MiB"),
+        "{stderr}"
+    );
+    // The body buffer alone can exceed it.
+    let (ok, stderr) = run(&["--max-batch", "1", "--max-body-bytes", "100000000"]);
+    assert!(
+        !ok && stderr.contains("--max-body-bytes 100000000"),
+        "{stderr}"
+    );
+    // The default limits fit the same budget: the server starts (and is stopped here).
+    let (mut child, _addr, _lines) = spawn_serve(dir.path(), &["--memory-budget", "64M"]);
+    kill("-TERM", &child);
+    assert!(exit_status(&mut child, 30).success());
+}

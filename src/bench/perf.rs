@@ -124,6 +124,37 @@ pub enum PerfJob {
     },
 }
 
+impl PerfJob {
+    /// Estimated peak memory of the job on `threads` threads, in bytes, for the jobs whose size
+    /// the job itself states: the up-pass (the model, the S inputs, and per thread a chunk of the
+    /// pass and of the bare GEMMs, [`crate::sample::estimated_bytes`] each), the correlators
+    /// ([`super::rg::rg_bench_bytes`]) and the bit-packed path ([`super::rg::bitpacked_bytes`]).
+    /// `None` for the CD epoch and the full training, whose size depends on the data set they
+    /// load, and on overflow (`u64::MAX` then, so that any budget refuses it).
+    pub fn estimated_bytes(&self, threads: usize) -> Option<u64> {
+        let sized = match self {
+            PerfJob::Sampling {
+                widths, samples, ..
+            } => (|| {
+                let inputs = (*widths.first()? as u64)
+                    .checked_mul(*samples as u64)?
+                    .checked_mul(4)?;
+                crate::model::estimated_bytes(widths)?
+                    .checked_add(inputs)?
+                    .checked_add(crate::sample::estimated_bytes(widths, threads)?.checked_mul(2)?)
+            })(),
+            PerfJob::Correlators { width, samples, .. } => {
+                super::rg::rg_bench_bytes(*width, *samples)
+            }
+            PerfJob::BitPacked { width, samples, .. } => {
+                super::rg::bitpacked_bytes(*width, *samples)
+            }
+            PerfJob::CdEpoch { .. } | PerfJob::Train { .. } => return None,
+        };
+        Some(sized.unwrap_or(u64::MAX))
+    }
+}
+
 /// What a job measured: named numbers (seconds, rates, accuracies) and the child's peak memory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PerfOutcome {
@@ -1194,6 +1225,41 @@ pub fn perf_table(r: &PerfReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_memory_estimates() {
+        let sampling = |samples| PerfJob::Sampling {
+            widths: vec![784, 256, 256, 10],
+            samples,
+            reps: 1,
+            seed: 0,
+        };
+        let small = sampling(20_000).estimated_bytes(2).unwrap();
+        let large = sampling(40_000).estimated_bytes(2).unwrap();
+        // 20 000 more inputs of 784 f32 values.
+        assert_eq!(large - small, 20_000 * 784 * 4);
+        assert_eq!(sampling(usize::MAX).estimated_bytes(2), Some(u64::MAX));
+        let corr = PerfJob::Correlators {
+            width: 64,
+            samples: 20_000,
+            reps: 1,
+            seed: 0,
+            dump: None,
+        };
+        assert_eq!(
+            corr.estimated_bytes(2),
+            crate::bench::rg::rg_bench_bytes(64, 20_000)
+        );
+        let train = PerfJob::Train {
+            data: "digits".into(),
+            pool: 1,
+            max_train: None,
+            widths: vec![64, 10],
+            method: Method::Hybrid,
+            seed: 0,
+        };
+        assert_eq!(train.estimated_bytes(2), None);
+    }
 
     #[test]
     fn sampling_job_counts_units_and_rates() {

@@ -106,6 +106,39 @@ pub(crate) fn rg_bench_states(
     Ok((OperatorBasis::order2(w)?, lo, hi))
 }
 
+/// The order-2 operators of a layer of `width` units, `w(w+1)/2`, and `(m × S, m × m)` for `S`
+/// samples (`None` on overflow).
+fn operator_sizes(width: usize, samples: usize) -> Option<(u64, u64)> {
+    let w = width as u64;
+    let m = w.checked_mul(w + 1)? / 2;
+    Some((m.checked_mul(samples as u64)?, m.checked_mul(m)?))
+}
+
+/// Estimated peak memory of [`rg_bench`] at `width` and `samples`, in bytes (`None` on
+/// overflow): the flow's samples ([`crate::rg::stability::flow_sample_bytes`]), the two operator
+/// matrices in f64 (m × S each, m = w(w+1)/2) and one more for the centring of the covariance,
+/// their operator-major f32 copies, and six m × m f64 matrices (the bit-packed and the float
+/// correlators, the raw counts, the stability solve). At width 64, S = 20 000 it gives 1.6 GB,
+/// beside a measured peak of 1.5 GiB (`docs/results/2026-11-25/perf.md`).
+pub fn rg_bench_bytes(width: usize, samples: usize) -> Option<u64> {
+    let (ms, mm) = operator_sizes(width, samples)?;
+    crate::rg::stability::flow_sample_bytes(&[width, width, width], samples)?
+        .checked_add(ms.checked_mul(3 * 8 + 2 * 4)?)?
+        .checked_add(mm.checked_mul(6 * 8)?)
+}
+
+/// Estimated peak memory of the bit-packed path alone (`bench perf`'s bit-packed job): the
+/// flow's samples, both layers' packed operators (m rows of ⌈S/64⌉ words) and four m × m f64
+/// matrices (the two correlators and their tiles' partial sums). `None` on overflow.
+pub fn bitpacked_bytes(width: usize, samples: usize) -> Option<u64> {
+    let (_, mm) = operator_sizes(width, samples)?;
+    let m = (width as u64).checked_mul(width as u64 + 1)? / 2;
+    let words = (samples as u64).div_ceil(64);
+    crate::rg::stability::flow_sample_bytes(&[width, width, width], samples)?
+        .checked_add(m.checked_mul(words)?.checked_mul(2 * 8)?)?
+        .checked_add(mm.checked_mul(4 * 8)?)
+}
+
 /// The bit-packed path's timings (fastest of `reps`) and its `C_kk`, `C_k,k-1`.
 pub(crate) struct BitPackedTiming {
     pub pack_seconds: f64,
@@ -267,4 +300,25 @@ pub fn rg_bench_table(r: &RgBenchReport) -> String {
         s = r.samples,
         t = r.threads,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_estimates_by_hand() {
+        // Width 4: m = 10 operators; S = 64: flow samples 2 layers × 4 units × 64 × 16 bytes.
+        let flow = 2 * 4 * 64 * 16;
+        assert_eq!(rg_bench_bytes(4, 64), Some(flow + 640 * 32 + 100 * 48));
+        assert_eq!(bitpacked_bytes(4, 64), Some(flow + 10 * 16 + 100 * 32));
+        // The float path grows with S and dominates; the bit-packed one stays far below it.
+        let (a, b) = (
+            rg_bench_bytes(64, 20_000).unwrap(),
+            bitpacked_bytes(64, 20_000).unwrap(),
+        );
+        assert!(a > 1_500_000_000 && a < 1_700_000_000, "{a}");
+        assert!(b < a / 8, "{b}");
+        assert_eq!(rg_bench_bytes(usize::MAX, 2), None);
+    }
 }

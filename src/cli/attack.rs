@@ -24,10 +24,11 @@ pub struct Args {
     /// Test-split inputs to attack: a range A..B or a comma list.
     #[arg(long, default_value_t = Inputs(AttackParams::default().inputs))]
     inputs: Inputs,
-    /// L2 budgets ε of the continuous methods (actual norm after clipping to [0,1]).
+    /// L2 budgets ε of the continuous methods, comma-separated (the actual norm after clipping to
+    /// [0,1]).
     #[arg(long, value_delimiter = ',', default_values_t = AttackParams::default().epsilons)]
     epsilons: Vec<f64>,
-    /// Pixel budgets k of the binary (flip) methods.
+    /// Pixel budgets k of the binary (flip) methods, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = AttackParams::default().pixels)]
     pixels: Vec<usize>,
     /// Ancestral samples S of the input-Fisher estimate.

@@ -16,7 +16,12 @@ use clap::{Parser, Subcommand};
 
 /// Deep RBM classifiers, their RG analysis, and RG poisoning against cloning.
 #[derive(Parser)]
-#[command(name = "rgshield", version)]
+#[command(
+    name = "rgshield",
+    version,
+    after_help = "SPEC § numbers refer to docs/design/SPEC.md; each command has a guide in \
+                  docs/guide/<command>.md."
+)]
 pub struct Cli {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long, global = true)]
@@ -34,6 +39,9 @@ pub struct Cli {
 enum Cmd {
     /// Train a deep RBM classifier (SPEC §3) and write model.safetensors, model.json and
     /// train_report.json.
+    #[command(
+        after_help = "Training flags left out take the method's defaults: --print-defaults shows them."
+    )]
     Train(train::Args),
     /// Evaluate a saved model's accuracy on a data set's test split.
     Eval(eval::Args),

@@ -77,11 +77,22 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
                 a.drain_seconds
             )
         })?;
+    let limits = Limits {
+        max_body_bytes: a.max_body_bytes,
+        max_batch: a.max_batch,
+    };
     let (model, meta) = model_io::load(&a.model)?;
+    // Requests at their peak at once: one per thread (more concurrent large requests need more).
     check_memory(
         g,
-        &format!("serving {}", widths_flag(&model.widths())),
-        rgshield::sample::estimated_bytes(&model.widths(), threads()),
+        &format!(
+            "serving {} with --max-batch {} and --max-body-bytes {} ({} requests at once)",
+            widths_flag(&model.widths()),
+            a.max_batch,
+            a.max_body_bytes,
+            threads()
+        ),
+        serve::estimated_bytes(&model.widths(), &limits, threads(), threads()),
     )?;
     let shape = meta.dataset.as_ref().and_then(|d| d.image_shape);
     let key = a.store.key_for(std::slice::from_ref(&a.defence))?;
@@ -94,10 +105,6 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
             samples: a.samples,
             seed: a.serve_seed,
         }
-    };
-    let limits = Limits {
-        max_body_bytes: a.max_body_bytes,
-        max_batch: a.max_batch,
     };
     let state = ServeState::new(model, mode, defence, limits)?
         .with_meta(&meta)

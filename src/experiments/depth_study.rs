@@ -602,48 +602,76 @@ pub fn table_row(r: &DepthStudyRow) -> String {
 
 /// Draw the four plots against N into `dir` (SPEC §10); returns the files written.
 pub fn write_plots(r: &DepthStudyReport, dir: &Path) -> Result<Vec<PathBuf>> {
-    use crate::report::{line_plot, Series};
+    use crate::report::{line_plot, LinePlot, Point, Series};
     let mut files = Vec::new();
-    let pts = |g: &dyn Fn(&DepthStudyRow) -> Option<f64>| -> Vec<(f64, f64)> {
+    let pts = |g: &dyn Fn(&DepthStudyRow) -> Option<f64>| -> Vec<Point> {
         r.rows
             .iter()
-            .filter_map(|row| g(row).map(|y| (row.depth as f64, y)))
+            .filter_map(|row| g(row).map(|y| Point::new(row.depth as f64, y)))
             .collect()
     };
-    let mut plot = |name: &str, title: &str, y: &str, series: Vec<Series>, log_y: bool| {
+    // Medians over inputs with their interquartile range.
+    let quartile_pts = |g: &dyn Fn(&DepthStudyRow) -> &Quartiles| -> Vec<Point> {
+        r.rows
+            .iter()
+            .filter_map(|row| Point::quartiles(row.depth as f64, g(row)))
+            .collect()
+    };
+    // Success rates with ± one binomial standard error over the attacked inputs.
+    let rate_pts = |g: &dyn Fn(&DepthStudyRow) -> Option<f64>| -> Vec<Point> {
+        r.rows
+            .iter()
+            .filter_map(|row| {
+                let p = g(row)?;
+                let n = row.attacked as f64;
+                Some(Point::plus_minus(
+                    row.depth as f64,
+                    p,
+                    Some((p * (1.0 - p) / n).sqrt()),
+                ))
+            })
+            .collect()
+    };
+    let mut plot = |name: &str, plot: LinePlot<'_>, series: Vec<Series>| {
         let p = dir.join(name);
-        line_plot(&p, title, "depth N", y, &series, log_y)?;
+        line_plot(&p, &plot, &series)?;
         files.push(p);
         Ok::<(), Error>(())
     };
+    const DEPTH: &str = "depth N (number of RBMs in the stack)";
     plot(
         "depth_input_fisher.png",
-        "Top input-Fisher eigenvalue (median over inputs)",
-        "top eigenvalue",
+        LinePlot {
+            title: "Top input-Fisher eigenvalue (median over inputs)",
+            x_label: DEPTH,
+            y_label: "top eigenvalue (nats per squared input unit, log scale)",
+            log_y: true,
+            bars: Some("error bars: interquartile range over the analysed inputs"),
+        },
         vec![
-            (
-                "stochastic (direct)".into(),
-                pts(&|x| x.fisher_direct.median),
-            ),
-            ("mean-field".into(), pts(&|x| x.fisher_mean_field.median)),
-            ("first-layer bound".into(), pts(&|x| x.fisher_bound.median)),
+            Series::with_points("stochastic (direct)", quartile_pts(&|x| &x.fisher_direct)),
+            Series::with_points("mean-field", quartile_pts(&|x| &x.fisher_mean_field)),
+            Series::with_points("first-layer bound", quartile_pts(&|x| &x.fisher_bound)),
         ],
-        true,
     )?;
     let eps = r.settings.attack_epsilon;
     plot(
         "depth_attack_success.png",
-        &format!("Attack success at ε = {eps}"),
-        "success rate",
+        LinePlot {
+            title: &format!("Attack success at L2 norm ε = {eps}"),
+            x_label: DEPTH,
+            y_label: "success rate (fraction of attacked inputs)",
+            log_y: false,
+            bars: Some("error bars: ± 1 binomial standard error over the attacked inputs"),
+        },
         vec![
-            ("fisher".into(), pts(&|x| x.success_fisher)),
-            ("pgd".into(), pts(&|x| x.success_pgd)),
-            ("random".into(), pts(&|x| x.success_random)),
+            Series::with_points("fisher", rate_pts(&|x| x.success_fisher)),
+            Series::with_points("pgd", rate_pts(&|x| x.success_pgd)),
+            Series::with_points("random", rate_pts(&|x| x.success_random)),
         ],
-        false,
     )?;
     // Per-step curves would not share an x axis across depths: plot the largest over k of the
-    // per-step medians, one point per depth ≥ 2.
+    // per-step medians, one point per depth ≥ 2 (a maximum of medians has no error bar).
     let max_k = |x: &DepthStudyRow, g: &dyn Fn(&StudyLayer) -> Option<f64>| {
         x.layers
             .iter()
@@ -653,29 +681,37 @@ pub fn write_plots(r: &DepthStudyReport, dir: &Path) -> Result<Vec<PathBuf>> {
     };
     plot(
         "depth_stability.png",
-        "Stability matrices: largest over k of the median largest |λ(T(k))| and canonical correlation",
-        "value",
+        LinePlot {
+            title: "Stability matrices: largest over k of the median largest |λ(T(k))| and canonical correlation",
+            x_label: DEPTH,
+            y_label: "value (dimensionless)",
+            log_y: false,
+            bars: None,
+        },
         vec![
-            (
-                "|λ(T)| (labelling-dependent)".into(),
+            Series::with_points(
+                "|λ(T)| (labelling-dependent)",
                 pts(&|x| max_k(x, &|l| l.max_eigenvalue_modulus_median)),
             ),
-            (
-                "canonical correlation".into(),
+            Series::with_points(
+                "canonical correlation",
                 pts(&|x| max_k(x, &|l| l.max_canonical_correlation_median)),
             ),
         ],
-        false,
     )?;
     plot(
         "depth_output_fisher.png",
-        "Top output-Fisher eigenvalue at the class anchor (median over classes)",
-        "top eigenvalue",
+        LinePlot {
+            title: "Top output-Fisher eigenvalue at the class anchor (median over classes)",
+            x_label: DEPTH,
+            y_label: "top eigenvalue (nats per squared output unit, log scale)",
+            log_y: true,
+            bars: None,
+        },
         vec![
-            ("reading (P)".into(), pts(&|x| x.output_fisher_p_median)),
-            ("reading (C)".into(), pts(&|x| x.output_fisher_c_median)),
+            Series::with_points("reading (P)", pts(&|x| x.output_fisher_p_median)),
+            Series::with_points("reading (C)", pts(&|x| x.output_fisher_c_median)),
         ],
-        true,
     )?;
     Ok(files)
 }

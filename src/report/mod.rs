@@ -6,4 +6,4 @@ pub mod compare;
 pub mod plots;
 pub mod stats;
 
-pub use plots::{bar_grid, image_grid, line_plot, Series};
+pub use plots::{bar_grid, image_grid, line_plot, BarAxes, LinePlot, Point, Series};

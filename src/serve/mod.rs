@@ -71,6 +71,51 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Inputs one request can carry: `max_batch`, or fewer when `max_body_bytes` cannot hold that
+    /// many inputs of `n_inputs` values (each value takes at least 2 bytes of JSON, `0,`).
+    pub fn largest_batch(&self, n_inputs: usize) -> u64 {
+        let by_body = (self.max_body_bytes as u64 / (2 * n_inputs.max(1) as u64)).max(1);
+        (self.max_batch as u64).min(by_body)
+    }
+
+    /// Estimated peak memory of one predict request at these limits for a model of `widths`, in
+    /// bytes (`None` on overflow): the body buffer, the inputs parsed as f64 rows and converted to
+    /// f32 rows and to the flat batch, the served and the defended outputs, and the JSON answer
+    /// (at most 24 bytes per value), with 24 bytes per row vector. Counted as if all were alive at
+    /// once, an upper bound.
+    pub fn request_bytes(&self, widths: &[usize]) -> Option<u64> {
+        let (n_in, n_out) = (*widths.first()? as u64, *widths.last()? as u64);
+        let batch = self.largest_batch(n_in as usize);
+        let per_input = n_in
+            .checked_mul(8 + 4 + 4)?
+            .checked_add(n_out.checked_mul(4 + 4 + 24)?)?
+            .checked_add(4 * 24)?;
+        batch
+            .checked_mul(per_input)?
+            .checked_add(self.max_body_bytes as u64)
+    }
+}
+
+/// Estimated memory of a server for a model of `widths` at `limits` with `concurrent` requests
+/// at their peak at once and `threads` sampler threads: the model, the samplers
+/// ([`crate::sample::estimated_bytes`]) and `concurrent` × [`Limits::request_bytes`]. `None` on
+/// overflow.
+pub fn estimated_bytes(
+    widths: &[usize],
+    limits: &Limits,
+    concurrent: usize,
+    threads: usize,
+) -> Option<u64> {
+    crate::model::estimated_bytes(widths)?
+        .checked_add(crate::sample::estimated_bytes(widths, threads)?)?
+        .checked_add(
+            limits
+                .request_bytes(widths)?
+                .checked_mul(concurrent.max(1) as u64)?,
+        )
+}
+
 /// Requests whose estimated work (multiply-adds over the batch) is at most this are computed on
 /// the reactor thread: a single mean-field input of a digits-sized model takes a few microseconds,
 /// less than the hand-off to the blocking pool. Larger requests go to
@@ -837,6 +882,39 @@ pub async fn run(addr: SocketAddr, state: Arc<ServeState>, drain: Duration) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_memory_follows_the_batch_until_the_body_limit_caps_it() {
+        let widths = [64, 32, 10];
+        let at = |max_batch, max_body_bytes| Limits {
+            max_batch,
+            max_body_bytes,
+        };
+        // 10 inputs of 64 values: 64·16 + 10·32 + 96 = 1440 bytes each, plus the body buffer.
+        assert_eq!(
+            at(10, 1 << 20).request_bytes(&widths),
+            Some(14_400 + (1 << 20))
+        );
+        // Twice the batch, twice the per-input part.
+        assert_eq!(
+            at(20, 1 << 20).request_bytes(&widths),
+            Some(28_800 + (1 << 20))
+        );
+        // A body of 1280 bytes holds at most 10 inputs of 64 values, whatever max_batch says.
+        assert_eq!(at(1_000_000, 1280).largest_batch(64), 10);
+        assert_eq!(
+            at(1_000_000, 1280).request_bytes(&widths),
+            Some(14_400 + 1280)
+        );
+        // The server: model, samplers, and each concurrent request.
+        let one = estimated_bytes(&widths, &at(10, 1 << 20), 1, 2).unwrap();
+        let four = estimated_bytes(&widths, &at(10, 1 << 20), 4, 2).unwrap();
+        assert_eq!(four - one, 3 * (14_400 + (1 << 20)));
+        assert_eq!(
+            estimated_bytes(&widths, &at(usize::MAX, usize::MAX), usize::MAX, 2),
+            None
+        );
+    }
 
     #[test]
     fn validate_names_the_bad_value() {

@@ -11,10 +11,12 @@
 //! on both sides, SPEC §3), so RBMs 1…N-1 are first pretrained greedily by CD on up-samples of x
 //! (a deep belief net), then eq. 14 sweeps run.
 //!
-//! **Hybrid** ([`Method::Hybrid`]): the same pretraining, then mean-field back-propagation
-//! fine-tuning of all `W_k, a_k` (per-unit Bernoulli cross-entropy of the one-hot label under the
-//! output layer's factorised conditional, Adam), then eq. 14 refinement sweeps at a small learning
-//! rate, keeping the refinement step with the best held-out accuracy (step 0 = no refinement).
+//! **Hybrid** ([`Method::Hybrid`]): by default from a random start (no pretraining), back-propagation
+//! fine-tuning of all `W_k, a_k` through sampled hidden states (straight-through; the mean field
+//! with `finetune_stochastic = false`) with random input bit flips, minimising the per-unit
+//! Bernoulli cross-entropy of the one-hot label under the output layer's factorised conditional
+//! (Adam), then eq. 14 refinement sweeps at a small learning rate, keeping the refinement step with
+//! the best held-out accuracy (step 0 = no refinement).
 
 mod backprop;
 mod cd;

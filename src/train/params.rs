@@ -98,7 +98,7 @@ pub struct TrainParams {
     pub patience: usize,
     /// Samples S of the served output when accuracy is measured during training.
     pub eval_samples: usize,
-    /// Hybrid: mean-field fine-tuning epochs (maximum; early-stopped).
+    /// Hybrid: back-propagation fine-tuning epochs (maximum; early-stopped).
     pub finetune_epochs: usize,
     /// Hybrid: Adam learning rate of the fine-tuning.
     pub finetune_lr: f32,

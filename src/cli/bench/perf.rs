@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cli::common::{check_samples, prepare_out_dir, prepare_out_file};
+use crate::cli::common::{
+    check_samples, prepare_out_dir, prepare_out_file, threads as common_threads,
+};
 use crate::cli::Global;
 use rgshield::bench::perf::{self, PerfConfig, PerfJob, PerfOutcome};
 use rgshield::error::Error;
@@ -95,6 +97,16 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let run = |job: &PerfJob| -> rgshield::Result<PerfOutcome> {
         let json = serde_json::to_string(job)
             .map_err(|e| Error::invalid(format!("bench perf job: {e}")))?;
+        // Each job before its process allocates (the CD epoch and the training load their data
+        // set first and are not estimated here).
+        if let Some(need) = job.estimated_bytes(common_threads()) {
+            rgshield::util::memory::check_memory(
+                &format!("bench perf job {json} (--samples, --reps)"),
+                need,
+                g.memory_budget,
+                g.budget_source,
+            )?;
+        }
         let mut cmd = std::process::Command::new(&exe);
         if let Some(t) = threads {
             cmd.arg("--threads").arg(t.to_string());

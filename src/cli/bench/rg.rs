@@ -32,11 +32,10 @@ pub struct Args {
 /// Run `rgshield bench rg`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
     check_samples("bench rg: --samples", a.samples)?;
-    let widths = [a.width, a.width, a.width];
     check_memory(
         g,
         &format!("bench rg: --samples {} at --width {}", a.samples, a.width),
-        rgshield::rg::stability::flow_sample_bytes(&widths, a.samples),
+        bench::rg::rg_bench_bytes(a.width, a.samples),
     )?;
     if let Some(p) = &a.json {
         prepare_out_file(p).context("--json")?;

@@ -3,23 +3,28 @@
 
 use super::{AnalysisReport, CouplingSummary, InputAnalysis, LayerReport};
 use crate::error::Result;
-use crate::report::stats::median;
+use crate::report::Point;
 use crate::rg::OutputReading;
 
-fn median_curve(curves: &[&[f64]]) -> Vec<(f64, f64)> {
+/// Per index i (1-based), the median over inputs of the curves' i-th values with their
+/// interquartile range as the error bar.
+fn median_curve(curves: &[&[f64]]) -> Vec<Point> {
     let len = curves.iter().map(|c| c.len()).max().unwrap_or(0);
     (0..len)
         .filter_map(|i| {
-            median(
+            Point::median_iqr(
+                (i + 1) as f64,
                 &curves
                     .iter()
                     .filter_map(|c| c.get(i).copied())
                     .collect::<Vec<_>>(),
             )
-            .map(|m| ((i + 1) as f64, m))
         })
         .collect()
 }
+
+/// What the error bars of a median over inputs mean.
+const IQR_BARS: &str = "error bars: interquartile range over the analysed inputs";
 
 /// Draw the analysis plots into `dir`; returns the files written.
 pub fn write_plots(
@@ -27,7 +32,7 @@ pub fn write_plots(
     dir: &std::path::Path,
     image_shape: Option<(usize, usize)>,
 ) -> Result<Vec<std::path::PathBuf>> {
-    use crate::report::{bar_grid, image_grid, line_plot, Series};
+    use crate::report::{bar_grid, image_grid, line_plot, BarAxes, LinePlot, Series};
     let mut files = Vec::new();
     let steps: Vec<usize> = r
         .inputs
@@ -46,81 +51,105 @@ pub fn write_plots(
                         .filter_map(|i| i.layers.get(j))
                         .map(f)
                         .collect();
-                    (format!("T({k})"), median_curve(&curves))
+                    Series::with_points(format!("T({k})"), median_curve(&curves))
                 })
                 .collect()
         };
         let p = dir.join("stability_singular_values.png");
         line_plot(
             &p,
-            "Stability matrices: singular values (median over inputs)",
-            "index",
-            "singular value of T(k)",
+            &LinePlot {
+                title: "Stability matrices T(k): singular values (median over inputs)",
+                x_label: "rank i of the singular value (1 = largest)",
+                y_label: "singular value of T(k) (dimensionless, log scale)",
+                log_y: true,
+                bars: Some(IQR_BARS),
+            },
             &per_layer(&|l| &l.singular_values),
-            true,
         )?;
         files.push(p);
         let p = dir.join("canonical_correlations.png");
         line_plot(
             &p,
-            "Canonical correlations between consecutive layers (median over inputs)",
-            "index",
-            "canonical correlation",
+            &LinePlot {
+                title: "Canonical correlations between consecutive layers (median over inputs)",
+                x_label: "rank i of the canonical correlation (1 = largest)",
+                y_label: "canonical correlation (dimensionless, 0 to 1)",
+                log_y: false,
+                bars: Some(IQR_BARS),
+            },
             &per_layer(&|l| &l.canonical_correlations),
-            false,
         )?;
         files.push(p);
     }
     let n_layers = r.widths.len() - 1;
-    let flow = |f: &dyn Fn(&CouplingSummary) -> f64| -> Vec<(f64, f64)> {
+    let flow = |f: &dyn Fn(&CouplingSummary) -> f64| -> Vec<Point> {
         (0..n_layers)
             .filter_map(|j| {
-                median(
+                Point::median_iqr(
+                    (j + 1) as f64,
                     &r.inputs
                         .iter()
                         .filter_map(|i| i.couplings.get(j))
                         .map(f)
                         .collect::<Vec<_>>(),
                 )
-                .map(|m| ((j + 1) as f64, m))
             })
             .collect()
     };
     let p = dir.join("coupling_flow.png");
     line_plot(
         &p,
-        "Coupling flow (qualitative): RMS of the determined couplings, median over inputs",
-        "layer k",
-        "RMS coupling",
+        &LinePlot {
+            title:
+                "Coupling flow (qualitative): RMS of the determined couplings, median over inputs",
+            x_label: "layer k (RBM index, 1 = nearest the input)",
+            y_label: "RMS coupling (coefficient in the log-probability, dimensionless)",
+            log_y: false,
+            bars: Some(IQR_BARS),
+        },
         &[
-            ("order 1 (fields)".to_string(), flow(&|c| c.field_rms)),
-            ("order 2 (pairs)".to_string(), flow(&|c| c.higher_rms)),
-            (
-                "pairs' sampling noise (RMS if all were 0)".to_string(),
+            Series::with_points("order 1 (fields)", flow(&|c| c.field_rms)),
+            Series::with_points("order 2 (pairs)", flow(&|c| c.higher_rms)),
+            Series::with_points(
+                "pairs' sampling noise (RMS if all were 0)",
                 flow(&|c| c.higher_noise_rms),
             ),
         ],
-        false,
     )?;
     files.push(p);
-    let idx = |f: &dyn Fn(&InputAnalysis) -> f64| -> Vec<(f64, f64)> {
-        r.inputs.iter().map(|i| (i.index as f64, f(i))).collect()
+    // Each input's ratio with its jackknife standard error scaled by the (exact) bound.
+    let ratio = |f: &dyn Fn(&InputAnalysis) -> (f64, Option<f64>)| -> Vec<Point> {
+        r.inputs
+            .iter()
+            .map(|i| {
+                let (ratio, se) = f(i);
+                let scale = i.fisher.bound_top;
+                Point::plus_minus(i.index as f64, ratio, se.map(|s| s / scale))
+            })
+            .collect()
     };
     let p = dir.join("fisher_ratio_to_bound.png");
     line_plot(
         &p,
-        "Top input-Fisher eigenvalue / first-layer bound",
-        "test input",
-        "ratio (stochastic readings ≤ 1)",
+        &LinePlot {
+            title: "Top input-Fisher eigenvalue / first-layer bound, per input",
+            x_label: "test input (index in the test split)",
+            y_label: "ratio to the bound (dimensionless; stochastic readings ≤ 1)",
+            log_y: true,
+            bars: Some("error bars: ± 1 jackknife standard error (chain and direct; the mean field is exact)"),
+        },
         &[
-            ("chain".to_string(), idx(&|i| i.fisher.ratio_chain)),
-            ("direct".to_string(), idx(&|i| i.fisher.ratio_direct)),
-            (
-                "mean-field".to_string(),
-                idx(&|i| i.fisher.ratio_mean_field),
+            Series::with_points(
+                "chain",
+                ratio(&|i| (i.fisher.ratio_chain, i.fisher.chain_top_std_err)),
             ),
+            Series::with_points(
+                "direct",
+                ratio(&|i| (i.fisher.ratio_direct, i.fisher.direct_top_std_err)),
+            ),
+            Series::with_points("mean-field", ratio(&|i| (i.fisher.ratio_mean_field, None))),
         ],
-        true,
     )?;
     files.push(p);
     if let Some(shape) = image_shape {
@@ -160,6 +189,10 @@ pub fn write_plots(
         bar_grid(
             &p,
             &format!("Poison direction u per class, reading ({tag})"),
+            BarAxes {
+                x_label: "output unit (class)",
+                y_label: "component of u (unit vector)",
+            },
             &panels,
             &names,
         )?;

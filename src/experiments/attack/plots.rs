@@ -58,35 +58,39 @@ pub fn write_plots(
     image_shape: Option<(usize, usize)>,
     class_names: &[String],
 ) -> Result<Vec<std::path::PathBuf>> {
-    use crate::report::{image_grid, line_plot, Series};
+    use crate::report::{image_grid, line_plot, LinePlot, Point, Series};
     let mut files = Vec::new();
     let series: Vec<Series> = Method::CONTINUOUS
         .iter()
         .chain(Method::BINARY.iter())
         .map(|&m| {
-            (
-                m.name().to_string(),
+            Series::with_points(
+                m.name(),
                 r.results
                     .iter()
                     .filter(|x| x.method == m)
-                    .filter_map(|x| Some((x.mean_norm?, x.rate?)))
+                    .filter_map(|x| Point::rate(x.mean_norm?, x.successes, x.attacked))
                     .collect::<Vec<_>>(),
             )
         })
-        .filter(|(_, v)| !v.is_empty())
+        .filter(|s| !s.points.is_empty())
         .collect();
     if !series.is_empty() {
         let p = dir.join("attack_curves.png");
         line_plot(
             &p,
-            &format!(
-                "Attack success (served class changes), {} of {} inputs attacked",
-                r.n_correct, r.n_inputs
-            ),
-            "mean actual L2 norm of the perturbation (binary: √k)",
-            "success rate",
+            &LinePlot {
+                title: &format!(
+                    "Attack success (served class changes), {} of {} inputs attacked",
+                    r.n_correct, r.n_inputs
+                ),
+                x_label:
+                    "mean actual L2 norm of the perturbation (pixel units; binary: √k for k flips)",
+                y_label: "success rate (fraction of attacked inputs)",
+                log_y: false,
+                bars: Some("error bars: ± 1 binomial standard error over the attacked inputs"),
+            },
             &series,
-            false,
         )?;
         files.push(p);
     }

@@ -2,6 +2,7 @@
 
 use super::{CloneCell, CloneEvalReport};
 use crate::error::Result;
+use crate::report::{LinePlot, Point, Series};
 
 /// Plots in the style of the prediction-poisoning literature: clone accuracy (and transfer
 /// success) against the defender's mean L1 distortion, one curve per defence, one file per
@@ -13,40 +14,52 @@ pub fn write_plots(r: &CloneEvalReport, dir: &std::path::Path) -> Result<Vec<std
     attackers.sort_unstable();
     attackers.dedup();
     for a in attackers {
-        for (metric, label, get) in [
+        for (metric, title, label, get) in [
             (
                 "accuracy",
-                "clone accuracy",
-                (|c: &CloneCell| c.clone_accuracy.0) as fn(&CloneCell) -> f64,
+                "Clone accuracy",
+                "clone accuracy (fraction of test inputs)",
+                (|c: &CloneCell| c.clone_accuracy) as fn(&CloneCell) -> (f64, f64),
             ),
-            ("transfer", "transfer success", |c: &CloneCell| {
-                c.transfer_success.0
-            }),
+            (
+                "transfer",
+                "Transfer success",
+                "transfer success (fraction of inputs)",
+                |c: &CloneCell| c.transfer_success,
+            ),
         ] {
             let mut kinds: Vec<&str> = r.cells.iter().map(|c| c.defence_kind.as_str()).collect();
             kinds.sort_unstable();
             kinds.dedup();
-            let series: Vec<(String, Vec<(f64, f64)>)> = kinds
+            let series: Vec<Series> = kinds
                 .iter()
                 .map(|k| {
-                    let mut pts: Vec<(f64, f64)> = r
+                    let mut pts: Vec<Point> = r
                         .cells
                         .iter()
                         .filter(|c| c.attacker == a && c.defence_kind == *k)
-                        .map(|c| (c.l1.0, get(c)))
+                        .map(|c| {
+                            let (mean, sd) = get(c);
+                            // One seed has no spread: no bar.
+                            Point::plus_minus(c.l1.0, mean, (c.seeds > 1).then_some(sd))
+                        })
                         .collect();
-                    pts.sort_by(|x, y| x.0.total_cmp(&y.0));
-                    (k.to_string(), pts)
+                    pts.sort_by(|x, y| x.x.total_cmp(&y.x));
+                    Series::with_points(*k, pts)
                 })
                 .collect();
             let path = dir.join(format!("clone_{metric}_{}.png", a.replace('+', "_")));
             crate::report::line_plot(
                 &path,
-                &format!("{label} against distortion, attacker {a}"),
-                "mean L1 distortion of the served outputs",
-                label,
+                &LinePlot {
+                    title: &format!("{title} against distortion, attacker {a}"),
+                    x_label:
+                        "mean L1 distortion of the served outputs (sum of |change| per answer)",
+                    y_label: label,
+                    log_y: false,
+                    bars: Some("error bars: ± 1 sd over seeds (none with one seed)"),
+                },
                 &series,
-                false,
             )?;
             files.push(path);
         }
