@@ -156,6 +156,10 @@ fn summary_of_runs(dirs: &[PathBuf], out: &Path) -> Result<()> {
         &out.join("summary.json"),
         serde_json::to_string_pretty(&s)?.as_bytes(),
     )?;
+    let primary: Vec<usize> = runs.iter().map(|r| r.spec.primary_budget).collect();
+    for p in protocol::plots::write_plots(&s, &primary, out)? {
+        eprintln!("wrote {}", p.display());
+    }
     println!("{md}");
     Ok(())
 }

@@ -21,6 +21,7 @@
 
 pub mod answers;
 pub mod attackers;
+pub mod plots;
 pub mod spec;
 pub mod summary;
 
