@@ -152,32 +152,14 @@ pub fn fit(
     seed: u64,
 ) -> Result<FittedClone> {
     let rows = r.y.len() / r.n_out;
-    let x64 = || r.x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let mlp_on = |targets: Vec<f64>, loss: DistillLoss| -> Result<Box<dyn Classifier>> {
+        let x64: Vec<f64> = r.x.iter().map(|&v| v as f64).collect();
+        Ok(Box::new(Mlp::fit(&x64, &targets, rows, mlp, loss, seed)?))
+    };
     let clone: Box<dyn Classifier> = match kind {
-        AttackerKind::Distill => Box::new(Mlp::fit(
-            &x64(),
-            &renormalised(r.y, r.n_out),
-            rows,
-            mlp,
-            DistillLoss::CrossEntropy,
-            seed,
-        )?),
-        AttackerKind::DistillTop1 => Box::new(Mlp::fit(
-            &x64(),
-            &one_hot(r.y, r.n_out),
-            rows,
-            mlp,
-            DistillLoss::CrossEntropy,
-            seed,
-        )?),
-        AttackerKind::DistillLogit => Box::new(Mlp::fit(
-            &x64(),
-            &logit_targets(r.y, r.n_out),
-            rows,
-            mlp,
-            DistillLoss::LogitMse,
-            seed,
-        )?),
+        AttackerKind::Distill => mlp_on(renormalised(r.y, r.n_out), DistillLoss::CrossEntropy)?,
+        AttackerKind::DistillTop1 => mlp_on(one_hot(r.y, r.n_out), DistillLoss::CrossEntropy)?,
+        AttackerKind::DistillLogit => mlp_on(logit_targets(r.y, r.n_out), DistillLoss::LogitMse)?,
         AttackerKind::Hybrid | AttackerKind::Eq14 => {
             let method = if kind == AttackerKind::Hybrid {
                 Method::Hybrid

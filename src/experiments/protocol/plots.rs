@@ -10,6 +10,43 @@ use crate::report::plots::{line_plot, LinePlot, Point, Series};
 
 const BARS: &str = "bars: 95% interval over victims";
 
+/// Draw `series` unless empty; whether a file was written.
+fn draw(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    bars: bool,
+    series: &[Series],
+) -> Result<bool> {
+    if series.is_empty() {
+        return Ok(false);
+    }
+    line_plot(
+        path,
+        &LinePlot {
+            title,
+            x_label,
+            y_label,
+            log_y: false,
+            bars: bars.then_some(BARS),
+        },
+        series,
+    )?;
+    Ok(true)
+}
+
+/// The distinct families of `rows` passing `keep`, in order.
+fn families_of(rows: &[PointSummary], keep: impl Fn(&PointSummary) -> bool) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for p in rows.iter().filter(|p| keep(p)) {
+        if !out.contains(&p.family.as_str()) {
+            out.push(&p.family);
+        }
+    }
+    out
+}
+
 fn point_of(p: &PointSummary, attacker: &str, x: f64) -> Option<Point> {
     let i = p.clones.get(attacker)?;
     let half = (i.hi - i.lo) / 2.0;
@@ -27,15 +64,9 @@ fn accuracy_vs_l1(r: &RunSummary, b: usize, attacker: &str, path: &Path) -> Resu
         return Ok(false);
     };
     let none = rows.iter().find(|p| p.defence == "none");
-    let mut families: Vec<&str> = Vec::new();
-    for p in rows
-        .iter()
-        .filter(|p| p.keeps_class && p.defence != "none" && p.defence != "top1")
-    {
-        if !families.contains(&p.family.as_str()) {
-            families.push(&p.family);
-        }
-    }
+    let families = families_of(rows, |p| {
+        p.keeps_class && p.defence != "none" && p.defence != "top1"
+    });
     let mut series = Vec::new();
     let mut max_l1: f64 = 1.0;
     for f in families {
@@ -60,25 +91,17 @@ fn accuracy_vs_l1(r: &RunSummary, b: usize, attacker: &str, path: &Path) -> Resu
             [(0.0, floor.mean), (max_l1, floor.mean)],
         ));
     }
-    if series.is_empty() {
-        return Ok(false);
-    }
-    let title = format!(
-        "{}: {attacker} clone accuracy vs distortion, budget {b}",
-        r.protocol
-    );
-    line_plot(
+    draw(
         path,
-        &LinePlot {
-            title: &title,
-            x_label: "realised mean L1 distortion of the answers",
-            y_label: "clone accuracy on the evaluation set (fraction)",
-            log_y: false,
-            bars: Some(BARS),
-        },
+        &format!(
+            "{}: {attacker} clone accuracy vs distortion, budget {b}",
+            r.protocol
+        ),
+        "realised mean L1 distortion of the answers",
+        "clone accuracy on the evaluation set (fraction)",
+        true,
         &series,
-    )?;
-    Ok(true)
+    )
 }
 
 /// Protection ratio of `distill` against L1, one curve per (family, budget).
@@ -101,22 +124,14 @@ fn ratio_vs_l1(r: &RunSummary, path: &Path) -> Result<bool> {
         })
         .filter(|s| !s.points.is_empty())
         .collect();
-    if series.is_empty() {
-        return Ok(false);
-    }
-    let title = format!("{}: protection ratio of the distill thief", r.protocol);
-    line_plot(
+    draw(
         path,
-        &LinePlot {
-            title: &title,
-            x_label: "realised mean L1 distortion of the answers",
-            y_label: "(acc none − acc defended) / (acc none − acc labels-only)",
-            log_y: false,
-            bars: None,
-        },
+        &format!("{}: protection ratio of the distill thief", r.protocol),
+        "realised mean L1 distortion of the answers",
+        "(acc none − acc defended) / (acc none − acc labels-only)",
+        false,
         &series,
-    )?;
-    Ok(true)
+    )
 }
 
 /// Clone accuracy against defender accuracy at one budget, one curve per family.
@@ -124,14 +139,8 @@ fn accuracy_vs_defender(r: &RunSummary, b: usize, path: &Path) -> Result<bool> {
     let Some(rows) = budget_rows(r, b) else {
         return Ok(false);
     };
-    let mut families: Vec<&str> = Vec::new();
-    for p in rows.iter().filter(|p| p.defence != "none") {
-        if !families.contains(&p.family.as_str()) {
-            families.push(&p.family);
-        }
-    }
     let none = rows.iter().find(|p| p.defence == "none");
-    let series: Vec<Series> = families
+    let series: Vec<Series> = families_of(rows, |p| p.defence != "none")
         .into_iter()
         .filter_map(|f| {
             let mut pts: Vec<Point> = none
@@ -147,25 +156,17 @@ fn accuracy_vs_defender(r: &RunSummary, b: usize, path: &Path) -> Result<bool> {
             (pts.len() > 1).then(|| Series::with_points(f, pts))
         })
         .collect();
-    if series.is_empty() {
-        return Ok(false);
-    }
-    let title = format!(
-        "{}: distill clone vs defender accuracy, budget {b}",
-        r.protocol
-    );
-    line_plot(
+    draw(
         path,
-        &LinePlot {
-            title: &title,
-            x_label: "defender accuracy through the defence (fraction)",
-            y_label: "clone accuracy on the evaluation set (fraction)",
-            log_y: false,
-            bars: Some(BARS),
-        },
+        &format!(
+            "{}: distill clone vs defender accuracy, budget {b}",
+            r.protocol
+        ),
+        "defender accuracy through the defence (fraction)",
+        "clone accuracy on the evaluation set (fraction)",
+        true,
         &series,
-    )?;
-    Ok(true)
+    )
 }
 
 /// Draw every plot of `s` into `dir`; returns the files written. `primary` gives each run's
