@@ -353,3 +353,126 @@ fn guard_flags_are_checked_before_serving() {
     ]);
     assert!(!ok && err.contains("bad.json"), "{err}");
 }
+
+/// Issue 16: `verify` gives p ≈ uniform on innocent models. Small MLPs trained on the digits'
+/// training split with true labels (different seeds, widths and subsets) are verified against
+/// the watermark logs of 25 keys each on the test images; under H₀ the fraction of p ≤ α must
+/// stay within binomial error of at most α (the binomial test is valid, and conservative).
+#[test]
+fn verify_is_calibrated_on_many_small_innocent_models() {
+    use rand::{RngExt, SeedableRng};
+    use rgshield::data::{self, DataSpec, LoadOptions};
+    use rgshield::defence::Key;
+    use rgshield::guard::store::WatermarkRecord;
+    use rgshield::guard::watermark::{verify_classes, Watermark, WatermarkParams};
+    use rgshield::model::mlp::{Mlp, MlpParams};
+    use rgshield::Params;
+
+    let d = data::load(&DataSpec::Digits, &LoadOptions::default()).expect("digits");
+    let (train, test) = (&d.train, &d.test);
+    let cfg = MlpParams {
+        hidden: 16,
+        epochs: 4,
+        ..MlpParams::default()
+    }
+    .check()
+    .expect("params");
+    let mut ps = Vec::new();
+    for model in 0..8u64 {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(model);
+        let rows: Vec<usize> = (0..train.len())
+            .filter(|_| rng.random::<f64>() < 0.6)
+            .collect();
+        let x: Vec<f64> = rows
+            .iter()
+            .flat_map(|&r| train.row(r).iter().map(|&v| v as f64))
+            .collect();
+        let mut t = vec![0.0; rows.len() * 10];
+        for (i, &r) in rows.iter().enumerate() {
+            t[i * 10 + train.y[r] as usize] = 1.0;
+        }
+        let m = Mlp::distill(&x, &t, rows.len(), &cfg, model).expect("train");
+        let classes: Vec<usize> = (0..test.len())
+            .map(|i| m.class(&test.row(i).iter().map(|&v| v as f64).collect::<Vec<_>>()))
+            .collect();
+        for key in 0..25 {
+            let w = Watermark::new(
+                &Key::public(&format!("innocent {model} {key}")),
+                &WatermarkParams { rate: 0.5 }.check().expect("rate"),
+            );
+            // The victim's class: the true label (any key-independent classes would do).
+            let (mut recs, mut suspect) = (Vec::new(), Vec::new());
+            for (i, &class) in classes.iter().enumerate() {
+                let x = test.row(i);
+                if w.selects(x) {
+                    let original = test.y[i] as usize;
+                    recs.push(WatermarkRecord {
+                        client: None,
+                        time: 0.0,
+                        input: x.to_vec(),
+                        original,
+                        target: w.target(x, original, 10),
+                    });
+                    suspect.push(class);
+                }
+            }
+            ps.push(verify_classes(&recs, &suspect, 10).expect("verify").p_value);
+        }
+    }
+    let n = ps.len() as f64;
+    for alpha in [0.01, 0.05, 0.1, 0.25, 0.5] {
+        let frac = ps.iter().filter(|&&p| p <= alpha).count() as f64 / n;
+        let band = 3.0 * (alpha * (1.0 - alpha) / n).sqrt();
+        assert!(
+            frac <= alpha + band,
+            "P(p ≤ {alpha}) = {frac} over {n} innocent tests"
+        );
+    }
+    // Not degenerate: the innocent models disagree with the victim often enough for the test
+    // to have room (else every p would be 1 and the check above could not fail).
+    let frac = ps.iter().filter(|&&p| p <= 0.5).count() as f64 / n;
+    assert!(frac > 0.15, "P(p ≤ 0.5) = {frac}");
+}
+
+/// `bench guard` end to end on a small setting: it writes its report, and the JBDA stream (a
+/// few seeds and λ-steps) is flagged by the monitor at its first window, as PRADA reports.
+#[test]
+fn bench_guard_writes_its_report_and_flags_jbda() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("g");
+    let (ok, stdout, err) = rgshield(&[
+        "bench",
+        "guard",
+        "--out",
+        &s(&out),
+        "--seeds",
+        "1",
+        "--budgets",
+        "120",
+        "--benign",
+        "2",
+        "--innocent",
+        "2",
+        "--clone-epochs",
+        "3",
+        "--rates",
+        "0.05",
+        "--deltas",
+        "0.8",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("## Innocent models"), "{stdout}");
+    let r = json(&std::fs::read_to_string(out.join("guard_eval.json")).expect("json"));
+    assert!(
+        out.join("guard_eval.md").exists() && out.join("pvalue_vs_budget_rate0.05.png").exists()
+    );
+    let jbda = r["attacks"]
+        .as_array()
+        .expect("attacks")
+        .iter()
+        .find(|a| a["client"] == "jbda")
+        .expect("jbda");
+    assert!(jbda["detected_at"][0].as_u64().is_some(), "{jbda}");
+    assert_eq!(r["clones"].as_array().map(Vec::len), Some(3 * 2));
+    assert_eq!(r["benign"].as_array().map(Vec::len), Some(2));
+}

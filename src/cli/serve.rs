@@ -77,7 +77,7 @@ pub struct Args {
     /// verify` (DAWN-style watermark): rate=R, e.g. rate=0.005. Needs --state and the secret key.
     #[arg(long, requires = "state")]
     watermark: Option<rgshield::guard::watermark::WatermarkParams>,
-    /// Run the extraction monitor (PRADA) on every client: knobs delta=0.9,window=100,stride=10,
+    /// Run the extraction monitor (PRADA) on every client: knobs delta=0.7,window=100,stride=10,
     /// entropy=H,entropy-min=200 (an empty value takes the defaults). Needs --api-keys.
     #[arg(long, requires = "api_keys", num_args = 0..=1, default_missing_value = "")]
     monitor: Option<rgshield::guard::monitor::MonitorParams>,

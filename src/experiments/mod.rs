@@ -11,3 +11,5 @@ pub mod analyze;
 pub mod attack;
 pub mod clone_eval;
 pub mod depth_study;
+pub mod guard_eval;
+pub mod query_strategy;
