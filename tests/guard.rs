@@ -476,3 +476,174 @@ fn bench_guard_writes_its_report_and_flags_jbda() {
     assert_eq!(r["clones"].as_array().map(Vec::len), Some(3 * 2));
     assert_eq!(r["benign"].as_array().map(Vec::len), Some(2));
 }
+
+/// Over HTTP: the rate limit answers 429 with `Retry-After`, and a monitor alarm is listed at
+/// `/v1/admin/alerts` and cuts the client (403) when `--on-alarm cut`. The rate is 0.01 query/s
+/// so that no refill can happen during the test, however slow the machine.
+#[test]
+fn rate_limits_and_monitor_alarms_over_http() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (model, keys, db) = (
+        tmp.path().join("m"),
+        tmp.path().join("keys.json"),
+        tmp.path().join("state.db"),
+    );
+    model_dir(&model);
+    let slow = new_key(&keys, "slow", &["--rate", "0.01", "--burst", "2"]);
+    let thief = new_key(&keys, "thief", &[]);
+    let ops = new_key(&keys, "ops", &["--admin"]);
+    let srv = Server::spawn(&[
+        "--model",
+        &s(&model),
+        "--mean-field",
+        "--api-keys",
+        &s(&keys),
+        "--state",
+        &s(&db),
+        "--monitor",
+        "window=10,stride=1",
+        "--on-alarm",
+        "cut",
+    ]);
+    let (st, resp) = srv.request_as(&slow, "POST", "/v1/predict", Some(&body(&inputs(3, 1))));
+    assert_eq!(
+        (st, json(&resp)["reason"].as_str()),
+        (429, Some("batch_over_burst")),
+        "{resp}"
+    );
+    assert_eq!(
+        srv.request_as(&slow, "POST", "/v1/predict", Some(&body(&inputs(2, 2))))
+            .0,
+        200
+    );
+    use std::io::{Read, Write};
+    let b = body(&inputs(1, 3));
+    let mut c = std::net::TcpStream::connect(&srv.addr).expect("connect");
+    write!(
+        c,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {slow}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .expect("write");
+    let mut r = String::new();
+    c.read_to_string(&mut r).expect("read");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    // (1 − b)/0.01 s with b the few tokens refilled since the last request: 100 s, a little
+    // less on a slow machine.
+    let retry: u64 = r
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("retry-after: ")
+                .map(|v| v.trim().parse().expect("a number"))
+        })
+        .expect("a Retry-After header");
+    assert!((50..=100).contains(&retry), "{r}");
+    assert!(r.contains("\"reason\":\"rate_limited\""), "{r}");
+
+    // The same input 11 times: 10 zero distances, W = 0 at the first window.
+    let same = body(&inputs(1, 4));
+    for i in 0..11 {
+        let (st, resp) = srv.request_as(&thief, "POST", "/v1/predict", Some(&same));
+        assert_eq!(st, 200, "request {i}: {resp}");
+    }
+    let (st, resp) = srv.request_as(&thief, "POST", "/v1/predict", Some(&same));
+    assert_eq!(
+        (st, json(&resp)["reason"].as_str()),
+        (403, Some("cut")),
+        "{resp}"
+    );
+    let (_, resp) = srv.request_as(&ops, "GET", "/v1/admin/alerts", None);
+    let alerts = json(&resp)["alerts"].as_array().cloned().expect("alerts");
+    assert_eq!(alerts.len(), 1, "{resp}");
+    assert_eq!(
+        (
+            alerts[0]["client"].as_str(),
+            alerts[0]["signal"].as_str(),
+            alerts[0]["action"].as_str()
+        ),
+        (Some("thief"), Some("prada"), Some("cut"))
+    );
+    assert_eq!(alerts[0]["queries"].as_u64(), Some(11));
+    let (_, resp) = srv.request_as(&ops, "GET", "/v1/admin/usage", None);
+    let u = json(&resp);
+    let t = u["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .find(|c| c["client"] == "thief")
+        .expect("thief")
+        .clone();
+    assert_eq!(
+        (t["status"].as_str(), t["monitor"]["queries"].as_u64()),
+        (Some("cut"), Some(11)),
+        "{u}"
+    );
+}
+
+/// The label-free test through the CLI: a server answering with `random-fixed` under a key is
+/// found by `verify --soft-bias` with that key (p at its floor, 1/(1 + draws)); the same weights
+/// without the defence are not.
+#[test]
+fn verify_soft_bias_finds_random_fixed_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("m");
+    // A small digits model (a fraction of a second to train): the defence needs answers with
+    // room in their feasible set, which a random model's near-uniform outputs do not give.
+    let (ok, _, err) = rgshield(&[
+        "train",
+        "--data",
+        "digits",
+        "--widths",
+        "64,16,10",
+        "--method",
+        "hybrid",
+        "--sweeps",
+        "0",
+        "--finetune-epochs",
+        "10",
+        "--pretrain-epochs",
+        "3",
+        "--out",
+        &s(&model),
+    ]);
+    assert!(ok, "{err}");
+    let (key, cache) = (s(&tmp.path().join("key")), s(&tmp.path().join("cache")));
+    let srv = Server::spawn(&[
+        "--model",
+        &s(&model),
+        "--mean-field",
+        "--defence",
+        "random-fixed",
+        "--key-file",
+        &key,
+        "--cache-dir",
+        &cache,
+    ]);
+    let out = tmp.path().join("soft.json");
+    let url = format!("http://{}", srv.addr);
+    let args = |suspect: &[&str]| -> Value {
+        let (ok, _, err) = rgshield(
+            &[
+                &[
+                    "verify",
+                    "--soft-bias",
+                    "--soft-draws",
+                    "99",
+                    "--key-file",
+                    &key,
+                    "--out",
+                    &s(&out),
+                ][..],
+                suspect,
+            ]
+            .concat(),
+        );
+        assert!(ok, "{err}");
+        json(&std::fs::read_to_string(&out).expect("out"))
+    };
+    let thief = args(&["--suspect-url", &url]);
+    assert_eq!(thief["p_value"].as_f64(), Some(0.01), "{thief}");
+    let innocent = args(&["--suspect-model", &s(&model)]);
+    assert!(innocent["p_value"].as_f64().unwrap() > 0.05, "{innocent}");
+}

@@ -5,17 +5,33 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use super::common::{DataArgs, DefenceStoreArgs};
 use rgshield::guard::store::Store;
-use rgshield::guard::watermark::{verify_classes, Verification};
+use rgshield::guard::watermark::{soft_bias_test, verify_classes, Verification};
 use rgshield::model::io as model_io;
 use rgshield::sample::{OutputMode, Predictor};
+use rgshield::serve::client::predict;
+use rgshield::serve::to_probabilities;
 
 /// Flags of `rgshield verify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The state database of the server that served with --watermark.
+    /// The state database of the server that served with --watermark (not needed with
+    /// --soft-bias).
+    #[arg(long, required_unless_present = "soft_bias")]
+    state: Option<PathBuf>,
+    /// Run the label-free test instead: does the suspect's soft output carry the keyed bias of
+    /// the `random-fixed` defence served under the secret key (--key-file)? The suspect answers
+    /// the test images of --data; p-value from --soft-draws null direction sets.
     #[arg(long)]
-    state: PathBuf,
+    soft_bias: bool,
+    /// Null draws of the label-free test (its smallest p-value is 1/(1 + draws)).
+    #[arg(long, default_value_t = 999)]
+    soft_draws: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    store: DefenceStoreArgs,
     /// A suspect model directory (model.json, model.safetensors); classes from its mean-field
     /// output.
     #[arg(
@@ -38,21 +54,71 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
+/// The label-free test: the suspect's soft answers to the data set's test images.
+fn run_soft(a: &Args) -> Result<()> {
+    let d = a.data.load()?;
+    let inputs: Vec<Vec<f32>> = (0..d.test.len()).map(|i| d.test.row(i).to_vec()).collect();
+    let probs: Vec<Vec<f32>> = if let Some(dir) = &a.suspect_model {
+        let (model, _) = model_io::load(dir)?;
+        if model.n_inputs() != d.test.n_features {
+            bail!(
+                "--suspect-model {}: takes {} inputs, --data {} has {}",
+                dir.display(),
+                model.n_inputs(),
+                d.name,
+                d.test.n_features
+            );
+        }
+        let p = Predictor::new(&model, OutputMode::MeanField);
+        inputs
+            .iter()
+            .map(|x| to_probabilities(&p.output(x)))
+            .collect()
+    } else {
+        let url = a.suspect_url.as_deref().unwrap_or_default();
+        let (outputs, _) = predict(url, &inputs, a.batch, a.suspect_key.as_deref())?;
+        outputs.iter().map(|y| to_probabilities(y)).collect()
+    };
+    let key = a.store.key()?;
+    let t = soft_bias_test(&key, &probs, a.soft_draws)?;
+    println!(
+        "label-free test on {} test images: statistic {:.5} against the null's {:.5} ± {:.5} \
+         (z = {:.2}); p-value {:.4} from {} null draws (H0: the suspect was not trained on \
+         random-fixed answers under this key)",
+        t.queries,
+        t.statistic,
+        t.null_mean,
+        t.null_sd,
+        (t.statistic - t.null_mean) / t.null_sd.max(1e-300),
+        t.p_value,
+        t.draws
+    );
+    if let Some(out) = &a.out {
+        rgshield::util::write_json(out, &t)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 /// Run `rgshield verify`.
 pub fn run(a: &Args) -> Result<()> {
-    if !a.state.exists() {
-        bail!("--state {}: no such database", a.state.display());
+    if a.soft_bias {
+        return run_soft(a);
     }
-    let store = Store::open(&a.state)?;
+    let state = a.state.as_ref().context("--state is needed")?;
+    if !state.exists() {
+        bail!("--state {}: no such database", state.display());
+    }
+    let store = Store::open(state)?;
     let k: usize = store
         .meta("n_classes")?
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{}: no model recorded in this state", a.state.display()))?;
+        .with_context(|| format!("{}: no model recorded in this state", state.display()))?;
     let records = store.watermarks()?;
     if records.is_empty() {
         bail!(
             "{}: no watermarked query is logged (was the server run with --watermark?)",
-            a.state.display()
+            state.display()
         );
     }
     let classes: Vec<usize> = if let Some(dir) = &a.suspect_model {
@@ -85,7 +151,7 @@ pub fn run(a: &Args) -> Result<()> {
     } else {
         let url = a.suspect_url.as_deref().unwrap_or_default();
         let inputs: Vec<Vec<f32>> = records.iter().map(|r| r.input.clone()).collect();
-        rgshield::serve::client::predict_classes(url, &inputs, a.batch, a.suspect_key.as_deref())?
+        predict(url, &inputs, a.batch, a.suspect_key.as_deref())?.1
     };
     let v = verify_classes(&records, &classes, k)?;
     print(&v);

@@ -27,10 +27,11 @@ use serde::Serialize;
 use super::query_strategy::{self, StrategyKind, StrategyParams, Transcript};
 use crate::data::{Dataset, Split};
 use crate::defence::Key;
+use crate::defence::{DefenceContext, DefenceParams, PoisonCaches, Query};
 use crate::error::{Error, Result};
 use crate::guard::monitor::{ClientMonitor, MonitorParams};
 use crate::guard::store::{MonitorDelta, WatermarkRecord};
-use crate::guard::watermark::{verify_classes, Watermark, WatermarkParams};
+use crate::guard::watermark::{soft_bias_test, verify_classes, Watermark, WatermarkParams};
 use crate::model::mlp::{Mlp, MlpParams};
 use crate::model::DeepRbm;
 use crate::params::{Params, Valid};
@@ -39,6 +40,8 @@ use crate::sample::{argmax, OutputMode, Predictor};
 /// Settings of the measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct GuardEvalParams {
+    /// Null draws of the label-free soft-bias test (0: skip that part).
+    pub soft_draws: usize,
     /// Attack seeds per strategy.
     pub seeds: usize,
     /// Clone budgets (queries); the largest is what each strategy spends.
@@ -64,6 +67,7 @@ impl Default for GuardEvalParams {
     /// 24 benign clients, 24 innocent models, clones of 100 hidden units trained 40 epochs.
     fn default() -> Self {
         GuardEvalParams {
+            soft_draws: 999,
             seeds: 3,
             budgets: vec![250, 500, 1000, 2000],
             rates: vec![0.005, 0.05],
@@ -163,6 +167,24 @@ pub struct InnocentRow {
     pub p_value: f64,
 }
 
+/// The label-free soft-bias test of one clone, or of an innocent model (strategy `innocent`),
+/// against the `random-fixed` defence's keyed directions.
+#[derive(Clone, Debug, Serialize)]
+pub struct SoftRow {
+    /// `natural`, `adaptive` or `innocent:<hidden>`.
+    pub suspect: String,
+    /// `distill`, `labels` or `true-labels`.
+    pub learner: String,
+    /// Seed (the key's).
+    pub seed: u64,
+    /// Queries (0 for innocent models).
+    pub budget: usize,
+    /// `(S − mean_null)/sd_null`.
+    pub z: f64,
+    /// The Monte Carlo p-value.
+    pub p_value: f64,
+}
+
 /// The defender's accuracy with the watermark on.
 #[derive(Clone, Debug, Serialize)]
 pub struct AccuracyCost {
@@ -195,6 +217,8 @@ pub struct GuardEvalReport {
     pub innocent: Vec<InnocentRow>,
     /// Accuracy cost.
     pub accuracy_cost: Vec<AccuracyCost>,
+    /// The label-free soft-bias test (victim served with `random-fixed`).
+    pub soft: Vec<SoftRow>,
 }
 
 fn to_probs(v: &[f32]) -> Vec<f32> {
@@ -484,6 +508,88 @@ pub fn guard_eval(
         });
     }
 
+    // The label-free test: the victim served with `random-fixed` under a per-seed key.
+    let mut soft = Vec::new();
+    let soft_keys: Vec<Key> = (0..params.seeds as u64)
+        .map(|s| Key::public(&format!("guard-eval soft {s}")))
+        .collect();
+    let test_probs = |m: &Mlp| -> Vec<Vec<f32>> {
+        (0..test.len())
+            .map(|i| {
+                let x: Vec<f64> = test.row(i).iter().map(|&v| v as f64).collect();
+                m.probs(&x).into_iter().map(|v| v as f32).collect()
+            })
+            .collect()
+    };
+    if params.soft_draws > 0 {
+        let defence_params: DefenceParams = "random-fixed".parse()?;
+        let caches = PoisonCaches::new(None, None);
+        for (s, key) in soft_keys.iter().enumerate() {
+            let defence = defence_params.build(&DefenceContext {
+                model: victim,
+                key,
+                caches: &caches,
+            })?;
+            for kind in [StrategyKind::Natural, StrategyKind::Adaptive] {
+                let mut err = None;
+                let mut oracle = |x: &[f32]| {
+                    let y = pred.output(x);
+                    match defence.apply(&Query {
+                        x,
+                        y: &y,
+                        seed: key.query_seed(x),
+                    }) {
+                        Ok(out) => to_probs(&out),
+                        Err(e) => {
+                            err.get_or_insert(e);
+                            to_probs(&y)
+                        }
+                    }
+                };
+                let t = query_strategy::run(
+                    kind,
+                    test,
+                    max_budget,
+                    &sp,
+                    104_729 * s as u64 + 3,
+                    &mut oracle,
+                )?;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                for &b in &params.budgets {
+                    let b = b.min(t.len());
+                    for learner in ["distill", "labels"] {
+                        let targets: Vec<Vec<f32>> = t.answers[..b]
+                            .iter()
+                            .map(|y| {
+                                if learner == "distill" {
+                                    to_probs(y)
+                                } else {
+                                    let mut o = vec![0.0; y.len()];
+                                    o[argmax(y)] = 1.0;
+                                    o
+                                }
+                            })
+                            .collect();
+                        let m =
+                            train_mlp(&t.x[..b * t.n_features], &targets, &cp, 37 * s as u64 + 5)?;
+                        let r = soft_bias_test(key, &test_probs(&m), params.soft_draws)?;
+                        soft.push(SoftRow {
+                            suspect: kind.name().into(),
+                            learner: learner.into(),
+                            seed: s as u64,
+                            budget: b,
+                            z: (r.statistic - r.null_mean) / r.null_sd.max(1e-300),
+                            p_value: r.p_value,
+                        });
+                    }
+                }
+                log(&format!("soft bias: seed {s} {}", kind.name()));
+            }
+        }
+    }
+
     // Innocent models: true labels, 70% subsets of the training split, several widths.
     let mut innocent = Vec::new();
     let train = &data.train;
@@ -512,6 +618,20 @@ pub fn guard_eval(
             ..params.clone.clone()
         });
         let m = train_mlp(&x, &t, &p, seed)?;
+        if params.soft_draws > 0 {
+            let probs = test_probs(&m);
+            for (s, key) in soft_keys.iter().enumerate() {
+                let r = soft_bias_test(key, &probs, params.soft_draws)?;
+                soft.push(SoftRow {
+                    suspect: format!("innocent:{hidden}"),
+                    learner: "true-labels".into(),
+                    seed: s as u64,
+                    budget: 0,
+                    z: (r.statistic - r.null_mean) / r.null_sd.max(1e-300),
+                    p_value: r.p_value,
+                });
+            }
+        }
         for (name, recs) in &logs {
             if recs.is_empty() {
                 continue;
@@ -537,6 +657,7 @@ pub fn guard_eval(
         clones,
         innocent,
         accuracy_cost: cost,
+        soft,
     })
 }
 
@@ -675,6 +796,59 @@ pub fn markdown(r: &GuardEvalReport) -> String {
         below(0.01),
         ps.iter().cloned().fold(1.0, f64::min)
     );
+    if !r.soft.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Label-free test (victim served with random-fixed; {} null draws)\n",
+            p.soft_draws
+        );
+        let _ = writeln!(
+            s,
+            "| suspect | learner | {} |",
+            p.budgets
+                .iter()
+                .map(|b| format!("b={b}: median p (z)"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(p.budgets.len()));
+        for kind in ["natural", "adaptive"] {
+            for learner in ["distill", "labels"] {
+                let cells: Vec<String> = p
+                    .budgets
+                    .iter()
+                    .map(|&b| {
+                        let rows: Vec<&SoftRow> = r
+                            .soft
+                            .iter()
+                            .filter(|c| c.suspect == kind && c.learner == learner && c.budget == b)
+                            .collect();
+                        let med = |f: &dyn Fn(&SoftRow) -> f64| {
+                            crate::report::stats::median(
+                                &rows.iter().map(|c| f(c)).collect::<Vec<_>>(),
+                            )
+                            .unwrap_or(f64::NAN)
+                        };
+                        format!("{:.3} ({:.1})", med(&|c| c.p_value), med(&|c| c.z))
+                    })
+                    .collect();
+                let _ = writeln!(s, "| {kind} | {learner} | {} |", cells.join(" | "));
+            }
+        }
+        let inn: Vec<f64> = r
+            .soft
+            .iter()
+            .filter(|c| c.suspect.starts_with("innocent"))
+            .map(|c| c.p_value)
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nInnocent models: {} tests, p ≤ 0.05 in {}, p ≤ 0.01 in {}.\n",
+            inn.len(),
+            inn.iter().filter(|&&v| v <= 0.05).count(),
+            inn.iter().filter(|&&v| v <= 0.01).count()
+        );
+    }
     let _ = writeln!(
         s,
         "## Defender's accuracy cost\n\n| rate | plain | watermarked |\n|---|---|---|"

@@ -35,6 +35,21 @@
 //! the test conditions on `m`, a suspect that disagrees with the victim a lot (a poor model)
 //! gets no advantage, and one that agrees everywhere (`m = 0`) gets p = 1. The binomial is
 //! discrete, so the p-value is valid (`P(p ≤ α) ≤ α` under H₀) but conservative for small `m`.
+//!
+//! # Label-free test of a keyed soft bias
+//!
+//! A thief who trains on probabilities learns more than the classes: under the `random-fixed`
+//! defence every answer of class `c` is pushed, within its L1 budget, along a keyed sum-zero
+//! unit direction `u_c` (SPEC §11; `u = keyed_directions(K, k.derive("random-fixed"))`). A clone
+//! distilled on those answers inherits the bias. [`soft_bias_test`] reads it from the suspect's
+//! probability vectors `q_i` on any inputs, with no watermark log and no labels:
+//! `S(u) = (1/n) Σ_i Σ_{j ≠ ĉ_i} u_{ĉ_i, j} q_{i, j}`, `ĉ_i = argmax q_i` (the own class's
+//! component is left out: it is large for every model and would drown the bias in the null's
+//! spread). Under H₀ (the suspect does not depend on
+//! the key) the keyed direction set is exchangeable with direction sets drawn from other seeds
+//! (derived from the key as well, `k.derive("random-fixed null j")`, so all `J + 1` sets are
+//! i.i.d. pseudo-random draws), so with `J` such draws `S_1 … S_J` the Monte Carlo p-value
+//! `p = (1 + #{j : S_j ≥ S(u)})/(1 + J)` is valid (`P(p ≤ α) ≤ α`); its floor is `1/(1 + J)`.
 
 use std::str::FromStr;
 
@@ -249,11 +264,133 @@ pub fn verify(
     verify_classes(records, &classes, n_classes)
 }
 
+/// What [`soft_bias_test`] reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SoftBiasTest {
+    /// Inputs the suspect answered.
+    pub queries: usize,
+    /// `S(u)` for the keyed directions.
+    pub statistic: f64,
+    /// Mean and standard deviation of `S` over the null draws.
+    pub null_mean: f64,
+    /// Their standard deviation.
+    pub null_sd: f64,
+    /// Null draws `J`.
+    pub draws: usize,
+    /// `(1 + #{S_j ≥ S(u)})/(1 + J)`.
+    pub p_value: f64,
+}
+
+fn bias_statistic(probs: &[Vec<f32>], dirs: &[Vec<f64>]) -> f64 {
+    let s: f64 = probs
+        .iter()
+        .map(|q| {
+            let c = argmax(q);
+            dirs[c]
+                .iter()
+                .zip(q)
+                .enumerate()
+                .filter(|(j, _)| *j != c)
+                .map(|(_, (u, &v))| u * v as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    s / probs.len().max(1) as f64
+}
+
+/// The label-free test (module docs) of a suspect's probability vectors `probs` (any inputs)
+/// against the keyed directions of the `random-fixed` defence under `key`, with `draws` null
+/// direction sets from public seeds.
+pub fn soft_bias_test(key: &Key, probs: &[Vec<f32>], draws: usize) -> Result<SoftBiasTest> {
+    let k = probs.first().map_or(0, Vec::len);
+    if k < 2 || probs.iter().any(|q| q.len() != k) || draws == 0 {
+        return Err(Error::shape(format!(
+            "soft bias test: {} answers of {k} classes (all of one length ≥ 2), {draws} draws",
+            probs.len()
+        )));
+    }
+    let dirs = crate::defence::objectives::keyed_directions(k, key.derive("random-fixed"))?;
+    let s = bias_statistic(probs, &dirs);
+    let mut null = Vec::with_capacity(draws);
+    for j in 0..draws as u64 {
+        // Null seeds from the key too: for a suspect independent of the key the J + 1 direction
+        // sets are then i.i.d., so the p-value is valid over keys, not only on average over
+        // fixed null draws.
+        let seed = key.derive(&format!("random-fixed null {j}"));
+        null.push(bias_statistic(
+            probs,
+            &crate::defence::objectives::keyed_directions(k, seed)?,
+        ));
+    }
+    let n = null.len() as f64;
+    let mean = null.iter().sum::<f64>() / n;
+    let sd = (null.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+    let above = null.iter().filter(|&&v| v >= s).count();
+    Ok(SoftBiasTest {
+        queries: probs.len(),
+        statistic: s,
+        null_mean: mean,
+        null_sd: sd,
+        draws,
+        p_value: (1 + above) as f64 / (1.0 + n),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn random_probs(rng: &mut Xoshiro256PlusPlus, n: usize, k: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                let v: Vec<f32> = (0..k).map(|_| rng.random::<f32>().powi(3)).collect();
+                let s: f32 = v.iter().sum();
+                v.iter().map(|a| a / s).collect()
+            })
+            .collect()
+    }
+
+    /// Under H₀ (answers that ignore the key) the p-values are valid across keys; a suspect
+    /// whose answers carry the keyed bias is found.
+    #[test]
+    fn the_soft_bias_test_is_calibrated_and_finds_the_keyed_bias() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+        let (k, keys) = (10, 200);
+        let probs = random_probs(&mut rng, 200, k);
+        let ps: Vec<f64> = (0..keys)
+            .map(|i| {
+                soft_bias_test(&Key::public(&format!("k{i}")), &probs, 99)
+                    .unwrap()
+                    .p_value
+            })
+            .collect();
+        for alpha in [0.05, 0.1, 0.25, 0.5] {
+            let frac = ps.iter().filter(|&&p| p <= alpha).count() as f64 / keys as f64;
+            let band = 3.0 * (alpha * (1.0 - alpha) / keys as f64).sqrt();
+            assert!(frac <= alpha + band, "P(p ≤ {alpha}) = {frac}");
+        }
+        // Bias the answers by 0.1 along the keyed direction of their class (random-fixed at its
+        // default budget moves answers by more).
+        let key = Key::public("thief");
+        let dirs =
+            crate::defence::objectives::keyed_directions(k, key.derive("random-fixed")).unwrap();
+        let biased: Vec<Vec<f32>> = probs
+            .iter()
+            .map(|q| {
+                let c = argmax(q);
+                q.iter()
+                    .zip(&dirs[c])
+                    .map(|(&v, u)| (v as f64 + 0.1 * u).max(0.0) as f32)
+                    .collect()
+            })
+            .collect();
+        let t = soft_bias_test(&key, &biased, 99).unwrap();
+        assert_eq!(t.p_value, 0.01, "{t:?}");
+        assert!(t.statistic > t.null_mean + 3.0 * t.null_sd, "{t:?}");
+        assert!(soft_bias_test(&key, &[vec![1.0]], 9).is_err());
+    }
 
     fn wm(label: &str, rate: f64) -> Watermark {
         Watermark::new(

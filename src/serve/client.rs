@@ -38,12 +38,24 @@ pub fn predict_classes(
     batch: usize,
     bearer: Option<&str>,
 ) -> Result<Vec<usize>> {
+    Ok(predict(url, inputs, batch, bearer)?.1)
+}
+
+/// The answers (`outputs`) and classes a prediction API at `url` gives `inputs` (see
+/// [`predict_classes`]).
+pub fn predict(
+    url: &str,
+    inputs: &[Vec<f32>],
+    batch: usize,
+    bearer: Option<&str>,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
     let (host, prefix) = split_url(url)?;
     let net = |err| Error::Net {
         addr: host.clone(),
         err,
     };
     let mut out = Vec::with_capacity(inputs.len());
+    let mut outputs = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(batch.max(1)) {
         let body = serde_json::to_string(&serde_json::json!({ "inputs": chunk }))
             .map_err(|e| Error::invalid(format!("encoding the request: {e}")))?;
@@ -99,8 +111,21 @@ pub fn predict_classes(
                 })? as usize,
             );
         }
+        let rows: Vec<Vec<f32>> = serde_json::from_value(v["outputs"].clone()).map_err(|e| {
+            Error::invalid(format!(
+                "{url}: the answer's 'outputs' are not rows of numbers: {e}"
+            ))
+        })?;
+        if rows.len() != chunk.len() {
+            return Err(Error::invalid(format!(
+                "{url}: {} outputs for {} inputs",
+                rows.len(),
+                chunk.len()
+            )));
+        }
+        outputs.extend(rows);
     }
-    Ok(out)
+    Ok((outputs, out))
 }
 
 #[cfg(test)]

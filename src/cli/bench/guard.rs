@@ -41,6 +41,9 @@ pub struct Args {
     /// Innocent models.
     #[arg(long, default_value_t = GuardEvalParams::default().innocent_models)]
     innocent: usize,
+    /// Null draws of the label-free soft-bias test (0 skips it).
+    #[arg(long, default_value_t = GuardEvalParams::default().soft_draws)]
+    soft_draws: usize,
     /// Training epochs of each clone and innocent model.
     #[arg(long, default_value_t = GuardEvalParams::default().clone.epochs)]
     clone_epochs: usize,
@@ -52,6 +55,7 @@ impl TryFrom<&Args> for Valid<GuardEvalParams> {
         let d = GuardEvalParams::default();
         Ok(GuardEvalParams {
             seeds: a.seeds,
+            soft_draws: a.soft_draws,
             budgets: a.budgets.clone(),
             rates: a.rates.clone(),
             deltas: a.deltas.clone(),
