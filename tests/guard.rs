@@ -453,6 +453,8 @@ fn bench_guard_writes_its_report_and_flags_jbda() {
         "2",
         "--innocent",
         "2",
+        "--innocent-rbms",
+        "1",
         "--clone-epochs",
         "3",
         "--rates",
@@ -475,6 +477,16 @@ fn bench_guard_writes_its_report_and_flags_jbda() {
     assert!(jbda["detected_at"][0].as_u64().is_some(), "{jbda}");
     assert_eq!(r["clones"].as_array().map(Vec::len), Some(3 * 2));
     assert_eq!(r["benign"].as_array().map(Vec::len), Some(2));
+    let archs: Vec<&str> = r["innocent"]
+        .as_array()
+        .expect("innocent")
+        .iter()
+        .filter_map(|i| i["architecture"].as_str())
+        .collect();
+    assert!(
+        archs.contains(&"mlp") && archs.contains(&"rbm 64-16-10"),
+        "{archs:?}"
+    );
 }
 
 /// Over HTTP: the rate limit answers 429 with `Retry-After`, and a monitor alarm is listed at

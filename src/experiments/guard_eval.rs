@@ -17,8 +17,12 @@
 //! * benign clients send natural test images (sessions of 100 to 540 queries) in four orders:
 //!   random, sorted by class in runs, random with 10% re-sent images, and one image class at a
 //!   time in short bursts; the false-positive rate is the fraction of them the monitor flags;
-//! * innocent models: MLPs of several widths and seeds trained on random 70% subsets of the
-//!   training split with the true labels, verified against every watermark log.
+//! * innocent models: MLPs of several widths and seeds, and RBM classifiers of the victim's
+//!   family with other widths and seeds, trained on random 70% subsets of the training split with
+//!   the true labels, verified against every watermark log (and by the label-free test);
+//! * the label-free test: the victim served with `random-fixed` under a per-seed key, natural and
+//!   adaptive thieves, soft and labels-only clones, tested by
+//!   [`crate::guard::watermark::soft_bias_test`] on the test images.
 
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -36,6 +40,7 @@ use crate::model::mlp::{Mlp, MlpParams};
 use crate::model::DeepRbm;
 use crate::params::{Params, Valid};
 use crate::sample::{argmax, OutputMode, Predictor};
+use crate::train::{Method, TrainParams, Trainer};
 
 /// Settings of the measurement.
 #[derive(Clone, Debug, Serialize)]
@@ -54,8 +59,10 @@ pub struct GuardEvalParams {
     pub monitor: MonitorParams,
     /// Benign clients.
     pub benign_clients: usize,
-    /// Innocent models.
+    /// Innocent MLPs.
     pub innocent_models: usize,
+    /// Innocent RBM classifiers (the victim's architecture family, other widths and seeds).
+    pub innocent_rbms: usize,
     /// The clones (and the innocent models, whose widths vary around it).
     pub clone: MlpParams,
     /// The strategies' knobs.
@@ -75,6 +82,7 @@ impl Default for GuardEvalParams {
             monitor: MonitorParams::default(),
             benign_clients: 24,
             innocent_models: 24,
+            innocent_rbms: 6,
             clone: MlpParams {
                 epochs: 40,
                 ..MlpParams::default()
@@ -155,8 +163,10 @@ pub struct CloneRow {
 /// One innocent model against one watermark log.
 #[derive(Clone, Debug, Serialize)]
 pub struct InnocentRow {
-    /// Hidden units.
+    /// Hidden units (an RBM's widths are in `architecture`).
     pub hidden: usize,
+    /// `mlp` or `rbm 64-H-10`.
+    pub architecture: String,
     /// Training seed.
     pub seed: u64,
     /// The log: strategy, attack seed, rate.
@@ -638,6 +648,7 @@ pub fn guard_eval(
             }
             let v = verify_classes(recs, &mlp_classes(&m, recs), k)?;
             innocent.push(InnocentRow {
+                architecture: "mlp".into(),
                 hidden,
                 seed,
                 log: name.clone(),
@@ -646,7 +657,64 @@ pub fn guard_eval(
             });
         }
     }
-    log(&format!("innocent models: {}", params.innocent_models));
+    // Innocent RBM classifiers: the victim's family, other widths and seeds, 70% subsets.
+    for i in 0..params.innocent_rbms {
+        let hidden = [16usize, 32, 64][i % 3];
+        let seed = 900 + i as u64;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let rows: Vec<usize> = (0..train.len())
+            .filter(|_| rng.random::<f64>() < 0.7)
+            .collect();
+        let d = Dataset {
+            train: crate::train::subset(train, &rows),
+            ..data.clone()
+        };
+        let tp = TrainParams {
+            finetune_epochs: 10,
+            pretrain_epochs: 3,
+            sweeps: 0,
+            ..TrainParams::for_method(Method::Hybrid, seed)
+        }
+        .check()?;
+        let (m, _) = Trainer::new(&d, &tp)?.train(&[victim.n_inputs(), hidden, k])?;
+        let mp = Predictor::new(&m, OutputMode::MeanField);
+        let arch = format!("rbm {}-{hidden}-{k}", victim.n_inputs());
+        for (name, recs) in &logs {
+            if recs.is_empty() {
+                continue;
+            }
+            let classes: Vec<usize> = recs.iter().map(|r| argmax(&mp.output(&r.input))).collect();
+            let v = verify_classes(recs, &classes, k)?;
+            innocent.push(InnocentRow {
+                architecture: arch.clone(),
+                hidden,
+                seed,
+                log: name.clone(),
+                marks: recs.len(),
+                p_value: v.p_value,
+            });
+        }
+        if params.soft_draws > 0 {
+            let probs: Vec<Vec<f32>> = (0..test.len())
+                .map(|j| to_probs(&mp.output(test.row(j))))
+                .collect();
+            for (s, key) in soft_keys.iter().enumerate() {
+                let r = soft_bias_test(key, &probs, params.soft_draws)?;
+                soft.push(SoftRow {
+                    suspect: format!("innocent:{arch}"),
+                    learner: "true-labels".into(),
+                    seed: s as u64,
+                    budget: 0,
+                    z: (r.statistic - r.null_mean) / r.null_sd.max(1e-300),
+                    p_value: r.p_value,
+                });
+            }
+        }
+    }
+    log(&format!(
+        "innocent models: {} MLPs, {} RBMs",
+        params.innocent_models, params.innocent_rbms
+    ));
     Ok(GuardEvalReport {
         params: (**params).clone(),
         dataset: data.name.clone(),
@@ -788,9 +856,13 @@ pub fn markdown(r: &GuardEvalReport) -> String {
     let below = |a: f64| ps.iter().filter(|&&v| v <= a).count();
     let _ = writeln!(
         s,
-        "## Innocent models\n\n{} models × {} logs = {} tests: p ≤ 0.05 in {}, p ≤ 0.01 in {}, smallest p {:.3}.\n",
+        "## Innocent models\n\n{} models ({} MLPs, {} RBMs) × {} logs = {} tests: p ≤ 0.05 in {}, p ≤ 0.01 in {}, smallest p {:.3}.\n",
+        p.innocent_models + p.innocent_rbms,
         p.innocent_models,
-        ps.len().checked_div(p.innocent_models).unwrap_or(0),
+        p.innocent_rbms,
+        ps.len()
+            .checked_div(p.innocent_models + p.innocent_rbms)
+            .unwrap_or(0),
         ps.len(),
         below(0.05),
         below(0.01),

@@ -41,6 +41,9 @@ pub struct Args {
     /// Innocent models.
     #[arg(long, default_value_t = GuardEvalParams::default().innocent_models)]
     innocent: usize,
+    /// Innocent RBM classifiers (other widths and seeds of the victim's family).
+    #[arg(long, default_value_t = GuardEvalParams::default().innocent_rbms)]
+    innocent_rbms: usize,
     /// Null draws of the label-free soft-bias test (0 skips it).
     #[arg(long, default_value_t = GuardEvalParams::default().soft_draws)]
     soft_draws: usize,
@@ -61,6 +64,7 @@ impl TryFrom<&Args> for Valid<GuardEvalParams> {
             deltas: a.deltas.clone(),
             benign_clients: a.benign,
             innocent_models: a.innocent,
+            innocent_rbms: a.innocent_rbms,
             clone: rgshield::model::mlp::MlpParams {
                 epochs: a.clone_epochs,
                 ..d.clone.clone()
