@@ -30,6 +30,14 @@ pub enum Error {
     /// An argument or configuration value is out of its domain.
     #[error("invalid value: {0}")]
     Invalid(String),
+    /// The server's state database (`serve --state`) could not be opened, read or written.
+    #[error("state database {path}: {msg}")]
+    State {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        msg: String,
+    },
     /// A network operation of the HTTP server (binding, accepting, serving) failed.
     #[error("{addr}: {err}")]
     Net {
@@ -53,6 +61,13 @@ impl Error {
         Error::Model {
             path: path.to_path_buf(),
             msg: msg.into(),
+        }
+    }
+    /// [`Error::State`] for `path`.
+    pub fn state(path: &Path, msg: impl std::fmt::Display) -> Self {
+        Error::State {
+            path: path.to_path_buf(),
+            msg: msg.to_string(),
         }
     }
     /// [`Error::Invalid`].

@@ -17,7 +17,7 @@
 //! | model | [`model`] | the RBM and the deep stack (eq. 1), its conditionals, model files |
 //! | sampling | [`sample`] | exact ancestral passes up and down (eq. 2, 9), block Gibbs, the served output (SPEC §1) |
 //! | training, RG | [`train`], [`rg`] | eq. 14 and the hybrid; operator bases, correlators, stability matrices, Fisher information (SPEC §3–7) |
-//! | attacks, defences | [`perturb`], [`defence`] | input perturbations (FGSM, PGD, Fisher directions); output defences (SPEC §8, §11) |
+//! | attacks, defences, guard | [`perturb`], [`defence`], [`guard`] | input perturbations (FGSM, PGD, Fisher directions); output defences (SPEC §8, §11); API keys, quotas, the extraction monitor and the watermark (SPEC §13) |
 //! | experiments | [`experiments`] | `analyze`, `attack`, `clone-eval`, the depth study |
 //! | serving, benchmarks | [`serve`], [`bench`] | the HTTP prediction API; the benchmark tables |
 //!
@@ -67,6 +67,7 @@ pub mod defence;
 pub mod error;
 pub mod exact;
 pub mod experiments;
+pub mod guard;
 pub mod linalg;
 pub mod model;
 pub mod params;

@@ -1,7 +1,7 @@
 //! The dependency graph of `src/` runs one way (README "Architecture"; `lib.rs`'s module map):
 //!
 //! `data → {error, util, params, progress, report, linalg} → model → sample → {train, rg}
-//!  → {perturb, defence} → experiments → {serve, bench} → cli`
+//!  → {perturb, defence, guard} → experiments → {serve, bench} → cli`
 //!
 //! and `exact`, the enumeration oracle, is used by tests only. This test reads every source file
 //! (without comments, its `#[cfg(test)]` part and the `tests.rs`/`tests_*.rs` files, which may use
@@ -21,7 +21,7 @@ fn layer(module: &str) -> Option<usize> {
         "model" => 2,
         "sample" => 3,
         "train" | "rg" => 4,
-        "perturb" | "defence" => 5,
+        "perturb" | "defence" | "guard" => 5,
         "experiments" => 6,
         "serve" | "bench" => 7,
         "cli" => 8,

@@ -9,8 +9,10 @@ mod common;
 mod defences;
 mod demo;
 mod eval;
+mod keys;
 mod serve;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +66,12 @@ enum Cmd {
     /// Serve a model's predictions over HTTP/JSON with an output defence (POST /v1/predict,
     /// GET /v1/health, GET /v1/model); stops on Ctrl-C or SIGTERM after the requests in flight.
     Serve(serve::Args),
+    /// API keys for `serve --api-keys`: create one (printed once, stored hashed), list them.
+    #[command(subcommand)]
+    Keys(keys::Cmd),
+    /// Replay the watermarked queries logged by `serve --watermark` against a suspect model or
+    /// API; report its agreement with the watermark and an exact binomial p-value.
+    Verify(verify::Args),
     /// Benchmarks that print tables.
     #[command(subcommand)]
     Bench(bench::Cmd),
@@ -115,6 +123,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::CloneEval(a) => clone_eval::run(&a, &g),
         Cmd::Defences(a) => defences::run(&a),
         Cmd::Serve(a) => serve::run(&a, &g),
+        Cmd::Keys(c) => keys::run(&c),
+        Cmd::Verify(a) => verify::run(&a),
         Cmd::Bench(c) => bench::run(c, &g),
     }
 }

@@ -12,9 +12,12 @@ use super::common::{
 };
 use super::Global;
 use rgshield::defence::DefenceParams;
+use rgshield::guard::accounts::{KeyFile, SystemClock};
+use rgshield::guard::{Guard, GuardConfig};
 use rgshield::model::io as model_io;
 use rgshield::sample::OutputMode;
 use rgshield::serve::{self, Limits, OutputKind, ServeState};
+use rgshield::Params;
 
 /// Flags of `rgshield serve`.
 #[derive(clap::Args)]
@@ -61,6 +64,59 @@ pub struct Args {
     /// refused at once); past it the server stops without them and exits with an error.
     #[arg(long, default_value_t = serve::DEFAULT_DRAIN.as_secs_f64())]
     drain_seconds: f64,
+    /// Key file of the clients (written by `rgshield keys new`): every request then needs
+    /// `Authorization: Bearer KEY` and is held to the key's quota and rate; adds GET /v1/usage
+    /// and the admin endpoints. Needs --state.
+    #[arg(long, requires = "state")]
+    api_keys: Option<PathBuf>,
+    /// SQLite database of the guard's state (query counts, monitor, alerts, watermarked
+    /// queries); created when missing, kept across restarts.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Change the class of a keyed fraction of answers and log those queries, for `rgshield
+    /// verify` (DAWN-style watermark): rate=R, e.g. rate=0.005. Needs --state and the secret key.
+    #[arg(long, requires = "state")]
+    watermark: Option<rgshield::guard::watermark::WatermarkParams>,
+    /// Run the extraction monitor (PRADA) on every client: knobs delta=0.7,window=100,stride=10,
+    /// entropy=H,entropy-min=200 (an empty value takes the defaults). Needs --api-keys.
+    #[arg(long, requires = "api_keys", num_args = 0..=1, default_missing_value = "")]
+    monitor: Option<rgshield::guard::monitor::MonitorParams>,
+    /// What a client flagged by the monitor gets: log (nothing), throttle (a tenth of its rate),
+    /// cut (403 from then on).
+    #[arg(long, default_value_t = rgshield::guard::OnAlarm::Log, requires = "monitor")]
+    on_alarm: rgshield::guard::OnAlarm,
+}
+
+/// The guard of `a`, when --state is given.
+fn guard(a: &Args, state: &ServeState) -> Result<Option<Arc<Guard>>> {
+    let Some(db) = &a.state else {
+        return Ok(None);
+    };
+    let keys = a.api_keys.as_ref().map(|p| KeyFile::load(p)).transpose()?;
+    let watermark = a.watermark.map(|w| w.check()).transpose()?;
+    let monitor = a.monitor.clone().map(|m| m.check()).transpose()?;
+    // The watermark's choices must be secret: they come from the defender's key, whatever the
+    // defence.
+    let key = if watermark.is_some() {
+        a.store.key()?
+    } else {
+        rgshield::defence::Key::public("rgshield: no watermark")
+    };
+    let info = state.info();
+    let g = Guard::open(
+        GuardConfig {
+            keys,
+            watermark,
+            monitor,
+            on_alarm: a.on_alarm,
+        },
+        db,
+        &key,
+        info.class_names.len(),
+        &info.weights_fingerprint,
+        Arc::new(SystemClock),
+    )?;
+    Ok(Some(Arc::new(g)))
 }
 
 /// Run `rgshield serve` until SIGTERM or Ctrl-C, then drain.
@@ -112,6 +168,32 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
         .with_key(key)
         .with_output(a.output)
         .disclosing_defence(a.disclose_defence);
+    let state = match guard(a, &state)? {
+        Some(g) => {
+            println!(
+                "guard: state {}{}{}{}",
+                a.state
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                if g.accounting() {
+                    ", API keys required"
+                } else {
+                    ""
+                },
+                a.watermark
+                    .map(|w| format!(", watermark rate {}", w.rate))
+                    .unwrap_or_default(),
+                if a.monitor.is_some() {
+                    format!(", monitor on (on alarm: {})", a.on_alarm)
+                } else {
+                    String::new()
+                }
+            );
+            state.with_guard(g)
+        }
+        None => state,
+    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = g.threads {
         rt.worker_threads(t.max(1));

@@ -146,8 +146,15 @@ impl Key {
     /// The seed of one query's random choices: from `HMAC-SHA256(key, "query" ‖ x)` over the
     /// little-endian bytes of the input.
     pub fn query_seed(&self, x: &[f32]) -> u64 {
+        self.input_mac(b"query", x)
+    }
+
+    /// The first 64 bits of `HMAC-SHA256(key, domain ‖ x)` over the little-endian bytes of the
+    /// input: a keyed, per-input value, independent across domains (the watermark's choices use
+    /// their own domains, so they are independent of the query seeds).
+    pub fn input_mac(&self, domain: &[u8], x: &[f32]) -> u64 {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key");
-        m.update(b"query");
+        m.update(domain);
         for v in x {
             m.update(&v.to_le_bytes());
         }

@@ -11,4 +11,6 @@ pub mod analyze;
 pub mod attack;
 pub mod clone_eval;
 pub mod depth_study;
+pub mod guard_eval;
 pub mod protocol;
+pub mod query_strategy;

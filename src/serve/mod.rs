@@ -18,6 +18,23 @@
 //!   appear there, and in every answer, only when the server discloses them
 //!   ([`ServeState::disclosing_defence`]).
 //!
+//! With a guard ([`ServeState::with_guard`], `serve --api-keys/--state/--watermark/--monitor`,
+//! [`crate::guard`]):
+//!
+//! * every request to `/v1/predict`, `/v1/usage` and `/v1/admin/…` needs `Authorization: Bearer
+//!   KEY` when the guard has keys: 401 without a known key; 429 over the key's quota or rate
+//!   (with `Retry-After` for the rate), 403 when the monitor cut the client off. These bodies are
+//!   `{"error": "…", "reason": "…"}`, `reason` one of the codes of [`Denied::reason`]. A request
+//!   is charged (in the state database) before it is answered.
+//! * `GET /v1/usage` → the key holder's [`UsageReport`].
+//! * `GET /v1/admin/usage` → every client's usage with the monitor's view; `GET
+//!   /v1/admin/alerts` → `{"alerts": [...]}`, the monitor's alarms; both need an admin key (403
+//!   `not_admin` otherwise).
+//! * with a watermark, a keyed fraction of answers has its class changed
+//!   ([`crate::guard::watermark`]) and those queries are logged.
+//!
+//! Without a guard none of this exists: the routes above are 404 and no header is read.
+//!
 //! Error contract: every rejected request gets a 4xx status and a JSON body `{"error": "…"}` that
 //! names what is wrong — 400 malformed JSON (which includes the literal tokens `NaN` and
 //! `Infinity`, which JSON does not have), an empty batch, an input of the wrong length, a value
@@ -28,6 +45,7 @@
 //! same JSON shape; no input can make a handler panic.
 
 pub mod bench;
+pub mod client;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,6 +65,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::defence::{Defence, Key, Query};
 use crate::error::{Error, Result};
+use crate::guard::{Client, Denied, Guard, UsageReport};
 use crate::model::io::ModelMeta;
 use crate::model::DeepRbm;
 use crate::sample::{argmax, OutputMode, Predictor};
@@ -153,6 +172,7 @@ pub struct ServeState {
     output: OutputKind,
     disclose_defence: bool,
     in_flight: AtomicUsize,
+    guard: Option<Arc<Guard>>,
 }
 
 /// What each answer holds.
@@ -242,6 +262,7 @@ impl ServeState {
             output: OutputKind::Scores,
             disclose_defence: false,
             in_flight: AtomicUsize::new(0),
+            guard: None,
         })
     }
 
@@ -262,6 +283,18 @@ impl ServeState {
     pub fn disclosing_defence(mut self, disclose: bool) -> Self {
         self.disclose_defence = disclose;
         self
+    }
+
+    /// Put a guard (keys, quotas, monitor, watermark) in front of the model (default: none, and
+    /// the server behaves as without this module).
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The guard, when there is one.
+    pub fn guard(&self) -> Option<&Arc<Guard>> {
+        self.guard.as_ref()
     }
 
     /// Take class names and the data set's name from `model.json`'s contents; fails when they do
@@ -452,6 +485,10 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message of the `error` field.
     pub message: String,
+    /// A stable code in the `reason` field (the guard's refusals); absent otherwise.
+    pub reason: Option<&'static str>,
+    /// Seconds in a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -460,6 +497,8 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            reason: None,
+            retry_after: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> Self {
@@ -470,13 +509,29 @@ impl ApiError {
     }
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(d.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: d.message,
+            reason: Some(d.reason),
+            retry_after: d.retry_after,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        let body = match self.reason {
+            None => serde_json::json!({ "error": self.message }),
+            Some(r) => serde_json::json!({ "error": self.message, "reason": r }),
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
+        resp
     }
 }
 
@@ -613,22 +668,66 @@ fn compute(
     }
 }
 
+/// Run a guard call (SQLite, possibly an fsync) in the blocking pool.
+async fn guarded<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("guard task failed: {e}")))?
+}
+
 async fn predict(
     State(state): State<Arc<ServeState>>,
+    client: Option<axum::Extension<Client>>,
     PredictBody(req): PredictBody,
 ) -> std::result::Result<Json<PredictResponse>, ApiError> {
-    let x = validate_inputs(&req.inputs, state.model.n_inputs(), state.limits.max_batch)?;
+    let mut x = validate_inputs(&req.inputs, state.model.n_inputs(), state.limits.max_batch)?;
     drop(req);
     let rows = x.len() / state.model.n_inputs();
-    let outputs = if state.work(rows) <= state.inline_max_work {
+    let client = client.map(|c| c.0);
+    if let (Some(g), Some(c)) = (&state.guard, &client) {
+        let (g, c) = (Arc::clone(g), c.clone());
+        guarded(move || g.admit(&c, rows as u64).map_err(ApiError::from)).await?;
+    }
+    let mut outputs = if state.work(rows) <= state.inline_max_work {
         compute(&state, &x, rows)?
     } else {
         let st = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || compute(&st, &x, rows))
-            .await
-            .map_err(|e| ApiError::internal(format!("prediction task failed: {e}")))??
+        let (back, out) = tokio::task::spawn_blocking(move || {
+            let out = compute(&st, &x, rows);
+            (x, out)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("prediction task failed: {e}")))?;
+        x = back;
+        out?
     };
-    let classes = outputs.iter().map(|y| argmax(y)).collect();
+    let mut classes: Vec<usize> = outputs.iter().map(|y| argmax(y)).collect();
+    if let Some(g) = &state.guard {
+        let n0 = state.model.n_inputs();
+        let marks: Vec<_> = match g.watermark() {
+            Some(w) => outputs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, out)| w.mark(&x[i * n0..(i + 1) * n0], out))
+                .collect(),
+            None => vec![None; rows],
+        };
+        let original = classes.clone();
+        for (c, m) in classes.iter_mut().zip(&marks) {
+            if let Some(m) = m {
+                *c = m.target;
+            }
+        }
+        let g = Arc::clone(g);
+        guarded(move || {
+            g.record(client.as_ref(), &x, &original, &marks)
+                .map(|_| ())
+                .map_err(|e| ApiError::internal(format!("recording the request failed: {e}")))
+        })
+        .await?;
+    }
     Ok(Json(PredictResponse {
         outputs,
         classes,
@@ -645,6 +744,82 @@ async fn count_in_flight(
 ) -> Response {
     let _in_flight = InFlight::enter(&state.in_flight);
     next.run(req).await
+}
+
+/// With a guard that has keys: authenticate the request from its `Authorization` header before
+/// its body is read (401 with a JSON reason), and hand the [`Client`] to the handler.
+async fn authenticate(
+    State(state): State<Arc<ServeState>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(g) = state.guard.as_ref().filter(|g| g.accounting()) {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        match g.authenticate(header) {
+            Ok(c) => {
+                req.extensions_mut().insert(c);
+            }
+            Err(d) => return ApiError::from(d).into_response(),
+        }
+    }
+    next.run(req).await
+}
+
+fn guard_of(state: &ServeState) -> std::result::Result<&Arc<Guard>, ApiError> {
+    state
+        .guard
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("no guard"))
+}
+
+async fn usage(
+    State(state): State<Arc<ServeState>>,
+    axum::Extension(client): axum::Extension<Client>,
+) -> std::result::Result<Json<UsageReport>, ApiError> {
+    guard_of(&state)?
+        .usage(&client)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal(format!("no usage for client '{}'", client.name)))
+}
+
+fn admin_only(client: &Client) -> std::result::Result<(), ApiError> {
+    if client.admin {
+        Ok(())
+    } else {
+        Err(ApiError::from(Denied {
+            status: 403,
+            reason: "not_admin",
+            message: format!("client '{}' has no admin key", client.name),
+            retry_after: None,
+        }))
+    }
+}
+
+async fn admin_usage(
+    State(state): State<Arc<ServeState>>,
+    axum::Extension(client): axum::Extension<Client>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&client)?;
+    Ok(Json(
+        serde_json::json!({ "clients": guard_of(&state)?.usage_all() }),
+    ))
+}
+
+async fn admin_alerts(
+    State(state): State<Arc<ServeState>>,
+    axum::Extension(client): axum::Extension<Client>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&client)?;
+    let g = Arc::clone(guard_of(&state)?);
+    let alerts = guarded(move || {
+        g.alerts()
+            .map_err(|e| ApiError::internal(format!("reading the alerts failed: {e}")))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "alerts": alerts })))
 }
 
 async fn health(State(state): State<Arc<ServeState>>) -> Json<serde_json::Value> {
@@ -704,15 +879,23 @@ async fn method_not_allowed(req: Request) -> ApiError {
 /// The API's routes over `state`, with JSON errors for unknown routes and wrong methods.
 pub fn router(state: Arc<ServeState>) -> Router {
     let limit = state.limits.max_body_bytes;
-    Router::new()
-        .route(
-            "/v1/predict",
-            post(predict).layer(axum::middleware::from_fn_with_state(
+    let auth = || axum::middleware::from_fn_with_state(Arc::clone(&state), authenticate);
+    let mut r = Router::new().route(
+        "/v1/predict",
+        post(predict)
+            .layer(auth())
+            .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 count_in_flight,
             )),
-        )
-        .route("/v1/health", get(health))
+    );
+    if state.guard.as_ref().is_some_and(|g| g.accounting()) {
+        r = r
+            .route("/v1/usage", get(usage).layer(auth()))
+            .route("/v1/admin/usage", get(admin_usage).layer(auth()))
+            .route("/v1/admin/alerts", get(admin_alerts).layer(auth()));
+    }
+    r.route("/v1/health", get(health))
         .route("/v1/model", get(model_info))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

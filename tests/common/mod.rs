@@ -58,11 +58,38 @@ impl Server {
 
     /// One HTTP/1.1 request (`Connection: close`): (status, body).
     pub fn request(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+        self.request_with(method, path, json, "")
+    }
+
+    /// [`Server::request`] with `Authorization: Bearer KEY`.
+    pub fn request_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+    ) -> (u16, String) {
+        self.request_with(
+            method,
+            path,
+            json,
+            &format!("Authorization: Bearer {key}\r\n"),
+        )
+    }
+
+    /// One request with extra header lines (each ending in CRLF): (status, body).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+        extra: &str,
+    ) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
         let body = json.unwrap_or("");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{}Content-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}{}Content-Length: {}\r\n\r\n",
             self.addr,
             if json.is_some() { "Content-Type: application/json\r\n" } else { "" },
             body.len()
@@ -77,6 +104,14 @@ impl Server {
             .unwrap_or_else(|| panic!("no status line in {resp:?}"));
         let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         (status, body.to_string())
+    }
+}
+
+impl Server {
+    /// Kill the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

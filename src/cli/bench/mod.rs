@@ -2,6 +2,7 @@
 
 mod depth;
 mod depth_study;
+mod guard;
 mod perf;
 mod rg;
 mod serve;
@@ -22,6 +23,10 @@ pub enum Cmd {
     /// Depth study (SPEC §10): per depth N, train or reuse a model, analyse and attack it; prints
     /// a Markdown table row by row and writes depth_study.json and plots against N.
     DepthStudy(Box<depth_study::Args>),
+    /// The guard (issue 16): monitor false alarms on benign clients and detection of the
+    /// natural, adaptive and JBDA attackers; watermark p-values of their clones across budgets,
+    /// of innocent models, and the accuracy cost; writes guard_eval.json, guard_eval.md, plots.
+    Guard(Box<guard::Args>),
     /// Performance against the machine's limit and the peers (numpy, scikit-learn), measured side
     /// by side in one run; each measurement in its own process for its peak memory.
     Perf(Box<perf::Args>),
@@ -41,6 +46,7 @@ pub fn run(cmd: Cmd, g: &Global) -> anyhow::Result<()> {
         Cmd::Rg(a) => rg::run(&a, g),
         Cmd::Serve(a) => serve::run(&a, g),
         Cmd::DepthStudy(a) => depth_study::run(&a, g),
+        Cmd::Guard(a) => guard::run(&a, g),
         Cmd::Perf(a) => perf::run(*a, g),
         Cmd::PerfJob { job } => perf::run_job(&job),
     }
