@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rgshield::experiments::protocol::{
-    self, read_jsonl, AttackerKind, CloneRow, PointRow, ProtocolSpec,
+    self, read_jsonl, summary, AttackerKind, CloneRow, PointRow, ProtocolSpec,
 };
 use rgshield::Params;
 
@@ -240,5 +240,34 @@ fn query_orders_are_nested_permutations_and_the_digits_split_is_stratified() {
                 "class {c}, prefix {prefix}: {got} vs {want}"
             );
         }
+    }
+}
+/// The README's clone-evaluation tables: each of their lines is in the summary that the committed
+/// run directories regenerate, and that summary is the committed one.
+#[test]
+fn readme_clone_eval_tables_are_regenerated_by_the_committed_results() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("docs/results/2026-11-30-clone-eval");
+    let runs: Vec<_> = ["digits", "fashion"]
+        .iter()
+        .map(|n| summary::load_run(&dir.join(n)).unwrap())
+        .collect();
+    let md = summary::markdown(&summary::summarise(&runs));
+    assert_eq!(md, std::fs::read_to_string(dir.join("summary.md")).unwrap());
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- clone-eval-table -->")
+        .expect("README marks its clone-eval table");
+    let end = readme.find("<!-- /clone-eval-table -->").unwrap();
+    let quoted: Vec<&str> = readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .collect();
+    assert!(!quoted.is_empty());
+    for l in quoted {
+        assert!(
+            md.contains(l),
+            "README line not in the regenerated summary: {l}"
+        );
     }
 }
