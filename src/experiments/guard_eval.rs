@@ -473,18 +473,7 @@ pub fn guard_eval(
                     // A repeated query is logged once.
                     dedup(&mut recs);
                     for learner in ["distill", "labels"] {
-                        let targets: Vec<Vec<f32>> = t.answers[..b]
-                            .iter()
-                            .map(|y| {
-                                if learner == "distill" {
-                                    to_probs(y)
-                                } else {
-                                    let mut o = vec![0.0; y.len()];
-                                    o[argmax(y)] = 1.0;
-                                    o
-                                }
-                            })
-                            .collect();
+                        let targets = learner_targets(learner, &t.answers[..b]);
                         let m = train_mlp(&t.x[..b * t.n_features], &targets, &cp, 31 * s + 7)?;
                         let v = verify_classes(&recs, &mlp_classes(&m, &recs), k)?;
                         clones.push(CloneRow {
@@ -570,18 +559,7 @@ pub fn guard_eval(
                 for &b in &params.budgets {
                     let b = b.min(t.len());
                     for learner in ["distill", "labels"] {
-                        let targets: Vec<Vec<f32>> = t.answers[..b]
-                            .iter()
-                            .map(|y| {
-                                if learner == "distill" {
-                                    to_probs(y)
-                                } else {
-                                    let mut o = vec![0.0; y.len()];
-                                    o[argmax(y)] = 1.0;
-                                    o
-                                }
-                            })
-                            .collect();
+                        let targets = learner_targets(learner, &t.answers[..b]);
                         let m =
                             train_mlp(&t.x[..b * t.n_features], &targets, &cp, 37 * s as u64 + 5)?;
                         let r = soft_bias_test(key, &test_probs(&m), params.soft_draws)?;
@@ -978,4 +956,21 @@ pub fn write_plots(r: &GuardEvalReport, dir: &std::path::Path) -> Result<Vec<std
         out.push(path);
     }
     Ok(out)
+}
+
+/// What a thief of kind `learner` trains on: the renormalised answers (`distill`) or their
+/// one-hot argmax (`labels`).
+fn learner_targets(learner: &str, answers: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    answers
+        .iter()
+        .map(|y| {
+            if learner == "distill" {
+                to_probs(y)
+            } else {
+                let mut o = vec![0.0; y.len()];
+                o[argmax(y)] = 1.0;
+                o
+            }
+        })
+        .collect()
 }
