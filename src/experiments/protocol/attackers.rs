@@ -12,7 +12,10 @@
 //!   renormalised answers, `ln max(ỹ_k, 10⁻⁶) − mean_j ln max(ỹ_j, 10⁻⁶)` (a softmax's logits up to
 //!   their shift);
 //! * `hybrid` — the victim's architecture trained by the hybrid rule on the soft answers;
-//! * `eq14` — the victim's architecture trained by the paper's eq. 14, reading (P).
+//! * `eq14` — the victim's architecture trained by the paper's eq. 14, reading (P);
+//! * `adaptive-distill` — the `distill` learner on queries chosen by KnockoffNets' adaptive bandit
+//!   ([`crate::experiments::query_strategy::adaptive`]) against the defended answers themselves,
+//!   instead of the fixed permutation of the pool.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,8 @@ pub enum AttackerKind {
     Hybrid,
     /// Same architecture, eq. 14 (reading P).
     Eq14,
+    /// `distill` on adaptively chosen queries.
+    AdaptiveDistill,
 }
 
 impl AttackerKind {
@@ -52,6 +57,7 @@ impl AttackerKind {
             AttackerKind::DistillLogit => "distill-logit",
             AttackerKind::Hybrid => "hybrid",
             AttackerKind::Eq14 => "eq14",
+            AttackerKind::AdaptiveDistill => "adaptive-distill",
         }
     }
 
@@ -157,7 +163,9 @@ pub fn fit(
         Ok(Box::new(Mlp::fit(&x64, &targets, rows, mlp, loss, seed)?))
     };
     let clone: Box<dyn Classifier> = match kind {
-        AttackerKind::Distill => mlp_on(renormalised(r.y, r.n_out), DistillLoss::CrossEntropy)?,
+        AttackerKind::Distill | AttackerKind::AdaptiveDistill => {
+            mlp_on(renormalised(r.y, r.n_out), DistillLoss::CrossEntropy)?
+        }
         AttackerKind::DistillTop1 => mlp_on(one_hot(r.y, r.n_out), DistillLoss::CrossEntropy)?,
         AttackerKind::DistillLogit => mlp_on(logit_targets(r.y, r.n_out), DistillLoss::LogitMse)?,
         AttackerKind::Hybrid | AttackerKind::Eq14 => {
@@ -226,6 +234,7 @@ mod tests {
             AttackerKind::DistillLogit,
             AttackerKind::Hybrid,
             AttackerKind::Eq14,
+            AttackerKind::AdaptiveDistill,
         ] {
             let s = serde_json::to_string(&k).unwrap();
             assert_eq!(s, format!("\"{}\"", k.name()));

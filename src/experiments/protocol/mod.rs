@@ -39,8 +39,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Split};
-use crate::defence::{DefenceContext, DefenceParams, Key, PoisonCaches, Query};
+use crate::defence::{Defence, DefenceContext, DefenceParams, Key, PoisonCaches, Query};
 use crate::error::{Error, Result};
+use crate::experiments::query_strategy::{self, Oracle, StrategyParams};
 use crate::model::io as model_io;
 use crate::model::mlp::MlpParams;
 use crate::model::DeepRbm;
@@ -379,6 +380,8 @@ struct VictimAnswers {
     pool_pos: HashMap<usize, usize>,
     /// Per defence point (by name): defended answers to the asked pool rows, in `pool_pos` order.
     defended_pool: BTreeMap<String, Vec<f32>>,
+    /// Per defence point (by name): the defence itself (for the adaptive thief's own queries).
+    defences: BTreeMap<String, Box<dyn Defence>>,
 }
 
 /// Run (or resume) the protocol into `out`.
@@ -516,6 +519,7 @@ pub fn run(spec: &Valid<ProtocolSpec>, out: &Path, progress: &dyn Progress) -> R
             eval_class,
             pool_pos: pool_pos.clone(),
             defended_pool: BTreeMap::new(),
+            defences: BTreeMap::new(),
         };
         let detect_honest: Vec<f32> = [eval_y.as_slice(), pool_y.as_slice()].concat();
         for d in &points {
@@ -558,7 +562,8 @@ pub fn run(spec: &Valid<ProtocolSpec>, out: &Path, progress: &dyn Progress) -> R
                     stats,
                 })?;
             }
-            answers.defended_pool.insert(name, def_pool);
+            answers.defended_pool.insert(name.clone(), def_pool);
+            answers.defences.insert(name, defence);
             progress.inc(1);
         }
         progress.finish();
@@ -606,6 +611,8 @@ pub fn run(spec: &Valid<ProtocolSpec>, out: &Path, progress: &dyn Progress) -> R
                     n_in,
                     n_out,
                     pool_x: &pool_x,
+                    pool: &lay.pool,
+                    key: &key,
                 };
                 progress.start(
                     &format!("victim {v} budget {budget} attacker seed {a}: clones"),
@@ -769,6 +776,35 @@ struct Cell<'a> {
     n_out: usize,
     /// The asked pool rows, in answer order.
     pool_x: &'a [f32],
+    /// The whole pool (the adaptive thief draws from it).
+    pool: &'a Split,
+    /// The experiment's key (the defences' per-query seeds).
+    key: &'a Key,
+}
+
+/// The victim behind a defence, as the adaptive thief queries it; the first error is kept.
+struct DefendedOracle<'a> {
+    predictor: &'a Predictor<'a>,
+    defence: &'a dyn Defence,
+    key: &'a Key,
+    error: Option<Error>,
+}
+
+impl Oracle for DefendedOracle<'_> {
+    fn answer(&mut self, x: &[f32]) -> Vec<f32> {
+        let y = self.predictor.output(x);
+        match self.defence.apply(&Query {
+            x,
+            y: &y,
+            seed: self.key.query_seed(x),
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                y
+            }
+        }
+    }
 }
 
 /// What a clone measured.
@@ -782,6 +818,51 @@ struct Measured {
 }
 
 impl Cell<'_> {
+    /// The adaptive thief against defence point `d`: its own queries (KnockoffNets' bandit over
+    /// the pool, the same seed for every defence), the first `1 − h` to train `distill` on.
+    fn adaptive(&self, d: &str) -> Result<Measured> {
+        let t0 = std::time::Instant::now();
+        let mut oracle = DefendedOracle {
+            predictor: self.predictor,
+            defence: self.answers.defences[d].as_ref(),
+            key: self.key,
+            error: None,
+        };
+        let strategy = StrategyParams::default().check()?;
+        let seed = mix_seed(mix_seed(self.victim, self.attacker_seed), 0xADA);
+        let t = query_strategy::adaptive(self.pool, self.budget, &strategy, seed, &mut oracle)?;
+        if let Some(e) = oracle.error {
+            return Err(e);
+        }
+        let rows: Vec<usize> = (0..t.len()).collect();
+        let y: Vec<f32> = t.answers.concat();
+        let n_hold = ((rows.len() as f64 * self.spec.holdout_fraction).round() as usize)
+            .clamp(1, rows.len() - 1);
+        let n_fit = rows.len() - n_hold;
+        let r = Received {
+            x: &t.x[..n_fit * self.n_in],
+            y: &y[..n_fit * self.n_out],
+            hold_x: &t.x[n_fit * self.n_in..],
+            hold_y: &y[n_fit * self.n_out..],
+            n_in: self.n_in,
+            n_out: self.n_out,
+        };
+        let seed = clone_seed(
+            self.victim,
+            self.budget,
+            self.attacker_seed,
+            AttackerKind::AdaptiveDistill,
+        );
+        let f = attackers::fit(
+            AttackerKind::AdaptiveDistill,
+            &r,
+            self.mlp,
+            &self.spec.victim_widths,
+            seed,
+        )?;
+        self.measure(&f, t0.elapsed().as_secs_f64())
+    }
+
     fn measure(&self, f: &FittedClone, seconds: f64) -> Result<Measured> {
         let eval = self.eval;
         let classes = f.clone.classes(&eval.x, eval.len());
@@ -836,7 +917,7 @@ impl Cell<'_> {
         // Clones to train: each (defence, attacker) job and the parts of distill-select; the
         // labels-only clone once per distinct label vector.
         let mut train: BTreeSet<(String, AttackerKind)> = BTreeSet::new();
-        for (d, k) in jobs {
+        for (d, k) in jobs.iter().filter(|j| j.1 != AttackerKind::AdaptiveDistill) {
             if k.needs().is_empty() {
                 train.insert((d.clone(), *k));
             }
@@ -899,6 +980,12 @@ impl Cell<'_> {
             .collect::<Result<_>>()?;
         let result: HashMap<&(String, AttackerKind), &Measured> =
             unique.iter().zip(&fitted).collect();
+        let adaptive: BTreeMap<String, Measured> = jobs
+            .par_iter()
+            .filter(|j| j.1 == AttackerKind::AdaptiveDistill)
+            .map(|(d, _)| Ok((d.clone(), self.adaptive(d)?)))
+            .collect::<Result<_>>()?;
+        progress.inc(adaptive.len() as u64);
         let get = |d: &str, k: AttackerKind| -> (Measured, bool) {
             let r = &rep[&(d.to_string(), k)];
             let shared = r.0 != d;
@@ -906,6 +993,7 @@ impl Cell<'_> {
         };
         for (d, k) in jobs {
             let (m, chose_labels) = match k {
+                AttackerKind::AdaptiveDistill => (adaptive[d].clone(), None),
                 AttackerKind::DistillSelect => {
                     let (soft, _) = get(d, AttackerKind::Distill);
                     let (hard, _) = get(d, AttackerKind::DistillTop1);
@@ -924,7 +1012,7 @@ impl Cell<'_> {
                     (Measured { seconds, ..m }, None)
                 }
             };
-            if !unique.contains(&(d.clone(), *k)) {
+            if !unique.contains(&(d.clone(), *k)) && *k != AttackerKind::AdaptiveDistill {
                 progress.inc(1);
             }
             rows_out.push(&CloneRow {
