@@ -294,9 +294,7 @@ fn benign_stream(
     let n = test.len();
     let size = rng.random_range(100..=n.max(101));
     let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        idx.swap(i, rng.random_range(0..=i));
-    }
+    crate::util::shuffle(&mut idx, rng);
     idx.truncate(size.min(n));
     match order {
         // Sorted by class: a client working through its documents class by class.

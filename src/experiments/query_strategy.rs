@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::model::mlp::{Mlp, MlpParams};
 use crate::params::{Params, Valid};
 use crate::sample::argmax;
+use crate::util::shuffle;
 
 /// The victim as a client sees it: one served answer (`K` values) per query.
 pub trait Oracle {
@@ -190,9 +191,7 @@ pub fn natural(
     check_pool(pool, budget)?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..pool.len()).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.random_range(0..=i));
-    }
+    shuffle(&mut order, &mut rng);
     let mut t = Transcript {
         n_features: pool.n_features,
         ..Transcript::default()
@@ -228,9 +227,7 @@ pub fn adaptive(
         arms[c as usize].push(i);
     }
     for a in arms.iter_mut() {
-        for i in (1..a.len()).rev() {
-            a.swap(i, rng.random_range(0..=i));
-        }
+        shuffle(a, &mut rng);
     }
     let live: Vec<usize> = (0..arms_n).filter(|&a| !arms[a].is_empty()).collect();
     let mut used = vec![0usize; arms_n];
@@ -311,9 +308,7 @@ pub fn jbda(
     let mut picked = Vec::new();
     let mut per = vec![0usize; k];
     let mut order: Vec<usize> = (0..pool.len()).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.random_range(0..=i));
-    }
+    shuffle(&mut order, &mut rng);
     for &i in &order {
         let c = pool.y[i] as usize;
         if per[c] < p.jbda_seeds_per_class {

@@ -406,10 +406,7 @@ impl Mlp {
         let mut order: Vec<usize> = (0..rows).collect();
         let mut step = 0i32;
         for _ in 0..cfg.epochs {
-            for i in (1..rows).rev() {
-                let j = rand::RngExt::random_range(&mut rng, 0..=i);
-                order.swap(i, j);
-            }
+            crate::util::shuffle(&mut order, &mut rng);
             for chunk in order.chunks(cfg.batch) {
                 g.fill(0.0);
                 m.loss_and_gradient_into(x, t, chunk, loss, &mut scratch, &mut g);

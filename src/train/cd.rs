@@ -1,12 +1,11 @@
 //! The moment rules of one RBM (SPEC §3): the eq. 14 data pairs, data-minus-model moments,
 //! contrastive divergence (CD-k) and its momentum step.
 
-use rand::RngExt;
-
 use super::params::Targets;
 use crate::linalg::gemm_atb_acc;
 use crate::model::{DeepRbm, Rbm};
 use crate::sample::{gibbs_from, sample_down, sample_up};
+use crate::util::shuffle;
 
 /// The eq. 14 data pairs for RBM k on a minibatch: `(upper h_k, lower h_{k-1})`, row-major.
 /// Lower: x (k = 1) or drawn up the classification network from x through RBMs 1…k-1.
@@ -193,12 +192,4 @@ pub(crate) fn batch_rows(s: &[f32], idx: &[usize], width: usize) -> Vec<f32> {
         out.extend_from_slice(&s[i * width..(i + 1) * width]);
     }
     out
-}
-
-/// Fisher–Yates shuffle of `v` in place.
-pub(crate) fn shuffle<R: rand::Rng>(v: &mut [usize], rng: &mut R) {
-    for i in (1..v.len()).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
 }

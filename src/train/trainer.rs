@@ -8,9 +8,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::backprop::{backprop_gradient, mean_field_gradient, served_scores, Adam};
-use super::cd::{
-    batch_rows, cd_update, eq14_pairs, moment_difference, shuffle, CdParams, Velocity,
-};
+use super::cd::{batch_rows, cd_update, eq14_pairs, moment_difference, CdParams, Velocity};
 use super::params::{Method, SweepOrder, Targets, TrainParams};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
@@ -18,7 +16,7 @@ use crate::model::{check_widths, DeepRbm};
 use crate::params::Valid;
 use crate::progress::{NoProgress, Progress};
 use crate::sample::{bernoulli, gibbs, sample_up, OutputMode, Predictor};
-use crate::util::mix_seed;
+use crate::util::{mix_seed, shuffle};
 
 /// One row of the training history.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,6 +11,16 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Fisher–Yates shuffle of `v` in place: for i from the end, swap with a uniform j ≤ i
+/// (`random_range(0..=i)`). Every shuffle of training orders, query orders and clone splits uses
+/// this one (the data loaders' fixed splits keep their own, in [`crate::data`]).
+pub fn shuffle<T, R: rand::Rng + ?Sized>(v: &mut [T], rng: &mut R) {
+    for i in (1..v.len()).rev() {
+        let j = rand::RngExt::random_range(rng, 0..=i);
+        v.swap(i, j);
+    }
+}
+
 /// FNV-1a 64-bit hash, used for data and model fingerprints (not cryptographic).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

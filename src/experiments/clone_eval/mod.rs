@@ -46,7 +46,7 @@ use crate::perturb::{gaussian_vector, step_to_norm};
 use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::train::{subset, Method, TrainParams};
-use crate::util::{fnv1a64, mix_seed};
+use crate::util::{fnv1a64, mix_seed, shuffle};
 
 /// How the clone is trained (SPEC §9 (a), (b)); [`LearnerKind::build`] makes its [`Learner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -549,10 +549,7 @@ pub fn clone_eval(
     for &seed in &cfg.seeds {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(seed, 0xC10E));
         let mut idx: Vec<usize> = (0..data.test.len()).collect();
-        for i in (1..idx.len()).rev() {
-            let j = rng.random_range(0..=i);
-            idx.swap(i, j);
-        }
+        shuffle(&mut idx, &mut rng);
         let n_pool = ((idx.len() as f64) * cfg.pool_fraction).round() as usize;
         let (pool_idx, eval_idx) = idx.split_at(n_pool.clamp(1, idx.len() - 1));
         let pool = subset(&data.test, pool_idx);
