@@ -33,7 +33,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ use crate::perturb::step_to_norm;
 use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::train::{subset, Method, TrainParams, Trainer};
-use crate::util::{atomic_write, fnv1a64, mix_seed};
+use crate::util::{atomic_write, fnv1a64, mix_seed, shuffle};
 
 use answers::AnswerStats;
 use attackers::{FittedClone, Received};
@@ -83,10 +83,7 @@ pub fn stratified_order(labels: &[u32], seed: u64) -> Vec<usize> {
     let mut keyed: Vec<(f64, u32, usize)> = Vec::with_capacity(labels.len());
     for c in classes {
         let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
-        for i in (1..idx.len()).rev() {
-            let j = rng.random_range(0..=i);
-            idx.swap(i, j);
-        }
+        shuffle(&mut idx, &mut rng);
         let n = idx.len() as f64;
         keyed.extend(
             idx.into_iter()
@@ -309,10 +306,7 @@ impl Appender {
 pub fn query_order(pool_len: usize, attacker_seed: u64) -> Vec<usize> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(attacker_seed, 0x9E11));
     let mut idx: Vec<usize> = (0..pool_len).collect();
-    for i in (1..idx.len()).rev() {
-        let j = rng.random_range(0..=i);
-        idx.swap(i, j);
-    }
+    shuffle(&mut idx, &mut rng);
     idx
 }
 
@@ -732,6 +726,12 @@ fn tune(
     Ok(out)
 }
 
+/// How many of `n` queries a thief trains on: all but `round(n · holdout_fraction)`, which it
+/// holds out (at least one of each).
+fn fit_rows(n: usize, holdout_fraction: f64) -> usize {
+    n - ((n as f64 * holdout_fraction).round() as usize).clamp(1, n - 1)
+}
+
 /// The training part and the hold-out of the queries `order`, with their answers `pool_y`.
 fn received(
     order: &[usize],
@@ -742,9 +742,7 @@ fn received(
     n_out: usize,
     holdout_fraction: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let n_hold =
-        ((order.len() as f64 * holdout_fraction).round() as usize).clamp(1, order.len() - 1);
-    let n_fit = order.len() - n_hold;
+    let n_fit = fit_rows(order.len(), holdout_fraction);
     let take = |rows: &[usize], v: &[f32], w: usize| -> Vec<f32> {
         let mut o = Vec::with_capacity(rows.len() * w);
         for i in rows {
@@ -834,11 +832,8 @@ impl Cell<'_> {
         if let Some(e) = oracle.error {
             return Err(e);
         }
-        let rows: Vec<usize> = (0..t.len()).collect();
         let y: Vec<f32> = t.answers.concat();
-        let n_hold = ((rows.len() as f64 * self.spec.holdout_fraction).round() as usize)
-            .clamp(1, rows.len() - 1);
-        let n_fit = rows.len() - n_hold;
+        let n_fit = fit_rows(t.len(), self.spec.holdout_fraction);
         let r = Received {
             x: &t.x[..n_fit * self.n_in],
             y: &y[..n_fit * self.n_out],

@@ -192,8 +192,8 @@ fn accuracies(run: &RunData) -> Acc {
 }
 
 /// Families of a run's points, in the protocol's order, with their points.
-fn families(run: &RunData) -> Vec<(String, Vec<String>, bool)> {
-    let mut out: Vec<(String, Vec<String>, bool)> = Vec::new();
+fn families(run: &RunData) -> Families {
+    let mut out: Families = Vec::new();
     for p in &run.points {
         if p.defence == "none" || p.defence == "top1" {
             continue;
@@ -259,16 +259,35 @@ fn diff(a: &BTreeMap<(u64, u64), f64>, b: &BTreeMap<(u64, u64), f64>) -> Vec<(u6
         .collect()
 }
 
+/// A run's families as [`families`] returns them.
+type Families = Vec<(String, Vec<String>, bool)>;
+
+/// A run with what every comparison of it reads: its accuracies and its families, built once.
+struct RunView<'a> {
+    run: &'a RunData,
+    acc: Acc,
+    fams: Families,
+}
+
+impl<'a> RunView<'a> {
+    fn new(run: &'a RunData) -> Self {
+        RunView {
+            run,
+            acc: accuracies(run),
+            fams: families(run),
+        }
+    }
+}
+
 fn compare_families(
-    run: &RunData,
-    acc: &Acc,
+    view: &RunView<'_>,
     first: &str,
     second: &str,
     k: AttackerKind,
     b: usize,
     l1: f64,
 ) -> Option<Comparison> {
-    let fams = families(run);
+    let (run, acc, fams) = (view.run, &view.acc, &view.fams);
     let pts = |name: &str| -> Option<Vec<String>> {
         if name == "none" {
             return Some(Vec::new());
@@ -304,7 +323,8 @@ pub fn comparisons(runs: &[RunData]) -> (Vec<Comparison>, Vec<Comparison>) {
     let mut primary = Vec::new();
     let mut secondary = Vec::new();
     for run in runs {
-        let acc = accuracies(run);
+        let view = RunView::new(run);
+        let fams = &view.fams;
         // A labels-only clone is the same under every class-keeping defence: nothing to compare.
         let attackers: BTreeSet<AttackerKind> = run
             .rows
@@ -315,17 +335,13 @@ pub fn comparisons(runs: &[RunData]) -> (Vec<Comparison>, Vec<Comparison>) {
         for &(f, s) in &PRIMARY_PAIRS {
             for &k in PRIMARY_ATTACKERS.iter().filter(|k| attackers.contains(k)) {
                 if let Some(c) =
-                    compare_families(run, &acc, f, s, k, run.spec.primary_budget, PRIMARY_L1)
+                    compare_families(&view, f, s, k, run.spec.primary_budget, PRIMARY_L1)
                 {
                     primary.push(c);
                 }
             }
         }
-        let keeping: Vec<String> = families(run)
-            .into_iter()
-            .filter(|f| f.2)
-            .map(|f| f.0)
-            .collect();
+        let keeping: Vec<String> = fams.iter().filter(|f| f.2).map(|f| f.0.clone()).collect();
         let mut pairs: Vec<(String, String)> = SECONDARY_PAIRS
             .iter()
             .map(|&(a, b)| (a.to_string(), b.to_string()))
@@ -335,7 +351,7 @@ pub fn comparisons(runs: &[RunData]) -> (Vec<Comparison>, Vec<Comparison>) {
             for &k in &attackers {
                 for &l1 in &L1_TARGETS {
                     for (f, s) in &pairs {
-                        if let Some(c) = compare_families(run, &acc, f, s, k, b, l1) {
+                        if let Some(c) = compare_families(&view, f, s, k, b, l1) {
                             secondary.push(c);
                         }
                     }
@@ -344,7 +360,7 @@ pub fn comparisons(runs: &[RunData]) -> (Vec<Comparison>, Vec<Comparison>) {
                             && b == run.spec.primary_budget
                             && l1 == PRIMARY_L1;
                         if !is_primary {
-                            if let Some(c) = compare_families(run, &acc, f, s, k, b, l1) {
+                            if let Some(c) = compare_families(&view, f, s, k, b, l1) {
                                 secondary.push(c);
                             }
                         }
@@ -833,8 +849,7 @@ mod tests {
         assert!((at(0.1)[&(1, 2)] - (0.81 - 0.1 / 3.0)).abs() < 1e-9);
         // A family against itself differs by exactly 0, with one value per (victim, seed).
         let c = compare_families(
-            &run,
-            &acc,
+            &RunView::new(&run),
             "partner-table",
             "partner-table",
             AttackerKind::Distill,
