@@ -38,6 +38,40 @@ pub struct AnswerStats {
     pub detect_auc: f64,
 }
 
+impl AnswerStats {
+    /// Field by field, the mean of `all` (NaN when empty; NaN fields stay NaN).
+    pub fn mean<'a>(all: impl Iterator<Item = &'a AnswerStats>) -> AnswerStats {
+        let (mut m, mut n) = (AnswerStats::default(), 0.0);
+        for s in all {
+            m.l1 += s.l1;
+            m.l2 += s.l2;
+            m.kl += s.kl;
+            m.changed += s.changed;
+            m.reveal += s.reveal;
+            m.defender_accuracy += s.defender_accuracy;
+            m.brier += s.brier;
+            m.ece += s.ece;
+            m.detect_auc += s.detect_auc;
+            n += 1.0;
+        }
+        let d = if n > 0.0 { n } else { f64::NAN };
+        for f in [
+            &mut m.l1,
+            &mut m.l2,
+            &mut m.kl,
+            &mut m.changed,
+            &mut m.reveal,
+            &mut m.defender_accuracy,
+            &mut m.brier,
+            &mut m.ece,
+            &mut m.detect_auc,
+        ] {
+            *f /= d;
+        }
+        m
+    }
+}
+
 fn renorm(r: &[f32]) -> Vec<f64> {
     let s: f64 = r.iter().map(|&v| v as f64).sum();
     r.iter()

@@ -75,8 +75,8 @@ fn accuracy_vs_l1(r: &RunSummary, b: usize, attacker: &str, path: &Path) -> Resu
             .into_iter()
             .collect();
         for p in rows.iter().filter(|p| p.family == f) {
-            if let Some(q) = point_of(p, attacker, p.l1) {
-                max_l1 = max_l1.max(p.l1);
+            if let Some(q) = point_of(p, attacker, p.stats.l1) {
+                max_l1 = max_l1.max(p.stats.l1);
                 pts.push(q);
             }
         }
@@ -144,13 +144,13 @@ fn accuracy_vs_defender(r: &RunSummary, b: usize, path: &Path) -> Result<bool> {
         .into_iter()
         .filter_map(|f| {
             let mut pts: Vec<Point> = none
-                .and_then(|n| point_of(n, "distill", n.defender_accuracy))
+                .and_then(|n| point_of(n, "distill", n.stats.defender_accuracy))
                 .into_iter()
                 .collect();
             pts.extend(
                 rows.iter()
                     .filter(|p| p.family == f)
-                    .filter_map(|p| point_of(p, "distill", p.defender_accuracy)),
+                    .filter_map(|p| point_of(p, "distill", p.stats.defender_accuracy)),
             );
             pts.sort_by(|a, b| a.x.total_cmp(&b.x));
             (pts.len() > 1).then(|| Series::with_points(f, pts))

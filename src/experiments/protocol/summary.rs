@@ -31,6 +31,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::answers::AnswerStats;
 use super::{
     read_jsonl, AttackerKind, CloneRow, PointRow, ProtocolSpec, TuningChoice, VictimRecord,
 };
@@ -388,20 +389,8 @@ pub struct PointSummary {
     pub family: String,
     /// Keeps every class.
     pub keeps_class: bool,
-    /// Realised L1 (mean over victims).
-    pub l1: f64,
-    /// Share of changed classes.
-    pub changed: f64,
-    /// Share of revealing answers.
-    pub reveal: f64,
-    /// Defender accuracy.
-    pub defender_accuracy: f64,
-    /// Brier score.
-    pub brier: f64,
-    /// ECE.
-    pub ece: f64,
-    /// Detectability AUC.
-    pub detect_auc: f64,
+    /// What it does to the answers, each field the mean over victims.
+    pub stats: AnswerStats,
     /// Clone accuracy per attacker.
     pub clones: BTreeMap<String, Interval>,
     /// Protection ratio of the `distill` attacker (NaN without none and top1).
@@ -470,7 +459,6 @@ fn run_summary(run: &RunData) -> RunSummary {
         let mut rows = Vec::new();
         for d in &defences {
             let pts: Vec<&PointRow> = run.points.iter().filter(|p| &p.defence == d).collect();
-            let m = |f: fn(&PointRow) -> f64| mean(pts.iter().map(|p| f(p)));
             let mut clones = BTreeMap::new();
             for &k in &attackers {
                 if let Some(vals) = acc.get(&(b, d.clone(), k)) {
@@ -506,13 +494,7 @@ fn run_summary(run: &RunData) -> RunSummary {
                 defence: d.clone(),
                 family: family(d),
                 keeps_class: pts.first().is_none_or(|p| p.keeps_class),
-                l1: m(|p| p.stats.l1),
-                changed: m(|p| p.stats.changed),
-                reveal: m(|p| p.stats.reveal),
-                defender_accuracy: m(|p| p.stats.defender_accuracy),
-                brier: m(|p| p.stats.brier),
-                ece: m(|p| p.stats.ece),
-                detect_auc: m(|p| p.stats.detect_auc),
+                stats: AnswerStats::mean(pts.iter().map(|p| &p.stats)),
                 clones,
                 protection_ratio,
                 select_chose_labels: (!sel.is_empty())
@@ -700,13 +682,13 @@ pub fn markdown(s: &Summary) -> String {
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     p.defence,
-                    f3(p.l1),
-                    f3(p.changed),
-                    f3(p.reveal),
-                    f3(p.detect_auc),
-                    f3(p.defender_accuracy),
-                    f3(p.brier),
-                    f3(p.ece)
+                    f3(p.stats.l1),
+                    f3(p.stats.changed),
+                    f3(p.stats.reveal),
+                    f3(p.stats.detect_auc),
+                    f3(p.stats.defender_accuracy),
+                    f3(p.stats.brier),
+                    f3(p.stats.ece)
                 );
                 for a in &attackers {
                     let _ = write!(out, " {} |", p.clones.get(*a).map_or("–".into(), ci));
