@@ -40,6 +40,11 @@ pub struct DataArgs {
     /// Seed for generated data sets (ising).
     #[arg(long, default_value_t = 0)]
     pub data_seed: u64,
+    /// Evaluate on a validation split instead of the test split: 20% of each class of the
+    /// training split is held out (stratified, fixed seed) and plays the test split's part; the
+    /// test split is not used. Choose settings with this flag, report without it.
+    #[arg(long)]
+    pub validation: bool,
 }
 
 impl DataArgs {
@@ -52,7 +57,12 @@ impl DataArgs {
             max_test: self.max_test,
             seed: self.data_seed,
         };
-        Ok(data::load(&self.data, &opts)?)
+        let data = data::load(&self.data, &opts)?;
+        Ok(if self.validation {
+            data.validation_view()?
+        } else {
+            data
+        })
     }
 }
 

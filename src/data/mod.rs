@@ -137,6 +137,46 @@ impl Dataset {
         self.class_names.len()
     }
 
+    /// The validation view of this data set: the training split is cut by
+    /// [`stratified_holdout`] (seed [`VALIDATION_SEED`], [`VALIDATION_PERCENT`]% of each class
+    /// held out); the held-out rows become the "test" split and the rest the training split. The
+    /// real test split is dropped, so every default chosen on this view is chosen without it.
+    /// The name gets the suffix `:validation` and the fingerprint is recomputed.
+    pub fn validation_view(&self) -> Result<Dataset, DataError> {
+        let (fit, held) = stratified_holdout(&self.train.y, VALIDATION_PERCENT, VALIDATION_SEED);
+        if fit.is_empty() || held.is_empty() {
+            return Err(DataError::InvalidOption(format!(
+                "validation split of '{}': its {} training rows are too few to hold out {}%",
+                self.name,
+                self.train.len(),
+                VALIDATION_PERCENT
+            )));
+        }
+        let pick = |idx: &[usize]| Split {
+            x: idx
+                .iter()
+                .flat_map(|&i| self.train.row(i).iter().copied())
+                .collect(),
+            y: idx.iter().map(|&i| self.train.y[i]).collect(),
+            n_features: self.train.n_features,
+        };
+        let (train, test) = (pick(&fit), pick(&held));
+        let name = format!("{}:validation", self.name);
+        Ok(Dataset {
+            fingerprint: fingerprint(&name, &train, &test),
+            description: format!(
+                "{}; validation view: {}% of each class of the training split held out \
+                 (stratified, seed {VALIDATION_SEED}) as the evaluation split, the test split unused",
+                self.description, VALIDATION_PERCENT
+            ),
+            name,
+            class_names: self.class_names.clone(),
+            image_shape: self.image_shape,
+            train,
+            test,
+        })
+    }
+
     /// Serializable summary (no feature data).
     pub fn info(&self) -> DatasetInfo {
         DatasetInfo {
@@ -580,7 +620,22 @@ pub(crate) fn shuffle<T, R: Rng + ?Sized>(items: &mut [T], rng: &mut R) {
 /// `round(0.7 · n_c)` (half rounds up) go to train, the rest to test. Both index lists
 /// are returned sorted ascending (original file order).
 pub fn stratified_split(labels: &[u32], seed: u64) -> (Vec<usize>, Vec<usize>) {
+    stratified_holdout(labels, 30, seed)
+}
+
+/// Percentage of each class of the training split that [`Dataset::validation_view`] holds out.
+pub const VALIDATION_PERCENT: usize = 20;
+
+/// Seed of [`Dataset::validation_view`]'s split.
+pub const VALIDATION_SEED: u64 = 0x7a11_da7e;
+
+/// Stratified split holding out `percent`% of each class: for each class in ascending order its
+/// row indices (ascending) are shuffled by one Fisher–Yates stream (seed `seed`) shared by all
+/// classes; the first `round((100 − percent)% · n_c)` (half rounds up) are kept, the rest held
+/// out. Both lists are returned sorted ascending. `percent = 30` is [`stratified_split`].
+pub fn stratified_holdout(labels: &[u32], percent: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     use rand::SeedableRng;
+    let keep = 100 - percent.min(100);
     let n_classes = labels.iter().map(|&y| y as usize + 1).max().unwrap_or(0);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
     for (i, &y) in labels.iter().enumerate() {
@@ -590,7 +645,7 @@ pub fn stratified_split(labels: &[u32], seed: u64) -> (Vec<usize>, Vec<usize>) {
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for mut rows in by_class {
         shuffle(&mut rows, &mut rng);
-        let n_train = (rows.len() * 7 + 5) / 10;
+        let n_train = (rows.len() * keep + 50) / 100;
         train.extend_from_slice(&rows[..n_train]);
         test.extend_from_slice(&rows[n_train..]);
     }
@@ -1017,6 +1072,37 @@ mod tests {
             (tr.clone(), te.clone())
         );
         assert_ne!(stratified_split(&labels, 1).0, tr);
+    }
+
+    #[test]
+    fn validation_view_holds_out_a_fifth_of_each_class_of_the_training_split_only() {
+        let d = load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
+        let v = d.validation_view().unwrap();
+        assert_eq!(v.train.len() + v.test.len(), d.train.len());
+        assert_eq!(v.name, "digits:validation");
+        assert_ne!(v.fingerprint, d.fingerprint);
+        for c in 0..d.n_classes() {
+            let n = d.train.class_counts(10)[c];
+            assert_eq!(
+                v.train.class_counts(10)[c],
+                (n * 80 + 50) / 100,
+                "class {c}"
+            );
+        }
+        // every validation row is a training row; none is a test row (digits has no duplicates
+        // across the two splits' rows that matter here: check by exact membership in train)
+        let train_rows: std::collections::HashSet<Vec<u32>> = d
+            .train
+            .rows()
+            .map(|r| r.iter().map(|v| v.to_bits()).collect())
+            .collect();
+        assert!(v
+            .test
+            .rows()
+            .chain(v.train.rows())
+            .all(|r| train_rows.contains(&r.iter().map(|v| v.to_bits()).collect::<Vec<_>>())));
+        // deterministic
+        assert_eq!(d.validation_view().unwrap().test, v.test);
     }
 
     #[test]
