@@ -290,3 +290,67 @@ pub fn gaussian_vector(n: usize, seed: u64) -> Vec<f64> {
         .map(|_| crate::model::standard_normal(&mut rng) as f64)
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Minimal adversarial norm by bisection (SPEC §10, the depth study's primary metric).
+
+/// Settings of [`minimal_budget`]: the largest budget tried and the bisection's tolerance.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Bisection {
+    /// Largest L2 budget tried; an attack that fails there is censored (reported as "> max").
+    pub max: f64,
+    /// The bisection stops when the bracket `[lo, hi]` is at most this wide.
+    pub tol: f64,
+}
+
+/// A successful point found by [`minimal_budget`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct MinimalBudget {
+    /// The budget ε at the top of the final bracket (success there).
+    pub budget: f64,
+    /// The actual L2 norm of the successful point (≤ ε: smaller where the step saturated).
+    pub norm: f64,
+    /// Budgets tried.
+    pub evaluations: usize,
+}
+
+/// The smallest budget at which an attack succeeds, by bisection. `attempt(ε)` runs the attack
+/// at budget ε and returns `Some(actual norm)` when it succeeds, `None` when it fails. The budget
+/// `max` is tried first: `Ok(None)` when the attack fails there (censored). Otherwise the bracket
+/// starts at `[0, max]` (budget 0 counts as a failure: the clean input is served correctly) and is
+/// halved, keeping a failure at `lo` and a success at `hi`, until `hi − lo ≤ tol`; the success at
+/// `hi` is returned. Success need not be monotone in ε, so the result is a boundary crossing of
+/// the attack, not always the first one: an upper bound on the attack's minimal norm, within
+/// `tol` of a budget where it fails.
+pub fn minimal_budget(
+    b: Bisection,
+    mut attempt: impl FnMut(f64) -> Result<Option<f64>>,
+) -> Result<Option<MinimalBudget>> {
+    if !(b.max > 0.0 && b.max.is_finite() && b.tol > 0.0 && b.tol.is_finite()) {
+        return Err(Error::invalid(format!(
+            "minimal-norm bisection: max {} and tol {} must be finite and > 0",
+            b.max, b.tol
+        )));
+    }
+    let mut evaluations = 1;
+    let Some(mut norm) = attempt(b.max)? else {
+        return Ok(None);
+    };
+    let (mut lo, mut hi) = (0.0, b.max);
+    while hi - lo > b.tol {
+        let mid = 0.5 * (lo + hi);
+        evaluations += 1;
+        match attempt(mid)? {
+            Some(n) => {
+                hi = mid;
+                norm = n;
+            }
+            None => lo = mid,
+        }
+    }
+    Ok(Some(MinimalBudget {
+        budget: hi,
+        norm,
+        evaluations,
+    }))
+}

@@ -611,3 +611,111 @@ fn attack_cli_writes_its_report_and_plots_and_rejects_bad_budgets() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ε = 0 "), "{err}");
 }
+
+/// A one-RBM model (N = 1, exact served output σ(W x + a)) whose class is the larger of x_0 and
+/// x_1: `W = 4 I`, `a = 0`. Its decision boundary is the line x_0 = x_1.
+fn diagonal_boundary() -> DeepRbm {
+    DeepRbm::new(vec![Rbm::new(RbmParts {
+        n_down: 2,
+        n_up: 2,
+        w: vec![4.0, 0.0, 0.0, 4.0],
+        a: vec![0.0, 0.0],
+        b: vec![0.0, 0.0],
+    })
+    .unwrap()])
+    .unwrap()
+}
+
+#[test]
+fn minimal_norm_bisection_finds_the_known_decision_boundary() {
+    use rgshield::perturb::{minimal_budget, pgd, step_to_norm, Bisection};
+    use rgshield::sample::{argmax, OutputMode, Predictor};
+    let m = diagonal_boundary();
+    let served = Predictor::new(
+        &m,
+        OutputMode::Served {
+            samples: 1,
+            seed: 0,
+        },
+    );
+    let class = |xp: &[f64]| {
+        let xf: Vec<f32> = xp.iter().map(|&v| v as f32).collect();
+        argmax(&served.output(&xf))
+    };
+    let x = [0.8, 0.2];
+    assert_eq!(class(&x), 0);
+    // Distance from x to the line x_0 = x_1: |0.8 − 0.2| / √2, reached along (−1, 1)/√2 (the
+    // normal of the boundary) and by PGD (the nearest point of the boundary is (0.5, 0.5)).
+    let exact = 0.6 / 2f64.sqrt();
+    let b = Bisection {
+        max: 2f64.sqrt(),
+        tol: 1e-3,
+    };
+    let d = [-1.0 / 2f64.sqrt(), 1.0 / 2f64.sqrt()];
+    let along = minimal_budget(b, |e| {
+        let (xp, n) = step_to_norm(&x, &d, e);
+        Ok((class(&xp) != 0).then_some(n))
+    })
+    .unwrap()
+    .expect("the boundary is inside the box");
+    assert!(
+        along.budget >= exact && along.budget <= exact + b.tol,
+        "{} vs {exact}",
+        along.budget
+    );
+    assert!((along.norm - along.budget).abs() < 1e-9);
+    let by_pgd = minimal_budget(b, |e| {
+        let xp = pgd(&m, &x, 0, e, 20)?;
+        let n = ((xp[0] - x[0]).powi(2) + (xp[1] - x[1]).powi(2)).sqrt();
+        Ok((class(&xp) != 0).then_some(n))
+    })
+    .unwrap()
+    .expect("PGD crosses the boundary");
+    // No attack beats the true distance; PGD's finite steps (20 of 2.5ε/20, circling on the
+    // sphere) land within 2% of it here (0.4281 against 0.4243).
+    assert!(
+        by_pgd.budget >= exact - 1e-9 && by_pgd.budget <= 1.02 * exact + b.tol,
+        "{} vs {exact}",
+        by_pgd.budget
+    );
+    // A direction parallel to the boundary never crosses it: censored at the box diagonal.
+    let parallel = [1.0 / 2f64.sqrt(), 1.0 / 2f64.sqrt()];
+    let none = minimal_budget(b, |e| {
+        let (xp, n) = step_to_norm(&x, &parallel, e);
+        Ok((class(&xp) != 0).then_some(n))
+    })
+    .unwrap();
+    assert_eq!(none, None);
+}
+
+#[test]
+fn minimal_budget_brackets_a_threshold_and_refuses_bad_settings() {
+    use rgshield::perturb::{minimal_budget, Bisection};
+    let b = Bisection {
+        max: 4.0,
+        tol: 0.01,
+    };
+    let mut tried = Vec::new();
+    let found = minimal_budget(b, |e| {
+        tried.push(e);
+        Ok((e >= 1.3).then_some(e))
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        found.budget >= 1.3 && found.budget <= 1.3 + 0.01,
+        "{found:?}"
+    );
+    assert_eq!(found.evaluations, tried.len());
+    assert_eq!(tried[0], 4.0); // the largest budget first
+    for bad in [
+        Bisection { max: 0.0, tol: 0.1 },
+        Bisection { max: 1.0, tol: 0.0 },
+        Bisection {
+            max: f64::INFINITY,
+            tol: 0.1,
+        },
+    ] {
+        assert!(minimal_budget(bad, |_| Ok(Some(0.0))).is_err());
+    }
+}

@@ -1,5 +1,6 @@
-//! The depth study (SPEC §10) on a tiny configuration: one row per depth, the data-processing
-//! bound in every row, models saved and reused, mismatched models refused.
+//! The depth study (SPEC §10) on a tiny configuration: one model per depth and seed, the same
+//! commonly correct inputs at every depth, minimal norms that really flip the served class, the
+//! data-processing bound, models saved and reused, mismatched models refused.
 
 use std::path::Path;
 mod common;
@@ -7,6 +8,9 @@ use common::rgshield;
 
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::experiments::depth_study::{self, DepthStudyParams, ModelSource};
+use rgshield::model::io as model_io;
+use rgshield::perturb::pgd;
+use rgshield::sample::{argmax, OutputMode, Predictor};
 use rgshield::train::{Method, TrainParams};
 use rgshield::{NoProgress, Params, Valid};
 
@@ -15,7 +19,7 @@ fn digits() -> rgshield::data::Dataset {
     data::load(&spec, &LoadOptions::default()).expect("embedded digits")
 }
 
-/// Depths 1 and 2 at width 8, 3 inputs, S = 200, a few seconds of training.
+/// Depths 1 and 2 at width 8, two seeds, 6 attacked inputs, S = 200, seconds of training.
 fn tiny(models: &Path) -> DepthStudyParams {
     let mut c = DepthStudyParams {
         train: TrainParams::for_method(Method::Hybrid, 1),
@@ -23,12 +27,19 @@ fn tiny(models: &Path) -> DepthStudyParams {
     };
     c.depths = vec![1, 2];
     c.width = 8;
+    c.seeds = vec![1, 2];
     c.models_dir = models.to_path_buf();
-    c.inputs = (0..3).collect();
+    c.inputs = (0..100).collect();
+    c.robust_inputs = 6;
+    c.analysis_inputs = 2;
     c.samples = 200;
     c.pilot_samples = 400;
     c.blocks = 4;
-    c.train.finetune_epochs = 3;
+    c.judge_samples = 32;
+    c.convergence_depths = vec![2];
+    c.convergence_samples = vec![200, 800];
+    c.convergence_inputs = 2;
+    c.train.finetune_epochs = 20;
     c.train.sweeps = 1;
     c
 }
@@ -38,97 +49,140 @@ fn checked(p: DepthStudyParams) -> Valid<DepthStudyParams> {
 }
 
 #[test]
-fn one_row_per_depth_bounded_fisher_and_models_reused() {
+fn every_model_attacks_the_same_inputs_and_the_minimal_norms_flip_the_class() {
     let data = digits();
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     let out = dir.path().join("out");
     let cfg = checked(tiny(&models));
 
-    let mut printed = vec![depth_study::table_header(&data, &cfg)];
-    let first = depth_study::depth_study(&data, &cfg, Some(&out), &NoProgress, |r| {
-        printed.push(depth_study::table_row(r))
+    let mut lines = Vec::new();
+    let first = depth_study::depth_study(&data, &cfg, Some(&out), &NoProgress, |m| {
+        lines.push(depth_study::model_line(m))
     })
     .expect("first run");
     assert_eq!(
-        first.rows.iter().map(|r| r.depth).collect::<Vec<_>>(),
-        vec![1, 2]
+        first
+            .models
+            .iter()
+            .map(|m| (m.depth, m.seed))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (1, 2), (2, 1), (2, 2)]
     );
-    // The progressive table: header, separator, one row per depth, in order.
-    let table = printed.join("\n");
-    let rows: Vec<&str> = table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| N |"))
-        .collect();
-    assert_eq!(rows.len(), 2, "{table}");
-    assert!(rows[0].starts_with("| 1 | trained |"), "{}", rows[0]);
-    assert!(rows[1].starts_with("| 2 | trained |"), "{}", rows[1]);
-
-    for r in &first.rows {
-        assert_eq!(r.model_source, ModelSource::Trained);
-        assert_eq!(r.widths, cfg.widths(&data, r.depth));
-        assert_eq!(r.inputs, 3);
-        let model_dir = models.join(format!("d{}", r.depth));
-        let (m, meta) = rgshield::model::io::load(&model_dir).expect("saved model loads");
-        assert_eq!(m.widths(), r.widths);
-        assert_eq!(meta.weights_fingerprint, r.fingerprint);
-        assert_eq!(r.training_method.as_deref(), Some("hybrid"));
-        assert!(out.join(format!("d{}/analysis.json", r.depth)).is_file());
-        assert!(out.join(format!("d{}/attack.json", r.depth)).is_file());
-        // Data-processing inequality (SPEC §6): no input's direct estimate exceeds its
-        // first-layer bound by more than 4 jackknife standard errors, and the medians are ordered.
-        assert_eq!(r.bound_violations, 0, "depth {}", r.depth);
-        let (d, b) = (
-            r.fisher_direct.median.expect("direct median"),
-            r.fisher_bound.median.expect("bound median"),
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("N=1 seed 1: trained"), "{}", lines[0]);
+    let attacked = &first.attacked_inputs;
+    assert!(!attacked.is_empty() && attacked.len() <= 6);
+    assert!(first.commonly_correct >= attacked.len());
+    let bisection = first.bisection;
+    assert_eq!(bisection.max, 8.0); // √64, the box diagonal of the digits
+    for m in &first.models {
+        assert_eq!(m.model_source, ModelSource::Trained);
+        assert_eq!(
+            m.inputs.iter().map(|i| i.index).collect::<Vec<_>>(),
+            *attacked
         );
-        assert!(
-            d > 0.0 && d <= b * (1.0 + 1e-9),
-            "depth {}: {d} > {b}",
-            r.depth
+        let (model, meta) = model_io::load(Path::new(&m.model_dir)).expect("saved model");
+        assert_eq!(meta.weights_fingerprint, m.fingerprint);
+        assert_eq!(m.training_method.as_deref(), Some("hybrid"));
+        let judge = Predictor::new(
+            &model,
+            OutputMode::Served {
+                samples: cfg.judge_samples,
+                seed: cfg.seed,
+            },
         );
-        assert!(r.ratio_direct_median.expect("ratio") <= 1.0 + 1e-9);
-        assert!(r.test_accuracy.is_finite() && (0.0..=1.0).contains(&r.test_accuracy));
-        // Both output readings measured for every depth.
-        assert!(r.output_fisher_p_median.is_some_and(|v| v > 0.0));
-        assert!(r.output_fisher_c_median.is_some_and(|v| v > 0.0));
-        assert!(r.attacked <= 3);
-    }
-    // N = 1 has no stability matrix; N = 2 has T(2) with a canonical correlation in [0, 1]: the
-    // estimate is valid by construction (PSD joint covariance estimate), at every depth.
-    assert!(first.rows[0].layers.is_empty());
-    assert_eq!(first.rows[1].layers.len(), 1);
-    assert_eq!(first.rows[1].layers[0].k, 2);
-    let cc = first.rows[1].layers[0]
-        .max_canonical_correlation_median
-        .expect("canonical correlation");
-    assert!((0.0..=1.0 + 1e-9).contains(&cc), "{cc}");
-    for r in &first.rows {
-        for l in &r.layers {
-            assert_eq!(l.canonical_over_one, 0, "N = {}, T({})", r.depth, l.k);
+        for i in &m.inputs {
+            let x = data.test.row(i.index);
+            let c = data.test.y[i.index] as usize;
+            assert_eq!(
+                argmax(&judge.output(x)),
+                c,
+                "input {} is served right",
+                i.index
+            );
+            assert!(i.served_margin > 0.0 && i.served_margin <= 1.0);
+            // Data processing: the output layer's Fisher never exceeds the first-layer bound by
+            // more than 4 jackknife standard errors (exactly equal at N = 1).
+            let se = i.fisher_top_std_err.unwrap_or(0.0);
+            assert!(
+                i.fisher_top <= i.fisher_bound * (1.0 + 1e-6) + 4.0 * se,
+                "N={} input {}: {} > {}",
+                m.depth,
+                i.index,
+                i.fisher_top,
+                i.fisher_bound
+            );
+            if m.depth == 1 {
+                assert!((i.fisher_top - i.fisher_bound).abs() < 1e-6 * i.fisher_bound);
+                assert!(i.fisher_top_std_err.is_none());
+            }
+            // The PGD minimal norm really flips the served class, and a budget one tolerance
+            // below it does not (the bisection's bracket).
+            let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            let class_at = |xp: &[f64]| {
+                let xf: Vec<f32> = xp.iter().map(|&v| (v as f32).clamp(0.0, 1.0)).collect();
+                argmax(&judge.output(&xf))
+            };
+            if let Some(b) = i.pgd {
+                assert!(b.norm <= b.budget + 1e-9 && b.budget <= bisection.max);
+                let xp = pgd(&model, &x64, c, b.budget, cfg.pgd_steps).unwrap();
+                assert_ne!(class_at(&xp), c, "N={} input {}", m.depth, i.index);
+                assert!(b.evaluations >= 2);
+            }
+            if let Some(b) = i.random {
+                assert!(b.budget <= bisection.max);
+            }
+            let at_eps = pgd(&model, &x64, c, cfg.attack_epsilon, cfg.pgd_steps).unwrap();
+            assert_eq!(i.pgd_success_at_epsilon, class_at(&at_eps) != c);
         }
     }
-
-    let plots = depth_study::write_plots(&first, &out).expect("plots");
-    assert_eq!(plots.len(), 4);
-    for p in &plots {
-        assert!(std::fs::metadata(p).expect("plot").len() > 0);
+    // Per depth: seeds summarised, trends over the two depths (one range), convergence at N = 2.
+    assert_eq!(first.depths.len(), 2);
+    for d in &first.depths {
+        assert_eq!(d.test_accuracy.per_seed.len(), 2);
+        assert!(d.test_accuracy.interval.is_some());
+        assert_eq!(d.attacked, 2 * attacked.len());
+        let binned: usize = d.by_margin.iter().map(|b| b.count).sum();
+        assert_eq!(binned, d.attacked);
     }
+    assert!(first.trends.iter().all(|t| t.from == 1 && t.to == 2));
+    assert_eq!(
+        first.convergence.len(),
+        2 * cfg.convergence_inputs.min(attacked.len())
+    );
+    assert!(first.convergence.iter().all(|r| r.depth == 2));
+    // RG diagnostics of the first seed at both depths; canonical correlations valid.
+    assert_eq!(first.rows.len(), 2);
+    assert!(first.rows.iter().all(|r| r.seed == 1));
+    assert!(first.rows[0].layers.is_empty());
+    for l in &first.rows[1].layers {
+        assert_eq!(l.canonical_over_one, 0);
+    }
+    assert!(out.join("rg/d2/analysis.json").is_file());
+    let md = depth_study::summary_markdown(&first);
+    assert!(md.contains("## Minimal adversarial L2 (primary)"), "{md}");
+    let plots = depth_study::write_plots(&first, &out).expect("plots");
+    assert_eq!(plots.len(), 5);
 
-    // Second call: the saved models are reused, untouched, and give the same accuracy.
-    let weights = |d: usize| std::fs::read(models.join(format!("d{d}/model.safetensors"))).unwrap();
-    let before = (weights(1), weights(2));
+    // Second call: the saved models are reused, untouched, and give the same records.
+    let weights = |d: usize, s: u64| {
+        std::fs::read(models.join(format!("d{d}/s{s}/model.safetensors"))).unwrap()
+    };
+    let before = (weights(1, 1), weights(2, 2));
     let second =
         depth_study::depth_study(&data, &cfg, None, &NoProgress, |_| {}).expect("second run");
-    assert_eq!(second.rows.len(), 2);
-    for (a, b) in first.rows.iter().zip(&second.rows) {
+    for (a, b) in first.models.iter().zip(&second.models) {
         assert_eq!(b.model_source, ModelSource::Reused);
         assert_eq!(b.fingerprint, a.fingerprint);
         assert_eq!(b.train_seconds, 0.0);
         assert_eq!(b.test_accuracy, a.test_accuracy);
-        assert!(depth_study::table_row(b).starts_with(&format!("| {} | reused |", b.depth)));
+        assert_eq!(
+            serde_json::to_string(&b.inputs).unwrap(),
+            serde_json::to_string(&a.inputs).unwrap()
+        );
     }
-    assert_eq!((weights(1), weights(2)), before);
+    assert_eq!((weights(1, 1), weights(2, 2)), before);
 }
 
 #[test]
@@ -139,11 +193,14 @@ fn mismatched_existing_model_is_refused_before_any_work() {
     // A depth-2 model of width 6 where the study wants width 8.
     let mut other = tiny(&models);
     other.depths = vec![2];
+    other.seeds = vec![1];
     other.width = 6;
-    other.inputs = vec![0];
+    other.robust_inputs = 1;
+    other.analysis_inputs = 0;
+    other.convergence_inputs = 0;
     depth_study::depth_study(&data, &checked(other), None, &NoProgress, |_| {})
         .expect("width-6 model");
-    let saved = std::fs::read(models.join("d2/model.safetensors")).unwrap();
+    let saved = std::fs::read(models.join("d2/s1/model.safetensors")).unwrap();
 
     let cfg = checked(tiny(&models));
     let err = depth_study::depth_study(&data, &cfg, None, &NoProgress, |_| {})
@@ -159,13 +216,13 @@ fn mismatched_existing_model_is_refused_before_any_work() {
     // model is untouched.
     assert!(!models.join("d1").exists());
     assert_eq!(
-        std::fs::read(models.join("d2/model.safetensors")).unwrap(),
+        std::fs::read(models.join("d2/s1/model.safetensors")).unwrap(),
         saved
     );
 }
 
 #[test]
-fn cli_prints_the_table_writes_files_and_says_reused() {
+fn cli_prints_the_summary_writes_files_and_says_reused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("m");
     let out = dir.path().join("o");
@@ -179,12 +236,22 @@ fn cli_prints_the_table_writes_files_and_says_reused() {
         "1,2",
         "--width",
         "8",
+        "--seeds",
+        "1",
         "--inputs",
-        "0..2",
+        "0..100",
+        "--robust-inputs",
+        "3",
+        "--analysis-inputs",
+        "0",
+        "--convergence-inputs",
+        "0",
         "--samples",
         "200",
+        "--judge-samples",
+        "16",
         "--finetune-epochs",
-        "2",
+        "20",
         "--sweeps",
         "1",
         "--models-dir",
@@ -194,23 +261,26 @@ fn cli_prints_the_table_writes_files_and_says_reused() {
     ];
     let (ok, stdout, stderr) = rgshield(&args);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("| 1 | trained |") && stdout.contains("| 2 | trained |"));
+    assert!(stdout.contains("N=1 seed 1: trained") && stdout.contains("N=2 seed 1: trained"));
+    assert!(
+        stdout.contains("## Minimal adversarial L2 (primary)"),
+        "{stdout}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("depth_study.json")).unwrap())
             .unwrap();
-    assert_eq!(json["rows"].as_array().map(|r| r.len()), Some(2));
+    assert_eq!(json["models"].as_array().map(|r| r.len()), Some(2));
+    assert!(out.join("summary.md").is_file());
     for p in [
+        "depth_minimal_l2.png",
+        "depth_success.png",
         "depth_input_fisher.png",
-        "depth_attack_success.png",
-        "depth_stability.png",
-        "depth_output_fisher.png",
     ] {
         assert!(out.join(p).is_file(), "{p}");
     }
     let (ok, stdout, stderr) = rgshield(&args);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("| 1 | reused |") && stdout.contains("| 2 | reused |"));
-    assert!(stdout.contains("reused (widths match)"), "{stdout}");
+    assert!(stdout.contains("N=1 seed 1: reused") && stdout.contains("N=2 seed 1: reused"));
 
     // Same models directory, another width: a clear refusal, non-zero exit.
     let mut wider = args.to_vec();

@@ -20,6 +20,7 @@ pub mod couplings;
 pub mod fisher;
 pub mod operators;
 pub mod stability;
+pub mod state_fisher;
 
 pub use basis::{BasisChoice, BasisPlan};
 pub use correlators::{Estimator, FlowCorrelators, FlowMoments, Jackknife};

@@ -1,4 +1,5 @@
-//! `rgshield bench depth-study`: analysis and attack against depth (SPEC §10).
+//! `rgshield bench depth-study`: minimal adversarial norms, Fisher values and RG diagnostics
+//! against depth (SPEC §10).
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use crate::cli::common::{
 };
 use crate::cli::train::check_train_memory;
 use crate::cli::Global;
-use rgshield::experiments::depth_study::{self, DepthStudyParams, ModelSource};
+use rgshield::experiments::depth_study::{self, DepthStudyParams};
 use rgshield::train::{Method, TrainParams};
 use rgshield::{Params, Valid};
 
@@ -19,7 +20,7 @@ use rgshield::{Params, Valid};
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// Depths N, e.g. 1,2,3,4,5,6.
+    /// Depths N, e.g. 1,2,3,4,5,6,7,8.
     #[arg(long, default_value_t = Depths(DepthStudyParams::default().depths))]
     depths: Depths,
     /// Hidden width.
@@ -28,27 +29,53 @@ pub struct Args {
     /// Training method (its documented defaults, as `rgshield train --method`).
     #[arg(long, default_value_t = DepthStudyParams::default().train.method)]
     method: Method,
-    /// Training seed.
-    #[arg(long, default_value_t = DepthStudyParams::default().train.seed)]
-    seed: u64,
-    /// Models are saved to, and reused from, DIR/dN (reused when model.json exists with matching
-    /// widths; a mismatched model is refused, never overwritten).
+    /// Training seeds: one model per depth and seed.
+    #[arg(long, value_delimiter = ',', default_values_t = DepthStudyParams::default().seeds)]
+    seeds: Vec<u64>,
+    /// Models are saved to, and reused from, DIR/dN/sSEED (reused when model.json exists with
+    /// matching widths and data set; a mismatched model is refused, never overwritten).
     #[arg(long, default_value_os_t = DepthStudyParams::default().models_dir)]
     models_dir: PathBuf,
-    /// Test-split inputs analysed and attacked: a range A..B or a comma list.
+    /// Candidate test-split inputs, in order: a range A..B or a comma list. The first
+    /// --robust-inputs of those that every model serves correctly are attacked.
     #[arg(long, default_value_t = Inputs(DepthStudyParams::default().inputs))]
     inputs: Inputs,
-    /// Ancestral samples S of the analysis and the attack's Fisher estimate.
+    /// How many commonly correct candidates are attacked.
+    #[arg(long, default_value_t = DepthStudyParams::default().robust_inputs)]
+    robust_inputs: usize,
+    /// How many of them get the full RG analysis on the first seed's models (0: none).
+    #[arg(long, default_value_t = DepthStudyParams::default().analysis_inputs)]
+    analysis_inputs: usize,
+    /// Ancestral samples S of the Fisher estimates and the analysis.
     #[arg(long, default_value_t = DepthStudyParams::default().samples)]
     samples: usize,
     #[command(flatten)]
     basis: BasisArg,
-    /// Jackknife blocks of the analysis.
+    /// Jackknife blocks (standard errors and bias correction of the Fisher estimates).
     #[arg(long, default_value_t = DepthStudyParams::default().blocks)]
     blocks: usize,
-    /// L2 budget ε of the attack success columns.
+    /// L2 budget ε of the fixed-budget success rates.
     #[arg(long, default_value_t = DepthStudyParams::default().attack_epsilon)]
     attack_epsilon: f64,
+    /// Samples S of the served output that selects the inputs and judges every attack.
+    #[arg(long, default_value_t = DepthStudyParams::default().judge_samples)]
+    judge_samples: usize,
+    /// PGD steps K.
+    #[arg(long, default_value_t = DepthStudyParams::default().pgd_steps)]
+    pgd_steps: usize,
+    /// Width of the final bisection bracket of the minimal norms (L2 units).
+    #[arg(long, default_value_t = DepthStudyParams::default().bisection_tol)]
+    bisection_tol: f64,
+    /// Depths at which the top Fisher eigenvalue's convergence in S is measured (first seed;
+    /// depths not studied are skipped).
+    #[arg(long, value_delimiter = ',', default_values_t = DepthStudyParams::default().convergence_depths)]
+    convergence_depths: Vec<usize>,
+    /// Sample sizes of the convergence check.
+    #[arg(long, value_delimiter = ',', default_values_t = DepthStudyParams::default().convergence_samples)]
+    convergence_samples: Vec<usize>,
+    /// Inputs (the first attacked ones) of the convergence check (0: no check).
+    #[arg(long, default_value_t = DepthStudyParams::default().convergence_inputs)]
+    convergence_inputs: usize,
     /// Training: override the hybrid's fine-tuning epochs (a short run for tests).
     #[arg(long)]
     finetune_epochs: Option<usize>,
@@ -58,8 +85,8 @@ pub struct Args {
     /// Training: override the greedy pretraining epochs.
     #[arg(long)]
     pretrain_epochs: Option<usize>,
-    /// Output directory for depth_study.json, the plots and dN/{analysis,attack}.json (default:
-    /// --models-dir).
+    /// Output directory for depth_study.json, summary.md, the plots and rg/dN/analysis.json
+    /// (default: --models-dir).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -67,7 +94,7 @@ pub struct Args {
 impl TryFrom<&Args> for Valid<DepthStudyParams> {
     type Error = anyhow::Error;
     fn try_from(a: &Args) -> Result<Self> {
-        let mut train = TrainParams::for_method(a.method, a.seed);
+        let mut train = TrainParams::for_method(a.method, a.seeds.first().copied().unwrap_or(1));
         if let Some(v) = a.finetune_epochs {
             train.finetune_epochs = v;
         }
@@ -80,13 +107,22 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
         Ok(DepthStudyParams {
             depths: a.depths.0.clone(),
             width: a.width,
+            seeds: a.seeds.clone(),
             models_dir: a.models_dir.clone(),
             train,
             inputs: a.inputs.0.clone(),
+            robust_inputs: a.robust_inputs,
+            analysis_inputs: a.analysis_inputs,
             samples: a.samples,
             basis: a.basis.basis,
             blocks: a.blocks,
             attack_epsilon: a.attack_epsilon,
+            judge_samples: a.judge_samples,
+            pgd_steps: a.pgd_steps,
+            bisection_tol: a.bisection_tol,
+            convergence_depths: a.convergence_depths.clone(),
+            convergence_samples: a.convergence_samples.clone(),
+            convergence_inputs: a.convergence_inputs,
             ..DepthStudyParams::default()
         }
         .check()?)
@@ -96,11 +132,19 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
 /// Run `rgshield bench depth-study`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
     check_samples("bench depth-study: --samples", a.samples)?;
+    check_samples("bench depth-study: --judge-samples", a.judge_samples)?;
     let params: Valid<DepthStudyParams> = a.try_into()?;
     let out = a.out.clone().unwrap_or_else(|| a.models_dir.clone());
     prepare_out_dir(&out).context("--out")?;
     prepare_out_dir(&a.models_dir).context("--models-dir")?;
     let data = a.data.load()?;
+    let largest_s = params
+        .convergence_samples
+        .iter()
+        .copied()
+        .chain([params.samples])
+        .max()
+        .unwrap_or(params.samples);
     for &n in &params.depths {
         let widths = params.widths(&data, n);
         check_train_memory(g, &widths, &params.train, &data)?;
@@ -108,27 +152,22 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
             g,
             "bench depth-study",
             &widths,
-            params.samples,
-            params.inputs.len(),
+            largest_s,
+            params.robust_inputs,
         )?;
     }
-    println!("{}", depth_study::table_header(&data, &params));
-    let report = depth_study::depth_study(&data, &params, Some(&out), &Bar::new(), |row| {
-        println!("{}", depth_study::table_row(row))
+    let report = depth_study::depth_study(&data, &params, Some(&out), &Bar::new(), |m| {
+        println!("{}", depth_study::model_line(m))
     })?;
-    for r in &report.rows {
-        let how = match r.model_source {
-            ModelSource::Trained => format!("trained and saved in {:.1} s", r.train_seconds),
-            ModelSource::Reused => "reused (widths match)".to_string(),
-        };
-        println!(
-            "N={}: model {} {how}, fingerprint {}",
-            r.depth, r.model_dir, r.fingerprint
-        );
-    }
-    emit(&out, "depth_study.json", &report, None, |dir| {
-        depth_study::write_plots(&report, dir)
-    })?;
+    let md = depth_study::summary_markdown(&report);
+    println!("\n{md}");
+    emit(
+        &out,
+        "depth_study.json",
+        &report,
+        Some(("summary.md", &md)),
+        |dir| depth_study::write_plots(&report, dir),
+    )?;
     println!("depth study took {:.1} s", report.seconds);
     Ok(())
 }

@@ -1,0 +1,315 @@
+//! The input Fisher information of the output layer by its enumerated states (SPEC §6: the
+//! direct estimator in the indicator basis of layer N, cheap where the operator basis is not).
+//!
+//! For a stack whose output layer has `n_N ≤ 12` units, enumerate its `2^{n_N}` states y:
+//! * `q_N(y|x) = E[t_N(y|h_{N−1})]` over the classification network's samples of `h_{N−1}` given
+//!   x, with `t_N(y|h) = Π_i σ_i^{y_i} (1 − σ_i)^{1−y_i}`, `σ = σ(W_N h + a_N)` (Rao-Blackwellised);
+//! * only layer 1 depends on x directly, `∂ log q_1(h_1|x)/∂x = W_1ᵀ (h_1 − μ_1)` with
+//!   `μ_1 = σ(W_1 x + a_1)`, so by the likelihood-ratio identity
+//!   `d_y = ∂q_N(y|x)/∂x = W_1ᵀ E[t_N(y|h_{N−1}) (h_1 − μ_1)]`;
+//! * `F = Σ_y d_y d_yᵀ / q_y` (`n_0 × n_0`), the Fisher information of `q_N(·|x)` w.r.t. x.
+//!
+//! For N = 1 there is nothing to sample: `q_1(y|x) = t_1(y|x)` and `d_y = t_1(y|x) W_1ᵀ (y − μ_1)`
+//! exactly. The complete operator basis of layer N spans the same functions as the indicators, so
+//! this is the direct estimator of [`super::fisher`] without its `2^{n_N} × 2^{n_N}` covariance
+//! and inverse. The plug-in ratio is biased upward by O(1/S): a delete-one-block jackknife over
+//! `blocks` blocks of samples gives standard errors and the bias-corrected `B θ̂ − (B − 1) θ̄`.
+
+use faer::Mat;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::DeepRbm;
+use crate::rg::fisher::top_eigen;
+use crate::sample::{bernoulli, LaneRng, OutputMode, Predictor, CHUNK};
+use crate::util::mix_seed;
+use rand::SeedableRng;
+
+/// Largest output layer that is enumerated.
+pub const MAX_OUTPUT_UNITS: usize = 12;
+
+/// The estimate of one input's Fisher information by the output states.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateFisher {
+    /// `F` (row-major `n_0 × n_0`).
+    pub value: Vec<f64>,
+    /// Its top eigenvalue.
+    pub top: f64,
+    /// The top eigenvector (unit, sign as [`top_eigen`] fixes it).
+    pub top_vector: Vec<f64>,
+    /// Jackknife standard error of the top eigenvalue (`None` with one block or N = 1).
+    pub top_std_err: Option<f64>,
+    /// Jackknife bias-corrected top eigenvalue (`None` with one block or N = 1).
+    pub top_bias_corrected: Option<f64>,
+    /// Samples used (0 for N = 1, exact).
+    pub samples: usize,
+}
+
+/// Per-block sums: `Σ_s t(y|h^{(s)})` (length 2^{n_N}) and `Σ_s t(y|h^{(s)}) (h_1^{(s)} − μ_1)`
+/// (row-major `2^{n_N} × n_1`), and the block's sample count.
+struct BlockSums {
+    q: Vec<f64>,
+    e: Vec<f64>,
+    n: usize,
+}
+
+/// `t(y|·)` for every state y of `n` units from the unit probabilities `p`.
+fn state_probs(p: &[f32], out: &mut [f64]) {
+    let n = p.len();
+    for (s, o) in out.iter_mut().enumerate() {
+        let mut v = 1.0f64;
+        for (i, &pi) in p.iter().enumerate().take(n) {
+            v *= if (s >> i) & 1 == 1 {
+                pi as f64
+            } else {
+                1.0 - pi as f64
+            };
+        }
+        *o = v;
+    }
+}
+
+fn fisher_of(q: &[f64], e: &[f64], w1: &[f32], n1: usize, n0: usize) -> Result<Mat<f64>> {
+    // d_y = W_1ᵀ e_y (n_0), F = Σ_y d_y d_yᵀ / q_y.
+    let mut f = Mat::<f64>::zeros(n0, n0);
+    let mut d = vec![0.0f64; n0];
+    for (y, &qy) in q.iter().enumerate() {
+        if qy <= 0.0 {
+            continue;
+        }
+        d.iter_mut().for_each(|v| *v = 0.0);
+        for j in 0..n1 {
+            let ej = e[y * n1 + j];
+            if ej != 0.0 {
+                for (c, dv) in d.iter_mut().enumerate() {
+                    *dv += ej * w1[j * n0 + c] as f64;
+                }
+            }
+        }
+        for a in 0..n0 {
+            let da = d[a] / qy;
+            if da != 0.0 {
+                for b in 0..n0 {
+                    f[(a, b)] += da * d[b];
+                }
+            }
+        }
+    }
+    if f.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
+        return Err(Error::invalid(
+            "state Fisher: non-finite entries (a saturated output probability)",
+        ));
+    }
+    Ok(f)
+}
+
+fn flat(m: &Mat<f64>) -> Vec<f64> {
+    let n = m.nrows();
+    (0..n * m.ncols()).map(|i| m[(i / n, i % n)]).collect()
+}
+
+/// The Fisher information of `q_N(·|x)` w.r.t. x by the output states (module doc), from
+/// `samples` ancestral samples in `blocks` jackknife blocks, seeded from (model, `seed`, x) as the
+/// served output is. Deterministic, and independent of the thread count.
+pub fn state_fisher(
+    model: &DeepRbm,
+    x: &[f32],
+    samples: usize,
+    blocks: usize,
+    seed: u64,
+) -> Result<StateFisher> {
+    let n = model.depth();
+    let n_out = model.n_outputs();
+    if n_out > MAX_OUTPUT_UNITS {
+        return Err(Error::invalid(format!(
+            "state Fisher: {n_out} output units exceed {MAX_OUTPUT_UNITS}"
+        )));
+    }
+    if x.len() != model.n_inputs() {
+        return Err(Error::shape(format!(
+            "input has {} values, the model {} inputs",
+            x.len(),
+            model.n_inputs()
+        )));
+    }
+    let r1 = model.rbm(1);
+    let (n0, n1) = (r1.n_down, r1.n_up);
+    let states = 1usize << n_out;
+    let mu1 = r1.up_probs(x, 1);
+    if n == 1 {
+        let mut q = vec![0.0f64; states];
+        state_probs(&mu1, &mut q);
+        let mut e = vec![0.0f64; states * n1];
+        for y in 0..states {
+            for j in 0..n1 {
+                let yj = ((y >> j) & 1) as f64;
+                e[y * n1 + j] = q[y] * (yj - mu1[j] as f64);
+            }
+        }
+        let f = fisher_of(&q, &e, &r1.w, n1, n0)?;
+        let (top, v) = top_eigen(f.as_ref())?;
+        return Ok(StateFisher {
+            value: flat(&f),
+            top,
+            top_vector: v,
+            top_std_err: None,
+            top_bias_corrected: None,
+            samples: 0,
+        });
+    }
+    if samples < 2 || blocks == 0 || blocks > samples {
+        return Err(Error::invalid(format!(
+            "state Fisher: {samples} samples in {blocks} blocks"
+        )));
+    }
+    let input_seed = Predictor::new(model, OutputMode::Served { samples, seed }).input_seed(x);
+    let top_rbm = model.rbm(n);
+    // Chunks of CHUNK samples run in parallel on their own streams; chunk c belongs to block
+    // c mod blocks, and the sums are added in chunk order (thread-count independent).
+    let chunks = samples.div_ceil(CHUNK);
+    let per_chunk: Vec<(usize, BlockSums)> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let b = CHUNK.min(samples - c * CHUNK);
+            let mut rng = LaneRng::seed_from_u64(mix_seed(input_seed, c as u64));
+            let h1 = bernoulli(&mu1.repeat(b), &mut rng);
+            let mut h = h1.clone();
+            for k in 2..n {
+                let p = model.rbm(k).up_probs(&h, b);
+                h = bernoulli(&p, &mut rng);
+            }
+            let py = top_rbm.up_probs(&h, b);
+            let mut sums = BlockSums {
+                q: vec![0.0; states],
+                e: vec![0.0; states * n1],
+                n: b,
+            };
+            let mut t = vec![0.0f64; states];
+            let mut centred = vec![0.0f64; n1];
+            for s in 0..b {
+                state_probs(&py[s * n_out..(s + 1) * n_out], &mut t);
+                for j in 0..n1 {
+                    centred[j] = h1[s * n1 + j] as f64 - mu1[j] as f64;
+                }
+                for y in 0..states {
+                    let ty = t[y];
+                    sums.q[y] += ty;
+                    let row = &mut sums.e[y * n1..(y + 1) * n1];
+                    for (r, &cj) in row.iter_mut().zip(&centred) {
+                        *r += ty * cj;
+                    }
+                }
+            }
+            (c % blocks, sums)
+        })
+        .collect();
+    let mut by_block: Vec<BlockSums> = (0..blocks)
+        .map(|_| BlockSums {
+            q: vec![0.0; states],
+            e: vec![0.0; states * n1],
+            n: 0,
+        })
+        .collect();
+    for (bi, s) in per_chunk {
+        let acc = &mut by_block[bi];
+        acc.n += s.n;
+        acc.q.iter_mut().zip(&s.q).for_each(|(a, b)| *a += b);
+        acc.e.iter_mut().zip(&s.e).for_each(|(a, b)| *a += b);
+    }
+    let estimate = |skip: Option<usize>| -> Result<Mat<f64>> {
+        let mut q = vec![0.0; states];
+        let mut e = vec![0.0; states * n1];
+        let mut m = 0usize;
+        for (i, bs) in by_block.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            m += bs.n;
+            q.iter_mut().zip(&bs.q).for_each(|(a, b)| *a += b);
+            e.iter_mut().zip(&bs.e).for_each(|(a, b)| *a += b);
+        }
+        let m = m as f64;
+        q.iter_mut().for_each(|v| *v /= m);
+        e.iter_mut().for_each(|v| *v /= m);
+        fisher_of(&q, &e, &r1.w, n1, n0)
+    };
+    let f = estimate(None)?;
+    let (top, v) = top_eigen(f.as_ref())?;
+    let filled: Vec<usize> = (0..blocks).filter(|&i| by_block[i].n > 0).collect();
+    let (se, bc) = if filled.len() >= 2 {
+        let b = filled.len() as f64;
+        let tops = filled
+            .iter()
+            .map(|&i| Ok(top_eigen(estimate(Some(i))?.as_ref())?.0))
+            .collect::<Result<Vec<f64>>>()?;
+        let mean = tops.iter().sum::<f64>() / b;
+        let var = tops.iter().map(|t| (t - mean).powi(2)).sum::<f64>() * (b - 1.0) / b;
+        (Some(var.sqrt()), Some(b * top - (b - 1.0) * mean))
+    } else {
+        (None, None)
+    };
+    Ok(StateFisher {
+        value: flat(&f),
+        top,
+        top_vector: v,
+        top_std_err: se,
+        top_bias_corrected: bc,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn stack(widths: &[usize], seed: u64) -> DeepRbm {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        DeepRbm::random(widths, 1.0, &mut rng).unwrap()
+    }
+
+    #[test]
+    fn depth_one_is_exact() {
+        let m = stack(&[6, 3], 1);
+        let x = [1.0, 0.0, 1.0, 1.0, 0.0, 0.3];
+        let s = state_fisher(&m, &x, 100, 4, 0).unwrap();
+        let e = crate::exact::fisher_input(&m, &x).unwrap();
+        for (a, b) in s.value.iter().zip(&e) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn deep_estimate_converges_to_the_exact_fisher_and_the_jackknife_corrects_its_bias() {
+        let m = stack(&[6, 4, 3, 3], 2);
+        let x = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+        let e = crate::exact::fisher_input(&m, &x).unwrap();
+        let e_mat = Mat::from_fn(6, 6, |i, j| e[i * 6 + j]);
+        let exact_top = top_eigen(e_mat.as_ref()).unwrap().0;
+        let s = state_fisher(&m, &x, 200_000, 8, 3).unwrap();
+        let se = s.top_std_err.unwrap();
+        let bc = s.top_bias_corrected.unwrap();
+        assert!(
+            (bc - exact_top).abs() <= 4.0 * se + 1e-6,
+            "bias-corrected {bc} ± {se} vs exact {exact_top} (raw {})",
+            s.top
+        );
+        for (a, b) in s.value.iter().zip(&e) {
+            assert!((a - b).abs() < 0.05 * exact_top + 1e-6, "{a} vs {b}");
+        }
+        // Deterministic and seeded.
+        let again = state_fisher(&m, &x, 200_000, 8, 3).unwrap();
+        assert_eq!(again.value, s.value);
+        assert_ne!(state_fisher(&m, &x, 200_000, 8, 4).unwrap().value, s.value);
+    }
+
+    #[test]
+    fn refuses_wide_outputs_and_bad_inputs() {
+        let m = stack(&[3, 2, 13], 1);
+        assert!(state_fisher(&m, &[0.0; 3], 10, 1, 0).is_err());
+        let m = stack(&[3, 2, 2], 1);
+        assert!(state_fisher(&m, &[0.0; 4], 10, 1, 0).is_err());
+        assert!(state_fisher(&m, &[0.0; 3], 10, 11, 0).is_err());
+    }
+}
