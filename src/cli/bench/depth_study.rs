@@ -76,6 +76,11 @@ pub struct Args {
     /// Inputs (the first attacked ones) of the convergence check (0: no check).
     #[arg(long, default_value_t = DepthStudyParams::default().convergence_inputs)]
     convergence_inputs: usize,
+    /// Training parameters from a JSON file, as `rgshield train --print-defaults` prints them
+    /// (every field; the seed is replaced by each of --seeds): pins the models' configuration
+    /// whatever the defaults become.
+    #[arg(long, conflicts_with_all = ["method", "finetune_epochs", "sweeps", "pretrain_epochs"])]
+    train_config: Option<PathBuf>,
     /// Training: override the hybrid's fine-tuning epochs (a short run for tests).
     #[arg(long)]
     finetune_epochs: Option<usize>,
@@ -94,7 +99,20 @@ pub struct Args {
 impl TryFrom<&Args> for Valid<DepthStudyParams> {
     type Error = anyhow::Error;
     fn try_from(a: &Args) -> Result<Self> {
-        let mut train = TrainParams::for_method(a.method, a.seeds.first().copied().unwrap_or(1));
+        let mut train = match &a.train_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("--train-config {}", p.display()))?;
+                serde_json::from_str::<TrainParams>(&text).with_context(|| {
+                    format!(
+                        "--train-config {}: not a training configuration (write one with \
+                         `rgshield train --print-defaults`)",
+                        p.display()
+                    )
+                })?
+            }
+            None => TrainParams::for_method(a.method, a.seeds.first().copied().unwrap_or(1)),
+        };
         if let Some(v) = a.finetune_epochs {
             train.finetune_epochs = v;
         }
