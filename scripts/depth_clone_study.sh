@@ -18,7 +18,9 @@ bin="$BIN"
 mkdir -p "$root"
 dirs=()
 for n in $depths; do
-    widths="64$(printf ', 64%.0s' $(seq 2 "$n")), 10"
+    widths="64"
+    for _ in $(seq 2 "$n"); do widths="$widths, 64"; done
+    widths="$widths, 10"
     dir="$root/d$n"
     mkdir -p "$root/protocols"
     proto="$root/protocols/d$n.json"
@@ -47,6 +49,9 @@ for n in $depths; do
 }
 JSON
     $bin clone-eval --protocol "$proto" --out "$dir" | tail -n 3
+done
+# Summarise every depth run under ROOT together (one Holm family), in depth order.
+for dir in $(ls -d "$root"/d*/ | sort -V); do
     dirs+=(--from-json "$dir")
 done
 $bin clone-eval "${dirs[@]}" --out "$root"
