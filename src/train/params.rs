@@ -92,6 +92,14 @@ pub struct TrainParams {
     pub targets: Targets,
     /// Order in which a sweep visits the layers.
     pub sweep_order: SweepOrder,
+    /// Annealed eq. 14 targets: over the first `anneal_sweeps` sweeps the upper targets of RBMs
+    /// 1…N-1 move from up-samples of x to eq. 14's down-samples of y. In sweep s (from 1) each
+    /// pair is, with probability `α_s = max(0, 1 − (s − 1)/anneal_sweeps)`, drawn wholly up the
+    /// classification network (`h_{k-1}` from x, then `h_k ~ t_k(·|h_{k-1})`, the greedy
+    /// pretraining's target), else it is eq. 14's pair; the gradient is that of the mixture
+    /// `α_s P^up_k + (1 − α_s) P_k`. 0 = eq. 14's targets from the first sweep.
+    #[serde(default)]
+    pub anneal_sweeps: usize,
     /// Fraction of the training split held out for early stopping.
     pub holdout_frac: f64,
     /// Sweeps (or fine-tuning epochs) without held-out improvement before stopping.
@@ -134,6 +142,7 @@ impl TrainParams {
             persistent: false,
             targets: Targets::Probs,
             sweep_order: SweepOrder::TopDown,
+            anneal_sweeps: 0,
             holdout_frac: 0.1,
             patience: 8,
             eval_samples: 16,
