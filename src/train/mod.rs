@@ -11,9 +11,13 @@
 //! on both sides, SPEC §3), so RBMs 1…N-1 are first pretrained greedily by CD on up-samples of x
 //! (a deep belief net), then eq. 14 sweeps run.
 //!
-//! **Hybrid** ([`Method::Hybrid`]): by default from a random start (no pretraining), back-propagation
-//! fine-tuning of all `W_k, a_k` through sampled hidden states (straight-through; the mean field
-//! with `finetune_stochastic = false`) with random input bit flips, minimising the per-unit
+//! **Annealed targets** (`anneal_sweeps`, off by default): over the first sweeps each lower RBM's
+//! pairs move from up-samples of x (the pretraining's target) to eq. 14's, as a mixture
+//! ([`eq14_pairs_annealed`]).
+//!
+//! **Hybrid** ([`Method::Hybrid`]): by default from a random start (no pretraining), mean-field
+//! back-propagation fine-tuning of all `W_k, a_k` (through sampled hidden states, straight-through,
+//! with `finetune_stochastic = true`) with random input bit flips, minimising the per-unit
 //! Bernoulli cross-entropy of the one-hot label under the output layer's factorised conditional
 //! (Adam), then eq. 14 refinement sweeps at a small learning rate, keeping the refinement step with
 //! the best held-out accuracy (step 0 = no refinement).
