@@ -11,5 +11,8 @@ pub mod npy;
 pub mod perf;
 pub mod rg;
 
-pub use depth::{depth_bench, depth_table_header, depth_table_row, DepthBenchParams, DepthRow};
+pub use depth::{
+    depth_bench, depth_goal, depth_median_table, depth_medians, depth_table_header,
+    depth_table_row, DepthBenchParams, DepthMedian, DepthRow,
+};
 pub use rg::{rg_bench, rg_bench_table, RgBenchConfig, RgBenchReport};

@@ -184,6 +184,10 @@ pub struct TrainArgs {
     /// Layer order within a sweep: top-down or bottom-up.
     #[arg(long)]
     pub sweep_order: Option<SweepOrder>,
+    /// Eq. 14: sweeps over which the lower RBMs' targets move from up-samples of x to eq. 14's
+    /// down-samples of y (annealed targets; 0 = none).
+    #[arg(long)]
+    pub anneal_sweeps: Option<usize>,
     /// Minibatch size of pretraining and eq. 14 (the fine-tuning uses at most 32).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -240,6 +244,7 @@ impl TrainArgs {
             cd_k,
             targets,
             sweep_order,
+            anneal_sweeps,
             batch,
             patience,
             epochs_per_layer,

@@ -70,7 +70,7 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     println!("\n{table}");
     md += "## 1. Training (the paper's eq. 14 rule, and the hybrid)\n\nThe classifier is a stack of binary RBMs \
            (64 → 64 → 64 → 10). `eq14` trains it by the paper's layerwise KL rule after greedy pretraining; \
-           `hybrid` fine-tunes by back-propagation through sampled hidden states and then refines by eq. 14. \
+           `hybrid` fine-tunes by mean-field back-propagation and then refines by eq. 14. \
            The served output is the Rao-Blackwellised mean of the top layer over S = 64 ancestral samples.\n\n";
     md += &table;
     let (eq14_acc, hybrid_acc) = (rows[0].2.test_accuracy, rows[1].2.test_accuracy);

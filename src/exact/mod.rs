@@ -344,6 +344,58 @@ pub fn eq14(model: &DeepRbm, k: usize, xs: &[Vec<f32>], ys: &[Vec<f32>]) -> Resu
     })
 }
 
+/// Exact data moments `(⟨h_k h_{k-1}ᵀ⟩, ⟨h_k⟩, ⟨h_{k-1}⟩)` of RBM k's up-sampled pairs
+/// `P^up_k(h_k, h_{k-1}) = (1/D) Σ_d t_k(h_k|h_{k-1}) q_{k-1}(h_{k-1}|x_d)` (both layers drawn up
+/// the classification network from x; the start of the annealed eq. 14 targets,
+/// [`crate::train::eq14_pairs_annealed`]). Binary inputs when k = 1.
+pub fn eq14_up_moments(
+    model: &DeepRbm,
+    k: usize,
+    xs: &[Vec<f32>],
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    if xs.is_empty() {
+        return Err(Error::invalid("eq14_up_moments: need at least one input"));
+    }
+    let rbm = model.rbm(k);
+    check_width(rbm.n_down, "eq. 14 lower layer")?;
+    let (nu, nl) = (rbm.n_up, rbm.n_down);
+    let lower_model = if k > 1 {
+        Some(DeepRbm::new(model.layers[..k - 1].to_vec())?)
+    } else {
+        None
+    };
+    let (mut w, mut a, mut b) = (vec![0.0; nu * nl], vec![0.0; nu], vec![0.0; nl]);
+    let d = xs.len() as f64;
+    for x in xs {
+        let lower = match &lower_model {
+            None => {
+                let mut q = vec![0.0; 1 << nl];
+                q[index_of(x)] = 1.0;
+                q
+            }
+            Some(m) => classification_marginals(m, x)?.pop().unwrap_or_default(),
+        };
+        for (l, &pl) in lower.iter().enumerate() {
+            if pl == 0.0 {
+                continue;
+            }
+            let v = state(l, nl);
+            let ph = up_probs(rbm, &v);
+            let wt = pl / d;
+            for i in 0..nu {
+                a[i] += wt * ph[i];
+                for j in 0..nl {
+                    w[i * nl + j] += wt * ph[i] * v[j];
+                }
+            }
+            for j in 0..nl {
+                b[j] += wt * v[j];
+            }
+        }
+    }
+    Ok((w, a, b))
+}
+
 fn softplus(z: f64) -> f64 {
     if z > 30.0 {
         z

@@ -4,7 +4,7 @@
 use super::params::Targets;
 use crate::linalg::gemm_atb_acc;
 use crate::model::{DeepRbm, Rbm};
-use crate::sample::{gibbs_from, sample_down, sample_up};
+use crate::sample::{bernoulli, gibbs_from, sample_down, sample_up, uniform_f32};
 use crate::util::shuffle;
 
 /// The eq. 14 data pairs for RBM k on a minibatch: `(upper h_k, lower h_{k-1})`, row-major.
@@ -33,6 +33,62 @@ pub fn eq14_pairs<R: crate::sample::BernoulliRng>(
     } else {
         pick(sample_down(model, y, batch, k, rng))
     };
+    (upper, lower)
+}
+
+/// [`eq14_pairs`] with annealed targets (`TrainParams::anneal_sweeps`): each row's pair is, with
+/// probability `alpha`, drawn wholly up the classification network from x — `h_{k-1}` as for eq. 14
+/// (its binary states), then `h_k ~ t_k(·|h_{k-1})` (its probabilities with [`Targets::Probs`]:
+/// unbiased, as `h_k` is drawn given that `h_{k-1}`) — and otherwise it is eq. 14's pair. The
+/// expected moments are the mixture `alpha · ⟨·⟩_up + (1 − alpha) · ⟨·⟩_eq14`
+/// ([`crate::exact::eq14_up_moments`], [`crate::exact::eq14`]). For k = N (the labels are the
+/// target) or `alpha ≤ 0` it is [`eq14_pairs`], with the same random stream.
+#[allow(clippy::too_many_arguments)]
+pub fn eq14_pairs_annealed<R: crate::sample::BernoulliRng>(
+    model: &DeepRbm,
+    k: usize,
+    x: &[f32],
+    y: &[f32],
+    batch: usize,
+    targets: Targets,
+    alpha: f32,
+    rng: &mut R,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = model.depth();
+    if k == n || alpha <= 0.0 {
+        return eq14_pairs(model, k, x, y, batch, targets, rng);
+    }
+    let (lower_states, lower_probs) = if k == 1 {
+        (x.to_vec(), x.to_vec())
+    } else {
+        match sample_up(model, x, batch, k - 1, rng).pop() {
+            Some(l) => (l.states, l.probs),
+            None => (x.to_vec(), x.to_vec()),
+        }
+    };
+    let down = targets.last_step(sample_down(model, y, batch, k, rng));
+    let rbm = model.rbm(k);
+    let up_probs = rbm.up_probs(&lower_states, batch);
+    let up_states = bernoulli(&up_probs, rng);
+    let (nu, nl) = (rbm.n_up, rbm.n_down);
+    let mut upper = Vec::with_capacity(batch * nu);
+    let mut lower = Vec::with_capacity(batch * nl);
+    for r in 0..batch {
+        let (u, l) = (r * nu..(r + 1) * nu, r * nl..(r + 1) * nl);
+        if uniform_f32(rng) < alpha {
+            upper.extend_from_slice(match targets {
+                Targets::Samples => &up_states[u],
+                Targets::Probs => &up_probs[u],
+            });
+            lower.extend_from_slice(&lower_states[l]);
+        } else {
+            upper.extend_from_slice(&down[u]);
+            lower.extend_from_slice(match targets {
+                Targets::Samples => &lower_states[l],
+                Targets::Probs => &lower_probs[l],
+            });
+        }
+    }
     (upper, lower)
 }
 

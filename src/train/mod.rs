@@ -11,9 +11,13 @@
 //! on both sides, SPEC §3), so RBMs 1…N-1 are first pretrained greedily by CD on up-samples of x
 //! (a deep belief net), then eq. 14 sweeps run.
 //!
-//! **Hybrid** ([`Method::Hybrid`]): by default from a random start (no pretraining), back-propagation
-//! fine-tuning of all `W_k, a_k` through sampled hidden states (straight-through; the mean field
-//! with `finetune_stochastic = false`) with random input bit flips, minimising the per-unit
+//! **Annealed targets** (`anneal_sweeps`, off by default): over the first sweeps each lower RBM's
+//! pairs move from up-samples of x (the pretraining's target) to eq. 14's, as a mixture
+//! ([`eq14_pairs_annealed`]).
+//!
+//! **Hybrid** ([`Method::Hybrid`]): by default from a random start (no pretraining), mean-field
+//! back-propagation fine-tuning of all `W_k, a_k` (through sampled hidden states, straight-through,
+//! with `finetune_stochastic = true`) with random input bit flips, minimising the per-unit
 //! Bernoulli cross-entropy of the one-hot label under the output layer's factorised conditional
 //! (Adam), then eq. 14 refinement sweeps at a small learning rate, keeping the refinement step with
 //! the best held-out accuracy (step 0 = no refinement).
@@ -25,7 +29,8 @@ mod trainer;
 
 pub use backprop::{backprop_gradient, mean_field_gradient, served_scores};
 pub use cd::{
-    cd_epoch, cd_update, eq14_pairs, moment_difference, pair_moments, CdParams, Moments, Velocity,
+    cd_epoch, cd_update, eq14_pairs, eq14_pairs_annealed, moment_difference, pair_moments,
+    CdParams, Moments, Velocity,
 };
 pub use params::{
     check_widths_fit, estimated_bytes, Method, SweepOrder, Targets, TrainParams, MODEL_COPIES,
@@ -125,6 +130,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Annealed targets: the sampled data moments (W, a, b) are the exact mixture
+    /// `α ⟨·⟩_up + (1 − α) ⟨·⟩_eq14` of the two exact target distributions, for the lower RBMs, both
+    /// target kinds and α ∈ {1, 0.3}; the top RBM's pairs stay eq. 14's (labels on top).
+    #[test]
+    fn annealed_eq14_moments_match_the_exact_mixture_of_up_and_eq14_targets() {
+        let m = tiny_stack(&[4, 4, 3, 3], 12);
+        let (xs, ys) = data();
+        let x: Vec<f32> = xs.concat();
+        let y: Vec<f32> = ys.concat();
+        for k in 1..=3 {
+            let ex = exact::eq14(&m, k, &xs, &ys).unwrap();
+            let (uw, ua, ub) = exact::eq14_up_moments(&m, k, &xs).unwrap();
+            for alpha in [1.0f32, 0.3] {
+                let al = if k == 3 { 0.0 } else { alpha as f64 };
+                let mix = |up: &[f64], eq: &[f64]| -> Vec<f64> {
+                    up.iter()
+                        .zip(eq)
+                        .map(|(u, e)| al * u + (1.0 - al) * e)
+                        .collect()
+                };
+                let mut want = mix(&uw, &ex.data_w);
+                want.extend(mix(&ua, &ex.data_a));
+                want.extend(mix(&ub, &ex.data_b));
+                for targets in [Targets::Samples, Targets::Probs] {
+                    let mut rng = Xoshiro256PlusPlus::seed_from_u64(31 + k as u64);
+                    let reps: Vec<Vec<f32>> = (0..200)
+                        .map(|_| {
+                            let (xb, yb) = (x.repeat(100), y.repeat(100));
+                            let (u, l) =
+                                eq14_pairs_annealed(&m, k, &xb, &yb, 300, targets, alpha, &mut rng);
+                            let r = m.rbm(k);
+                            let pm = pair_moments(&u, &l, 300, r.n_up, r.n_down);
+                            let mut all = pm.w;
+                            all.extend(pm.a);
+                            all.extend(pm.b);
+                            all
+                        })
+                        .collect();
+                    assert_within(
+                        &mean_se(&reps),
+                        &want,
+                        &format!("k={k} alpha={alpha} {targets:?}"),
+                    );
+                }
+            }
+        }
+        // the two targets differ here, so the check above can tell them apart
+        let ex = exact::eq14(&m, 2, &xs, &ys).unwrap();
+        let (uw, _, _) = exact::eq14_up_moments(&m, 2, &xs).unwrap();
+        assert!(uw.iter().zip(&ex.data_w).any(|(u, e)| (u - e).abs() > 0.05));
+        // α = 0 is eq. 14's sampler, draw for draw
+        let (mut r1, mut r2) = (
+            Xoshiro256PlusPlus::seed_from_u64(3),
+            Xoshiro256PlusPlus::seed_from_u64(3),
+        );
+        assert_eq!(
+            eq14_pairs_annealed(&m, 1, &x, &y, 3, Targets::Probs, 0.0, &mut r1),
+            eq14_pairs(&m, 1, &x, &y, 3, Targets::Probs, &mut r2)
+        );
     }
 
     /// Model moments of the joint `t_k` from Gibbs chains started at `v` (upper moments

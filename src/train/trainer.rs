@@ -8,7 +8,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::backprop::{backprop_gradient, mean_field_gradient, served_scores, Adam};
-use super::cd::{batch_rows, cd_update, eq14_pairs, moment_difference, CdParams, Velocity};
+use super::cd::{
+    batch_rows, cd_update, eq14_pairs, eq14_pairs_annealed, moment_difference, CdParams, Velocity,
+};
 use super::params::{Method, SweepOrder, Targets, TrainParams};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
@@ -361,12 +363,14 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// One epoch of eq. 14 updates of RBM k over the fitting data.
+    /// One epoch of eq. 14 updates of RBM k over the fitting data, the targets annealed with
+    /// weight `alpha` on the up-sampled pairs ([`eq14_pairs_annealed`]).
     fn eq14_epoch(
         &mut self,
         model: &mut DeepRbm,
         k: usize,
         lr: f32,
+        alpha: f32,
         vel: &mut Velocity,
         chains: &mut Option<Vec<f32>>,
     ) {
@@ -379,7 +383,8 @@ impl<'a> Trainer<'a> {
             let b = chunk.len();
             let x = batch_rows(&self.prep.fit.x, chunk, n0);
             let y = batch_rows(&self.prep.fit_targets, chunk, nc);
-            let (u, l) = eq14_pairs(model, k, &x, &y, b, cfg.targets, &mut self.rng);
+            let (u, l) =
+                eq14_pairs_annealed(model, k, &x, &y, b, cfg.targets, alpha, &mut self.rng);
             let r = model.rbm(k);
             let start: Vec<f32> = match chains {
                 Some(c) if cfg.persistent && c.len() == l.len() => c.clone(),
@@ -415,13 +420,18 @@ impl<'a> Trainer<'a> {
             SweepOrder::BottomUp => (1..=n).collect(),
         };
         for sweep in 1..=cfg.sweeps {
+            let alpha = if cfg.anneal_sweeps == 0 {
+                0.0
+            } else {
+                (1.0 - (sweep - 1) as f32 / cfg.anneal_sweeps as f32).max(0.0)
+            };
             for &k in &order {
                 let lr_k = if k == n { lr } else { lr * cfg.lower_lr_factor };
                 if lr_k == 0.0 {
                     continue;
                 }
                 for _ in 0..cfg.epochs_per_layer {
-                    self.eq14_epoch(model, k, lr_k, &mut vels[k - 1], &mut chains[k - 1]);
+                    self.eq14_epoch(model, k, lr_k, alpha, &mut vels[k - 1], &mut chains[k - 1]);
                 }
             }
             model.validate().map_err(|e| {

@@ -29,10 +29,14 @@ pub struct Args {
     /// Training settings (the method flag is overridden by --methods).
     #[command(flatten)]
     train: TrainArgs,
+    /// Training seeds, e.g. 1,2,3: every (depth, method) is trained once per seed and the table
+    /// ends with the median over seeds per depth (replaces --seed).
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    seeds: Vec<u64>,
     /// Samples S of the served output for the test accuracy.
     #[arg(long, default_value_t = DepthBenchParams::default().samples)]
     samples: usize,
-    /// Also write the table as JSON here.
+    /// Also write the rows and the medians as JSON here (`{"rows": [...], "medians": [...]}`).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -40,11 +44,19 @@ pub struct Args {
 impl TryFrom<&Args> for Valid<DepthBenchParams> {
     type Error = anyhow::Error;
     fn try_from(a: &Args) -> Result<Self> {
-        let train = a
-            .methods
-            .iter()
-            .map(|&m| Ok(a.train.params_for(m).check()?))
-            .collect::<Result<Vec<_>>>()?;
+        let seeds = if a.seeds.is_empty() {
+            vec![a.train.seed]
+        } else {
+            a.seeds.clone()
+        };
+        let mut train = Vec::new();
+        for &m in &a.methods {
+            for &seed in &seeds {
+                let mut p = a.train.params_for(m);
+                p.seed = seed;
+                train.push(p.check()?);
+            }
+        }
         Ok(DepthBenchParams {
             depths: a.depths.0.clone(),
             width: a.width,
@@ -53,6 +65,13 @@ impl TryFrom<&Args> for Valid<DepthBenchParams> {
         }
         .check()?)
     }
+}
+
+/// What `--json` holds.
+#[derive(serde::Serialize)]
+struct DepthJson {
+    rows: Vec<bench::DepthRow>,
+    medians: Vec<bench::DepthMedian>,
 }
 
 /// Run `rgshield bench depth`.
@@ -73,8 +92,14 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     let rows = bench::depth_bench(&data, &params, &Bar::new(), |row| {
         println!("{}", bench::depth_table_row(row))
     })?;
+    let medians = bench::depth_medians(&rows);
+    println!(
+        "\nmedian over seeds of the served accuracy on {}\n\n{}",
+        data.name,
+        bench::depth_median_table(&medians)
+    );
     if let Some(p) = &a.json {
-        rgshield::util::write_json(p, &rows)?;
+        rgshield::util::write_json(p, &DepthJson { rows, medians })?;
     }
     Ok(())
 }
