@@ -66,6 +66,10 @@ struct Args {
     /// Trained stacks: seeds 1…n (hybrid defaults).
     #[arg(long, default_value_t = 3)]
     train_seeds: u64,
+    /// Trained stacks: the training configuration from a JSON file, as `rgshield train
+    /// --print-defaults` prints it (seed replaced), instead of the hybrid's defaults.
+    #[arg(long)]
+    train_config: Option<PathBuf>,
 }
 
 /// One stack of the series.
@@ -448,8 +452,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     kinds.push("trained".into());
+    let base = match &args.train_config {
+        Some(p) => serde_json::from_str::<TrainParams>(&std::fs::read_to_string(p)?)?,
+        None => TrainParams::for_method(Method::Hybrid, 1),
+    };
     for seed in 1..=args.train_seeds {
-        let params = TrainParams::for_method(Method::Hybrid, seed).check()?;
+        let params = TrainParams {
+            seed,
+            ..base.clone()
+        }
+        .check()?;
         for depth in 1..=args.max_depth {
             let widths = stack_widths(n_in, args.width, depth, n_out);
             let (model, outcome) = Trainer::new(&digits, &params)?.train(&widths)?;

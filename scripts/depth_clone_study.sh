@@ -5,7 +5,9 @@
 # rg-vertex B and random-vertex at ε 0.6 (realised L1 0.6). Every depth's protocol is written
 # next to its rows; `clone-eval --from-json` summarises them together, and
 # scripts/depth_clone_table.py tabulates rg-vertex-B − random-vertex and the protection ratio
-# against N. Usage: scripts/depth_clone_study.sh [OUT_ROOT] [DEPTHS]
+# against N. The victims' training is pinned to ROOT/pinned_training.json (the hybrid's and eq. 14's
+# defaults at commit c604613, when the runs were made), so a rerun trains what the kept run did.
+# Usage: scripts/depth_clone_study.sh [OUT_ROOT] [DEPTHS]
 set -euo pipefail
 root="${1:-docs/results/2026-11-30-depth-study/clone}"
 depths="${2:-1 2 3 4 5 6 7 8}"
@@ -16,6 +18,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 bin="$BIN"
 mkdir -p "$root"
+training="$root/pinned_training.json"
 dirs=()
 for n in $depths; do
     widths="64"
@@ -30,6 +33,7 @@ for n in $depths; do
   "data": "digits",
   "victim_widths": [$widths],
   "victim_seeds": [1, 2, 3],
+  "training": $(cat "$training"),
   "serve_samples": 64,
   "budgets": [600],
   "primary_budget": 600,

@@ -271,3 +271,49 @@ fn readme_clone_eval_tables_are_regenerated_by_the_committed_results() {
         );
     }
 }
+
+/// Every kept protocol run was written by the protocol file it names, with its training pinned:
+/// `clone-eval --protocol protocols/NAME.json --out docs/results/…/NAME` resumes it (the runner
+/// refuses a directory whose protocol.json differs from the file's serialisation), and the
+/// changed defaults of the running code cannot change what a rerun trains.
+#[test]
+fn kept_runs_are_resumable_by_their_protocol_files_and_pin_their_training() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["digits", "fashion", "digits-adaptive", "fashion-adaptive"] {
+        let spec = ProtocolSpec::read(&root.join(format!("protocols/{name}.json")))
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(spec.training.is_some(), "{name}: training not pinned");
+        let kept = std::fs::read_to_string(root.join(format!(
+            "docs/results/2026-11-30-clone-eval/{name}/protocol.json"
+        )))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string_pretty(&*spec).unwrap(),
+            kept.trim_end(),
+            "{name}"
+        );
+    }
+}
+
+/// The same for the depth study's clone side (`scripts/depth_clone_study.sh`): each depth's kept
+/// run equals the serialisation of its kept protocol file, with the training pinned.
+#[test]
+fn depth_clone_runs_are_resumable_and_pin_their_training() {
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/2026-11-30-depth-study/clone");
+    for n in 1..=8 {
+        let spec = ProtocolSpec::read(&root.join(format!("protocols/d{n}.json")))
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(spec.training.is_some(), "d{n}: training not pinned");
+        let kept = std::fs::read_to_string(root.join(format!("d{n}/protocol.json"))).unwrap();
+        assert_eq!(
+            serde_json::to_string_pretty(&*spec).unwrap(),
+            kept.trim_end(),
+            "d{n}"
+        );
+    }
+}

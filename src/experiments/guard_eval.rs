@@ -67,6 +67,9 @@ pub struct GuardEvalParams {
     pub clone: MlpParams,
     /// The strategies' knobs.
     pub strategy: StrategyParams,
+    /// Training configuration of the innocent RBM classifiers (each gets its own seed, 10
+    /// fine-tuning epochs, 3 pretraining epochs and no refinement on top of it).
+    pub rbm_training: TrainParams,
 }
 
 impl Default for GuardEvalParams {
@@ -88,6 +91,7 @@ impl Default for GuardEvalParams {
                 ..MlpParams::default()
             },
             strategy: StrategyParams::default(),
+            rbm_training: TrainParams::for_method(Method::Hybrid, 1),
         }
     }
 }
@@ -646,10 +650,11 @@ pub fn guard_eval(
             ..data.clone()
         };
         let tp = TrainParams {
+            seed,
             finetune_epochs: 10,
             pretrain_epochs: 3,
             sweeps: 0,
-            ..TrainParams::for_method(Method::Hybrid, seed)
+            ..params.rbm_training.clone()
         }
         .check()?;
         let (m, _) = Trainer::new(&d, &tp)?.train(&[victim.n_inputs(), hidden, k])?;

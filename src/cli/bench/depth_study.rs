@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 
 use crate::cli::analyze::check_analysis_memory;
 use crate::cli::common::{
-    check_samples, emit, prepare_out_dir, Bar, BasisArg, DataArgs, Depths, Inputs,
+    check_samples, emit, prepare_out_dir, read_train_config, Bar, BasisArg, DataArgs, Depths,
+    Inputs,
 };
 use crate::cli::train::check_train_memory;
 use crate::cli::Global;
@@ -100,17 +101,7 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
     type Error = anyhow::Error;
     fn try_from(a: &Args) -> Result<Self> {
         let mut train = match &a.train_config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("--train-config {}", p.display()))?;
-                serde_json::from_str::<TrainParams>(&text).with_context(|| {
-                    format!(
-                        "--train-config {}: not a training configuration (write one with \
-                         `rgshield train --print-defaults`)",
-                        p.display()
-                    )
-                })?
-            }
+            Some(p) => read_train_config(p)?,
             None => TrainParams::for_method(a.method, a.seeds.first().copied().unwrap_or(1)),
         };
         if let Some(v) = a.finetune_epochs {

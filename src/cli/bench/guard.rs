@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cli::common::emit;
+use crate::cli::common::{emit, read_train_config};
 use crate::cli::Global;
 use rgshield::data::{self, DataSpec, LoadOptions};
 use rgshield::experiments::guard_eval::{self, GuardEvalParams};
 use rgshield::model::io as model_io;
-use rgshield::train::{Method, TrainParams, Trainer};
+use rgshield::train::{TrainParams, Trainer};
 use rgshield::{Params, Valid};
 
 /// Flags of `rgshield bench guard`.
@@ -19,8 +19,13 @@ pub struct Args {
     /// Output directory (guard_eval.json, guard_eval.md, plots).
     #[arg(long)]
     out: PathBuf,
+    /// Training configuration of the victim trained here and of the innocent RBM classifiers,
+    /// from a JSON file as `rgshield train --print-defaults` prints it (default: the hybrid's
+    /// defaults); pins them whatever the defaults become.
+    #[arg(long)]
+    train_config: Option<PathBuf>,
     /// The victim: a model directory trained on digits; default a 64-64-10 hybrid model trained
-    /// here (30 fine-tuning epochs, seed 0).
+    /// here (30 fine-tuning epochs, no refinement, seed 1).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Attack seeds per strategy.
@@ -69,6 +74,10 @@ impl TryFrom<&Args> for Valid<GuardEvalParams> {
                 epochs: a.clone_epochs,
                 ..d.clone.clone()
             },
+            rbm_training: match &a.train_config {
+                Some(p) => read_train_config(p)?,
+                None => d.rbm_training.clone(),
+            },
             ..d
         }
         .check()?)
@@ -83,9 +92,10 @@ pub fn run(a: &Args, _g: &Global) -> Result<()> {
         Some(dir) => model_io::load(dir)?.0,
         None => {
             let tp = TrainParams {
+                seed: 1,
                 finetune_epochs: 30,
                 sweeps: 0,
-                ..TrainParams::for_method(Method::Hybrid, 1)
+                ..params.rbm_training.clone()
             }
             .check()?;
             Trainer::new(&digits, &tp)?

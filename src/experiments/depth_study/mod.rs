@@ -678,7 +678,7 @@ pub fn depth_study(
             rows.push(rg_row(*n, first, &an));
         }
     }
-    let (depths, trends) = summary::summarise_depths(&records, &cfg.depths, cfg.attack_epsilon);
+    let (depths, trends) = summary::summarise_depths(&records, &cfg.depths);
     Ok(DepthStudyReport {
         dataset: data.name.clone(),
         settings: params.clone(),

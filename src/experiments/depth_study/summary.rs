@@ -188,7 +188,6 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 pub fn summarise_depths(
     models: &[ModelRobustness],
     depths: &[usize],
-    _epsilon: f64,
 ) -> (Vec<DepthSummary>, Vec<Trend>) {
     let mut out = Vec::new();
     for &n in depths {

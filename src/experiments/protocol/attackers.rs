@@ -19,13 +19,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::spec::PinnedTraining;
 use crate::data::Split;
 use crate::error::Result;
 use crate::experiments::clone_eval::{Classifier, RbmClassifier};
 use crate::model::mlp::{DistillLoss, Mlp, MlpParams};
 use crate::params::{Params, Valid};
 use crate::sample::{argmax, OutputMode};
-use crate::train::{Method, TrainParams, Trainer};
+use crate::train::{Method, Trainer};
 
 /// An attacker of the protocol (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -148,13 +149,15 @@ fn holdout_agreement(clone: &dyn Classifier, r: &Received<'_>) -> f64 {
 }
 
 /// Train `kind` on what it received. `mlp` are the tuned MLP settings of this budget; `widths` the
-/// victim's (for the same-architecture thieves); `seed` fixes the clone's initialisation and order.
+/// victim's (for the same-architecture thieves), trained with `pinned` (the protocol's pinned
+/// configurations, else the defaults); `seed` fixes the clone's initialisation and order.
 /// `distill-select` is not trained here (it is read off its two parts).
 pub fn fit(
     kind: AttackerKind,
     r: &Received<'_>,
     mlp: &Valid<MlpParams>,
     widths: &[usize],
+    pinned: Option<&PinnedTraining>,
     seed: u64,
 ) -> Result<FittedClone> {
     let rows = r.y.len() / r.n_out;
@@ -191,7 +194,7 @@ pub fn fit(
                 .into_iter()
                 .map(|v| v as f32)
                 .collect();
-            let params = TrainParams::for_method(method, seed).check()?;
+            let params = PinnedTraining::params(pinned, method, seed).check()?;
             let (m, _) =
                 Trainer::with_targets(fit, targets, hold, r.n_out, &params)?.train(widths)?;
             Box::new(RbmClassifier::owned(m, OutputMode::MeanField))

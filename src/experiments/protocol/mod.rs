@@ -26,7 +26,9 @@ pub mod spec;
 pub mod summary;
 
 pub use attackers::AttackerKind;
-pub use spec::{Block, GridBlock, MlpTuning, ProtocolData, ProtocolSpec, VictimTraining};
+pub use spec::{
+    Block, GridBlock, MlpTuning, PinnedTraining, ProtocolData, ProtocolSpec, VictimTraining,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -49,7 +51,7 @@ use crate::params::{Params, Valid};
 use crate::perturb::step_to_norm;
 use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{subset, Method, TrainParams, Trainer};
+use crate::train::{subset, Method, Trainer};
 use crate::util::{atomic_write, fnv1a64, mix_seed, shuffle};
 
 use answers::AnswerStats;
@@ -337,7 +339,7 @@ fn victim(
     }
     let t0 = std::time::Instant::now();
     progress.message(&format!("training victim seed {seed}"));
-    let mut params = TrainParams::for_method(Method::Hybrid, seed);
+    let mut params = PinnedTraining::params(spec.training.as_ref(), Method::Hybrid, seed);
     if let Some(e) = spec.victim_training.finetune_epochs {
         params.finetune_epochs = e;
     }
@@ -702,7 +704,7 @@ fn tune(
                 }
                 .check()?;
                 let seed = clone_seed(spec.victim_seeds[0], budget, a, AttackerKind::Distill);
-                let f = attackers::fit(AttackerKind::Distill, &r, &mlp, &[], seed)?;
+                let f = attackers::fit(AttackerKind::Distill, &r, &mlp, &[], None, seed)?;
                 progress.inc(1);
                 Ok((epochs, lr, f.holdout_agreement))
             })
@@ -853,6 +855,7 @@ impl Cell<'_> {
             &r,
             self.mlp,
             &self.spec.victim_widths,
+            self.spec.training.as_ref(),
             seed,
         )?;
         self.measure(&f, t0.elapsed().as_secs_f64())
@@ -965,7 +968,14 @@ impl Cell<'_> {
                     n_out: self.n_out,
                 };
                 let seed = clone_seed(self.victim, self.budget, self.attacker_seed, *k);
-                let f = attackers::fit(*k, &r, self.mlp, &self.spec.victim_widths, seed)?;
+                let f = attackers::fit(
+                    *k,
+                    &r,
+                    self.mlp,
+                    &self.spec.victim_widths,
+                    self.spec.training.as_ref(),
+                    seed,
+                )?;
                 let m = self.measure(&f, t0.elapsed().as_secs_f64())?;
                 if jobs.contains(&(d.clone(), *k)) {
                     progress.inc(1);

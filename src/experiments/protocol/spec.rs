@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::params::{Params, Valid};
 
 use super::attackers::AttackerKind;
+use crate::train::{Method, TrainParams};
 
 /// Which data set and which split of it (SPEC §12, "victims" and "query pools").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +81,13 @@ pub struct ProtocolSpec {
     /// absent in the kept runs).
     #[serde(default, skip_serializing_if = "VictimTraining::is_default")]
     pub victim_training: VictimTraining,
+    /// Training configurations pinned for this protocol: every field of the hybrid's (victims and
+    /// same-architecture thieves) and eq. 14's (eq. 14 thieves), each seed replaced by the
+    /// victim's or the clone's. Absent: the methods' defaults of the running code
+    /// (`TrainParams::for_method`), so a kept run pins them to stay reproducible when the
+    /// defaults change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<PinnedTraining>,
     /// Samples S of the victim's served output.
     pub serve_samples: usize,
     /// Query budgets.
@@ -102,6 +110,33 @@ pub struct ProtocolSpec {
     pub transfer_epsilon: f64,
     /// The grid.
     pub blocks: Vec<GridBlock>,
+}
+
+/// Training configurations pinned by a protocol ([`ProtocolSpec::training`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedTraining {
+    /// The hybrid's configuration.
+    pub hybrid: TrainParams,
+    /// Eq. 14's configuration.
+    pub eq14: TrainParams,
+}
+
+impl PinnedTraining {
+    /// The training parameters of `method` with `seed`: pinned when given, else the defaults.
+    pub fn params(pinned: Option<&PinnedTraining>, method: Method, seed: u64) -> TrainParams {
+        match (pinned, method) {
+            (Some(p), Method::Hybrid) => TrainParams {
+                seed,
+                ..p.hybrid.clone()
+            },
+            (Some(p), Method::Eq14) => TrainParams {
+                seed,
+                ..p.eq14.clone()
+            },
+            (None, m) => TrainParams::for_method(m, seed),
+        }
+    }
 }
 
 /// Changes to the victims' hybrid training defaults.
@@ -234,6 +269,19 @@ impl Params for ProtocolSpec {
         }
         if self.serve_samples == 0 {
             return bad("serve_samples 0 (the served output needs S ≥ 1)".into());
+        }
+        if let Some(p) = &self.training {
+            for (what, t, m) in [
+                ("training.hybrid", &p.hybrid, Method::Hybrid),
+                ("training.eq14", &p.eq14, Method::Eq14),
+            ] {
+                if t.method != m {
+                    return bad(format!("{what}.method is {}, expected {m}", t.method));
+                }
+                if let Err(e) = t.clone().check() {
+                    return bad(format!("{what}: {e}"));
+                }
+            }
         }
         if self.detect_rows < 10 {
             return bad(format!("detect_rows {} (need ≥ 10)", self.detect_rows));
