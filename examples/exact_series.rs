@@ -453,7 +453,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     kinds.push("trained".into());
     let base = match &args.train_config {
-        Some(p) => serde_json::from_str::<TrainParams>(&std::fs::read_to_string(p)?)?,
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("--train-config {}: {e}", p.display()))?;
+            serde_json::from_str::<TrainParams>(&text)
+                .map_err(|e| format!("--train-config {}: {e}", p.display()))?
+        }
         None => TrainParams::for_method(Method::Hybrid, 1),
     };
     for seed in 1..=args.train_seeds {

@@ -27,6 +27,14 @@ impl<P> Valid<P> {
     }
 }
 
+/// Settings read back from a file are checked again: a `Valid` is never built around values that
+/// fail [`Params::check`].
+impl<'de, P: Params + serde::Deserialize<'de>> serde::Deserialize<'de> for Valid<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        P::deserialize(d)?.check().map_err(serde::de::Error::custom)
+    }
+}
+
 impl<P> Deref for Valid<P> {
     type Target = P;
     fn deref(&self) -> &P {

@@ -295,7 +295,7 @@ pub fn gaussian_vector(n: usize, seed: u64) -> Vec<f64> {
 // Minimal adversarial norm by bisection (SPEC §10, the depth study's primary metric).
 
 /// Settings of [`minimal_budget`]: the largest budget tried and the bisection's tolerance.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Bisection {
     /// Largest L2 budget tried; an attack that fails there is censored (reported as "> max").
     pub max: f64,
@@ -304,7 +304,7 @@ pub struct Bisection {
 }
 
 /// A successful point found by [`minimal_budget`].
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MinimalBudget {
     /// The budget ε at the top of the final bracket (success there).
     pub budget: f64,

@@ -32,12 +32,12 @@ fn tiny(models: &Path) -> DepthStudyParams {
     c.inputs = (0..100).collect();
     c.robust_inputs = 6;
     c.analysis_inputs = 2;
-    c.samples = 200;
+    c.samples = 512;
     c.pilot_samples = 400;
-    c.blocks = 4;
+    c.blocks = 2;
     c.judge_samples = 32;
     c.convergence_depths = vec![2];
-    c.convergence_samples = vec![200, 800];
+    c.convergence_samples = vec![512, 1024];
     c.convergence_inputs = 2;
     c.train.finetune_epochs = 20;
     c.train.sweeps = 1;
@@ -117,8 +117,7 @@ fn every_model_attacks_the_same_inputs_and_the_minimal_norms_flip_the_class() {
                 assert!((i.fisher_top - i.fisher_bound).abs() < 1e-6 * i.fisher_bound);
                 assert!(i.fisher_top_std_err.is_none());
             }
-            // The PGD minimal norm really flips the served class, and a budget one tolerance
-            // below it does not (the bisection's bracket).
+            // The PGD minimal norm really flips the served class.
             let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
             let class_at = |xp: &[f64]| {
                 let xf: Vec<f32> = xp.iter().map(|&v| (v as f32).clamp(0.0, 1.0)).collect();
@@ -248,6 +247,8 @@ fn cli_prints_the_summary_writes_files_and_says_reused() {
         "0",
         "--samples",
         "200",
+        "--blocks",
+        "1",
         "--judge-samples",
         "16",
         "--finetune-epochs",
@@ -281,6 +282,37 @@ fn cli_prints_the_summary_writes_files_and_says_reused() {
     let (ok, stdout, stderr) = rgshield(&args);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("N=1 seed 1: reused") && stdout.contains("N=2 seed 1: reused"));
+
+    // --from-json recomputes the same tables from the kept records.
+    let again = dir.path().join("again");
+    let kept = out.join("depth_study.json");
+    let (ok, _, stderr) = rgshield(&[
+        "bench",
+        "depth-study",
+        "--from-json",
+        kept.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(again.join("summary.md")).unwrap(),
+        std::fs::read_to_string(out.join("summary.md")).unwrap()
+    );
+
+    // Same models directory, another training configuration: refused, not reused.
+    let mut other = args.to_vec();
+    let at = other
+        .iter()
+        .position(|a| *a == "--finetune-epochs")
+        .unwrap();
+    other[at + 1] = "21";
+    let (ok, _, stderr) = rgshield(&other);
+    assert!(!ok);
+    assert!(
+        stderr.contains("another configuration") && stderr.contains("refusing to reuse"),
+        "{stderr}"
+    );
 
     // Same models directory, another width: a clear refusal, non-zero exit.
     let mut wider = args.to_vec();

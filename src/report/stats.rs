@@ -1,7 +1,7 @@
 //! Summary statistics of the reports, written once: means with their sample standard deviation,
 //! medians and quartiles of the finite values of a sample.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Mean and sample standard deviation (n − 1 in the denominator; 0 for a single value, NaN for
 /// none).
@@ -18,7 +18,7 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Quartiles of the finite values of a sample (non-finite ones, e.g. `cond = ∞` of a singular
 /// `C_kk`, are counted apart).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Quartiles {
     /// Finite values summarised.
     pub n: usize,
@@ -70,9 +70,44 @@ pub fn median(values: &[f64]) -> Option<f64> {
     quantile_sorted(&sorted_finite(values), 0.5)
 }
 
+/// Median of values in which +∞ stands for "larger than every finite value" (a censored
+/// measurement): the middle of all values sorted, the mean of the two middle ones for an even
+/// count, +∞ when a middle one is +∞; `None` when there is no value or any is NaN.
+pub fn median_censored(values: &[f64]) -> Option<f64> {
+    if values.is_empty() || values.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        let (a, b) = (v[n / 2 - 1], v[n / 2]);
+        if b.is_infinite() {
+            f64::INFINITY
+        } else {
+            0.5 * (a + b)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn censored_median_counts_infinity_as_largest() {
+        let inf = f64::INFINITY;
+        assert_eq!(median_censored(&[3.0, inf, 1.0]), Some(3.0));
+        assert_eq!(median_censored(&[inf, inf, 1.0]), Some(inf));
+        assert_eq!(median_censored(&[1.0, 2.0, inf, inf]), Some(inf));
+        assert_eq!(median_censored(&[1.0, 2.0, 4.0, inf]), Some(3.0));
+        assert_eq!(median_censored(&[]), None);
+        assert_eq!(median_censored(&[1.0, f64::NAN]), None);
+        // the finite-only median drops the censored values instead
+        assert_eq!(median(&[1.0, 2.0, inf, inf]), Some(1.5));
+    }
 
     #[test]
     fn hand_computed_summaries() {

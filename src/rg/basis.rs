@@ -9,7 +9,7 @@
 //! * Generation bases, layers 0…N−1: the input layer gets order 1 plus nearest-neighbour pairs on
 //!   its image grid (or order 1), the hidden layers reuse the classification bases.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::DeepRbm;
@@ -20,7 +20,7 @@ use crate::rg::FlowParams;
 
 /// Operator basis of the hidden layers (the output layer gets the complete basis when it has at
 /// most [`MAX_COMPLETE_WIDTH`] units).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum BasisChoice {
     /// `{h_i}`.
     Order1,

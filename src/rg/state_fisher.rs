@@ -109,6 +109,20 @@ fn flat(m: &Mat<f64>) -> Vec<f64> {
     (0..n * m.ncols()).map(|i| m[(i / n, i % n)]).collect()
 }
 
+/// Blocks are made of whole chunks of [`CHUNK`] samples (chunk c belongs to block c mod blocks),
+/// so at most `⌈samples / CHUNK⌉` blocks can be filled: more would silently be fewer. An error
+/// naming `what` unless `samples ≥ 2` and `1 ≤ blocks ≤ ⌈samples / CHUNK⌉`.
+pub fn check_blocks(what: &str, samples: usize, blocks: usize) -> Result<()> {
+    let chunks = samples.div_ceil(CHUNK);
+    if samples < 2 || blocks == 0 || blocks > chunks {
+        return Err(Error::invalid(format!(
+            "{what}: {blocks} jackknife blocks for {samples} samples (blocks are whole chunks of \
+             {CHUNK} samples: between 1 and {chunks} here, and S ≥ 2)"
+        )));
+    }
+    Ok(())
+}
+
 /// The Fisher information of `q_N(·|x)` w.r.t. x by the output states (module doc), from
 /// `samples` ancestral samples in `blocks` jackknife blocks, seeded from (model, `seed`, x) as the
 /// served output is. Deterministic, and independent of the thread count.
@@ -158,11 +172,7 @@ pub fn state_fisher(
             samples: 0,
         });
     }
-    if samples < 2 || blocks == 0 || blocks > samples {
-        return Err(Error::invalid(format!(
-            "state Fisher: {samples} samples in {blocks} blocks"
-        )));
-    }
+    check_blocks("state Fisher", samples, blocks)?;
     let input_seed = Predictor::new(model, OutputMode::Served { samples, seed }).input_seed(x);
     let top_rbm = model.rbm(n);
     // Chunks of CHUNK samples run in parallel on their own streams; chunk c belongs to block
@@ -311,5 +321,11 @@ mod tests {
         let m = stack(&[3, 2, 2], 1);
         assert!(state_fisher(&m, &[0.0; 4], 10, 1, 0).is_err());
         assert!(state_fisher(&m, &[0.0; 3], 10, 11, 0).is_err());
+        // 600 samples make 3 chunks of 256: 4 blocks would leave one empty.
+        let err = state_fisher(&m, &[0.0; 3], 600, 4, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 1 and 3"), "{err}");
+        assert!(state_fisher(&m, &[0.0; 3], 600, 3, 0).is_ok());
     }
 }

@@ -91,6 +91,11 @@ pub struct Args {
     /// Training: override the greedy pretraining epochs.
     #[arg(long)]
     pretrain_epochs: Option<usize>,
+    /// Instead of running: read a kept depth_study.json, recompute its per-depth summaries and
+    /// trends from its per-input records, and write depth_study.json, summary.md and the plots
+    /// into --out (default: the file's folder).
+    #[arg(long)]
+    from_json: Option<PathBuf>,
     /// Output directory for depth_study.json, summary.md, the plots and rg/dN/analysis.json
     /// (default: --models-dir).
     #[arg(long)]
@@ -140,6 +145,28 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
 
 /// Run `rgshield bench depth-study`.
 pub fn run(a: &Args, g: &Global) -> Result<()> {
+    if let Some(file) = &a.from_json {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--from-json {}", file.display()))?;
+        let kept: depth_study::DepthStudyReport = serde_json::from_str(&text)
+            .with_context(|| format!("--from-json {}: not a depth_study.json", file.display()))?;
+        let report = depth_study::resummarise(kept);
+        let out = a.out.clone().unwrap_or_else(|| {
+            file.parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from("."))
+        });
+        let md = depth_study::summary_markdown(&report);
+        println!("{md}");
+        emit(
+            &out,
+            "depth_study.json",
+            &report,
+            Some(("summary.md", &md)),
+            |dir| depth_study::write_plots(&report, dir),
+        )?;
+        return Ok(());
+    }
     check_samples("bench depth-study: --samples", a.samples)?;
     check_samples("bench depth-study: --judge-samples", a.judge_samples)?;
     let params: Valid<DepthStudyParams> = a.try_into()?;

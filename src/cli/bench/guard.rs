@@ -75,7 +75,18 @@ impl TryFrom<&Args> for Valid<GuardEvalParams> {
                 ..d.clone.clone()
             },
             rbm_training: match &a.train_config {
-                Some(p) => read_train_config(p)?,
+                Some(p) => {
+                    let t = read_train_config(p)?;
+                    if t.method != rgshield::train::Method::Hybrid {
+                        anyhow::bail!(
+                            "--train-config {}: method {}, but the guard's victim and innocent \
+                             RBMs are hybrid models",
+                            p.display(),
+                            t.method
+                        );
+                    }
+                    t
+                }
                 None => d.rbm_training.clone(),
             },
             ..d

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::analyze::{
     analyze, AnalysisReport, AnalyzeParams, InputAnalysis, LayerReport, CC_TOLERANCE,
@@ -56,7 +56,7 @@ pub use robustness::{input_robustness, InputRobustness, RobustnessContext};
 pub use summary::{summary_markdown, DepthSummary, SeedSpread, Trend, MARGIN_BINS};
 
 /// Settings of the depth study (SPEC §10).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DepthStudyParams {
     /// Depths N (number of RBMs), each ≥ 1.
     pub depths: Vec<usize>,
@@ -156,11 +156,9 @@ impl Params for DepthStudyParams {
         }
         self.train.clone().check()?;
         self.analyze_params(vec![0]).check()?;
-        if self.blocks > self.samples {
-            return Err(Error::invalid(format!(
-                "depth study: {} jackknife blocks exceed the {} samples",
-                self.blocks, self.samples
-            )));
+        crate::rg::state_fisher::check_blocks("depth study", self.samples, self.blocks)?;
+        for &s in &self.convergence_samples {
+            crate::rg::state_fisher::check_blocks("depth study: convergence", s, self.blocks)?;
         }
         Ok(Valid::checked(self))
     }
@@ -192,6 +190,14 @@ impl DepthStudyParams {
         }
     }
 
+    /// The training configuration of seed s: `train` with its seed replaced.
+    pub fn train_for(&self, seed: u64) -> TrainParams {
+        TrainParams {
+            seed,
+            ..self.train.clone()
+        }
+    }
+
     /// Model directory of depth N and training seed s.
     pub fn model_dir(&self, depth: usize, seed: u64) -> PathBuf {
         self.models_dir
@@ -201,7 +207,7 @@ impl DepthStudyParams {
 }
 
 /// Where a model came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelSource {
     /// Trained in this run and saved.
@@ -221,7 +227,7 @@ impl ModelSource {
 }
 
 /// One model of the study and its attacked inputs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelRobustness {
     /// Depth N.
     pub depth: usize,
@@ -250,7 +256,7 @@ pub struct ModelRobustness {
 }
 
 /// The top input-Fisher eigenvalue at one depth, input and sample size (convergence in S).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConvergenceRow {
     /// Depth N (first seed's model).
     pub depth: usize,
@@ -269,7 +275,7 @@ pub struct ConvergenceRow {
 }
 
 /// Everything `depth_study.json` holds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DepthStudyReport {
     /// Data set name.
     pub dataset: String,
@@ -296,7 +302,7 @@ pub struct DepthStudyReport {
 }
 
 /// RG diagnostics of one stability matrix `T^{(k)}` over the inputs (SPEC §5).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StudyLayer {
     /// `T^{(k)}`, k = 2…N.
     pub k: usize,
@@ -317,7 +323,7 @@ pub struct StudyLayer {
 
 /// The RG diagnostics of one depth (SPEC §10): the full analysis of the first seed's model on the
 /// first `analysis_inputs` selected inputs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DepthStudyRow {
     /// Depth N.
     pub depth: usize,
@@ -366,6 +372,7 @@ pub fn reusable_model(
     dir: &Path,
     widths: &[usize],
     data: &Dataset,
+    train: &TrainParams,
 ) -> Result<Option<(DeepRbm, ModelMeta)>> {
     if !dir.join(model_io::META_FILE).exists() {
         return Ok(None);
@@ -397,6 +404,23 @@ pub fn reusable_model(
                 ),
             ));
         }
+    }
+    // The recorded training configuration must be the study's (seed replaced): one configuration
+    // for every model, whether trained now or earlier.
+    let recorded = meta
+        .training
+        .as_ref()
+        .and_then(|t| serde_json::from_value::<TrainParams>(t.clone()).ok());
+    if recorded.as_ref() != Some(train) {
+        return Err(Error::model(
+            &dir.join(model_io::META_FILE),
+            format!(
+                "existing model was trained with another configuration than the study's (seed {}): \
+                 refusing to reuse it — remove {} or choose another --models-dir",
+                train.seed,
+                dir.display()
+            ),
+        ));
     }
     Ok(Some((model, meta)))
 }
@@ -507,14 +531,10 @@ fn model_for(
     let widths = cfg.widths(data, depth);
     let dir = cfg.model_dir(depth, seed);
     let t = Instant::now();
-    Ok(match reusable_model(&dir, &widths, data)? {
+    let train = cfg.train_for(seed).check()?;
+    Ok(match reusable_model(&dir, &widths, data, &train)? {
         Some((m, meta)) => (m, meta, ModelSource::Reused, 0.0),
         None => {
-            let train = TrainParams {
-                seed,
-                ..cfg.train.clone()
-            }
-            .check()?;
             let (model, _) = Trainer::new(data, &train)?
                 .with_progress(progress)
                 .train(&widths)?;
@@ -544,7 +564,12 @@ pub fn depth_study(
     // Refuse mismatched models before any long work.
     for &n in &cfg.depths {
         for &s in &cfg.seeds {
-            reusable_model(&cfg.model_dir(n, s), &cfg.widths(data, n), data)?;
+            reusable_model(
+                &cfg.model_dir(n, s),
+                &cfg.widths(data, n),
+                data,
+                &cfg.train_for(s),
+            )?;
         }
     }
     let mut models = Vec::new();
@@ -692,6 +717,15 @@ pub fn depth_study(
         rows,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Recompute a kept report's per-depth summaries and trends from its per-input records (what
+/// `bench depth-study --from-json` does): the summaries follow the code, the measurements stay.
+pub fn resummarise(mut report: DepthStudyReport) -> DepthStudyReport {
+    let (depths, trends) = summary::summarise_depths(&report.models, &report.settings.depths);
+    report.depths = depths;
+    report.trends = trends;
+    report
 }
 
 /// The RG diagnostics row of one analysis.

@@ -16,7 +16,7 @@
 //! eigenvalue raw and jackknife bias-corrected, the first-layer bound, and the mean-field
 //! reading's top Fisher eigenvalue and top Jacobian singular value `σ_max(∂μ_N/∂x)`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::linalg::norm2;
@@ -31,7 +31,7 @@ use crate::util::mix_seed;
 use crate::DeepRbm;
 
 /// What one input measured (module doc).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InputRobustness {
     /// Test-split index.
     pub index: usize,

@@ -1,24 +1,26 @@
 //! The depth study's summaries (SPEC §10): per depth over seeds, the trends against N with Holm's
 //! correction, matched-confidence bins, and the Markdown report.
 //!
-//! * **Per model** a statistic is the median over the attacked inputs (a censored minimal norm
-//!   counts as +∞; the median is "–" when more than half are censored).
+//! * **Per model** a statistic is the median over the attacked inputs; for a minimal norm a
+//!   censored input counts as +∞ ([`median_censored`]), so the median is censored itself when
+//!   more than half are; a depth with a censored seed has no mean ("censored (k seeds)").
 //! * **Per depth** ([`SeedSpread`]) the seeds' values, their mean and a 95% t interval over seeds
 //!   (`seeds − 1` degrees of freedom: the training seeds are the sampling units).
 //! * **Trend** ([`Trend`]): for each seed the least-squares slope of its per-model medians against
 //!   N over a range of depths (the models of one seed at different depths are independent draws,
 //!   so each seed gives one independent slope); the estimate is their mean with a t interval over
 //!   seeds. The trends tested (minimal norm of PGD and of the Fisher direction, over N = 1…max
-//!   and over N = 2…max) form one family, Holm-corrected at α = 0.05, fixed before the runs.
+//!   and over N = 2…max) form one family, Holm-corrected at α = 0.05, fixed before the runs; a
+//!   trend with a censored seed median is reported untestable and stays in the family.
 //! * **Matched confidence** ([`MARGIN_BINS`]): inputs pooled over seeds, binned by their clean
 //!   served margin; the median minimal norm per bin and depth compares depths at equal
 //!   confidence.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{f, ConvergenceRow, DepthStudyReport, InputRobustness, ModelRobustness};
 use crate::report::compare::{holm, paired};
-use crate::report::stats::median;
+use crate::report::stats::{median, median_censored};
 
 /// Edges of the served-margin bins of the matched-confidence table: `[0, 0.5)`, `[0.5, 0.9)`,
 /// `[0.9, 1]`.
@@ -28,22 +30,28 @@ pub const MARGIN_BINS: [f64; 4] = [0.0, 0.5, 0.9, 1.0 + 1e-12];
 pub const TREND_ALPHA: f64 = 0.05;
 
 /// A per-model statistic over the seeds of one depth.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeedSpread {
-    /// One value per seed (seeds whose value is undefined are left out).
+    /// One value per seed whose value is finite.
     pub per_seed: Vec<f64>,
-    /// Their mean.
+    /// Seeds whose value is censored (+∞: more than half of the model's inputs censored); the
+    /// mean and interval are then undefined.
+    #[serde(default)]
+    pub censored: usize,
+    /// Their mean (`None` when a seed is censored or none is finite).
     pub mean: Option<f64>,
-    /// 95% t interval over seeds (`None` with fewer than two values).
+    /// 95% t interval over seeds (`None` with fewer than two values or a censored seed).
     pub interval: Option<(f64, f64)>,
 }
 
 impl SeedSpread {
     fn of(values: Vec<f64>) -> Self {
+        let censored = values.iter().filter(|x| **x == f64::INFINITY).count();
         let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
+        if v.is_empty() || censored > 0 {
             return SeedSpread {
                 per_seed: v,
+                censored,
                 mean: None,
                 interval: None,
             };
@@ -53,11 +61,19 @@ impl SeedSpread {
         SeedSpread {
             mean: Some(e.mean),
             interval,
+            censored,
             per_seed: v,
         }
     }
 
     fn cell(&self, digits: usize) -> String {
+        if self.censored > 0 {
+            return format!(
+                "censored ({} seed{})",
+                self.censored,
+                if self.censored == 1 { "" } else { "s" }
+            );
+        }
         match (self.mean, self.interval) {
             (Some(m), Some((lo, hi))) => format!(
                 "{} [{}, {}]",
@@ -71,7 +87,7 @@ impl SeedSpread {
 }
 
 /// One matched-confidence bin of one depth.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MarginBin {
     /// Lower edge of the served margin.
     pub lo: f64,
@@ -79,14 +95,15 @@ pub struct MarginBin {
     pub hi: f64,
     /// Inputs × seeds in the bin.
     pub count: usize,
-    /// Median minimal norm of PGD (pooled over seeds).
+    /// Median minimal norm of PGD (pooled over seeds; +∞, written `null` in JSON, when more than
+    /// half are censored).
     pub pgd: Option<f64>,
     /// Median minimal norm along the Fisher direction.
     pub fisher: Option<f64>,
 }
 
 /// One depth over its seeds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DepthSummary {
     /// Depth N.
     pub depth: usize,
@@ -127,7 +144,7 @@ pub struct DepthSummary {
 }
 
 /// The slope of a per-model median against N (module doc).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Trend {
     /// `"pgd"` or `"fisher"`: whose minimal norm.
     pub attack: String,
@@ -135,24 +152,35 @@ pub struct Trend {
     pub from: usize,
     /// Last depth of the range.
     pub to: usize,
-    /// One slope per seed (L2 units per added RBM).
+    /// One slope per seed whose medians are all finite (L2 units per added RBM).
     pub per_seed: Vec<f64>,
+    /// Seeds without a slope: a per-model median censored (or fewer than two depths). The trend
+    /// is untestable then (no estimate, p-value or interval), and still counts in Holm's family.
+    #[serde(default)]
+    pub untestable_seeds: usize,
     /// Their mean.
-    pub slope: f64,
+    pub slope: Option<f64>,
     /// Two-sided p-value of "slope = 0" (t over seeds).
-    pub p_value: f64,
+    pub p_value: Option<f64>,
     /// Holm-adjusted p-value over the family of trends.
-    pub holm_p: f64,
+    pub holm_p: Option<f64>,
     /// Whether Holm rejects at [`TREND_ALPHA`].
     pub rejected: bool,
     /// The interval at the level Holm's step used.
-    pub interval: (f64, f64),
+    pub interval: Option<(f64, f64)>,
     /// That level.
     pub level: f64,
 }
 
+/// Median over a model's inputs of a finite statistic.
 fn model_median(m: &ModelRobustness, g: impl Fn(&InputRobustness) -> f64) -> f64 {
     median(&m.inputs.iter().map(g).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+}
+
+/// Median over a model's inputs of a minimal norm, censored inputs counting as +∞
+/// ([`median_censored`]): +∞ when more than half are censored.
+fn model_median_norm(m: &ModelRobustness, g: impl Fn(&InputRobustness) -> f64) -> f64 {
+    median_censored(&m.inputs.iter().map(g).collect::<Vec<_>>()).unwrap_or(f64::NAN)
 }
 
 fn norm_pgd(i: &InputRobustness) -> f64 {
@@ -212,19 +240,19 @@ pub fn summarise_depths(
                     lo: w[0],
                     hi: w[1].min(1.0),
                     count: inside.len(),
-                    pgd: median(&inside.iter().map(|i| norm_pgd(i)).collect::<Vec<_>>())
-                        .filter(|v| v.is_finite()),
-                    fisher: median(&inside.iter().map(|i| norm_fisher(i)).collect::<Vec<_>>())
-                        .filter(|v| v.is_finite()),
+                    pgd: median_censored(&inside.iter().map(|i| norm_pgd(i)).collect::<Vec<_>>()),
+                    fisher: median_censored(
+                        &inside.iter().map(|i| norm_fisher(i)).collect::<Vec<_>>(),
+                    ),
                 }
             })
             .collect();
         out.push(DepthSummary {
             depth: n,
             test_accuracy: spread(&|m| m.test_accuracy),
-            min_l2_pgd: spread(&|m| model_median(m, norm_pgd)),
-            min_l2_fisher: spread(&|m| model_median(m, norm_fisher)),
-            min_l2_random: spread(&|m| model_median(m, norm_random)),
+            min_l2_pgd: spread(&|m| model_median_norm(m, norm_pgd)),
+            min_l2_fisher: spread(&|m| model_median_norm(m, norm_fisher)),
+            min_l2_random: spread(&|m| model_median_norm(m, norm_random)),
             censored_pgd: censored(&norm_pgd),
             censored_fisher: censored(&norm_fisher),
             censored_random: censored(&norm_random),
@@ -264,41 +292,47 @@ fn trends(models: &[ModelRobustness], depths: &[usize]) -> Vec<Trend> {
         ("fisher", norm_fisher),
     ] {
         for &(from, to) in &ranges {
-            let per_seed: Vec<f64> = seeds
+            let slopes: Vec<f64> = seeds
                 .iter()
                 .map(|&s| {
                     let pts: Vec<(f64, f64)> = models
                         .iter()
                         .filter(|m| m.seed == s && m.depth >= from && m.depth <= to)
-                        .map(|m| (m.depth as f64, model_median(m, g)))
+                        .map(|m| (m.depth as f64, model_median_norm(m, g)))
                         .collect();
                     slope(&pts)
                 })
-                .filter(|v| v.is_finite())
                 .collect();
-            if per_seed.len() < 2 {
-                continue;
-            }
-            raw.push((attack, from, to, per_seed));
+            raw.push((attack, from, to, slopes));
         }
     }
-    let estimates: Vec<_> = raw.iter().map(|r| paired(&r.3)).collect();
-    let p: Vec<f64> = estimates.iter().map(|e| e.p_value()).collect();
+    // A trend with a seed lacking its slope is untestable: NaN p-value, never rejected, but it
+    // stays in the family fixed before the runs.
+    let testable = |v: &[f64]| v.len() >= 2 && v.iter().all(|x| x.is_finite());
+    let estimates: Vec<_> = raw
+        .iter()
+        .map(|r| testable(&r.3).then(|| paired(&r.3)))
+        .collect();
+    let p: Vec<f64> = estimates
+        .iter()
+        .map(|e| e.map_or(f64::NAN, |e| e.p_value()))
+        .collect();
     let steps = holm(&p, TREND_ALPHA);
     raw.into_iter()
         .zip(estimates)
         .zip(steps)
         .zip(p)
-        .map(|((((attack, from, to, per_seed), e), h), p)| Trend {
+        .map(|((((attack, from, to, slopes), e), h), p)| Trend {
             attack: attack.to_string(),
             from,
             to,
-            per_seed,
-            slope: e.mean,
-            p_value: p,
-            holm_p: h.adjusted_p,
+            untestable_seeds: slopes.iter().filter(|v| !v.is_finite()).count(),
+            per_seed: slopes.into_iter().filter(|v| v.is_finite()).collect(),
+            slope: e.map(|e| e.mean),
+            p_value: p.is_finite().then_some(p),
+            holm_p: h.adjusted_p.is_finite().then_some(h.adjusted_p),
             rejected: h.rejected,
-            interval: e.interval(h.level),
+            interval: e.map(|e| e.interval(h.level)),
             level: h.level,
         })
         .collect()
@@ -375,17 +409,19 @@ pub fn summary_markdown(r: &DepthStudyReport) -> String {
         r.trends.len()
     ));
     for tr in &r.trends {
+        let interval = match tr.interval {
+            Some((lo, hi)) => format!("[{}, {}] ({:.4})", f(Some(lo), 4), f(Some(hi), 4), tr.level),
+            None => format!("untestable: {} seed(s) censored", tr.untestable_seeds),
+        };
         t.push_str(&format!(
-            "| {} | {}…{} | {} | [{}, {}] ({:.4}) | {} | {} | {} | {} |\n",
+            "| {} | {}…{} | {} | {} | {} | {} | {} | {} |\n",
             tr.attack,
             tr.from,
             tr.to,
-            f(Some(tr.slope), 4),
-            f(Some(tr.interval.0), 4),
-            f(Some(tr.interval.1), 4),
-            tr.level,
-            f(Some(tr.p_value), 4),
-            f(Some(tr.holm_p), 4),
+            f(tr.slope, 4),
+            interval,
+            f(tr.p_value, 4),
+            f(tr.holm_p, 4),
             if tr.rejected { "yes" } else { "no" },
             tr.per_seed
                 .iter()
@@ -396,8 +432,10 @@ pub fn summary_markdown(r: &DepthStudyReport) -> String {
     }
     t.push_str("\n## Matched confidence: median minimal L2 by clean served margin (pooled over seeds)\n\n| N |");
     for w in MARGIN_BINS.windows(2) {
+        // The last bin holds margin 1 (its edge is 1 + 1e-12): a closed bracket.
+        let close = if w[1] > 1.0 { ']' } else { ')' };
         t.push_str(&format!(
-            " margin [{:.1}, {:.1}): n, pgd, fisher |",
+            " margin [{:.1}, {:.1}{close}: n, pgd, fisher |",
             w[0],
             w[1].min(1.0)
         ));
