@@ -284,7 +284,20 @@ fn kept_runs_are_resumable_by_their_protocol_files_and_pin_their_training() {
             .unwrap()
             .check()
             .unwrap();
-        assert!(spec.training.is_some(), "{name}: training not pinned");
+        // The hybrid pinned is the one `rgshield train --print-defaults` printed before issue 14
+        // changed the defaults (kept by the depth study, written by that binary).
+        let before: rgshield::train::TrainParams = serde_json::from_str(
+            &std::fs::read_to_string(
+                root.join("docs/results/2026-11-30-depth-study/train_config.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.training.as_ref().map(|t| &t.hybrid),
+            Some(&before),
+            "{name}: training not pinned to the defaults the run used"
+        );
         let kept = std::fs::read_to_string(root.join(format!(
             "docs/results/2026-11-30-clone-eval/{name}/protocol.json"
         )))
