@@ -324,3 +324,78 @@ fn cli_prints_the_summary_writes_files_and_says_reused() {
         "{stderr}"
     );
 }
+
+/// The kept digits run comes out of the code at HEAD: seed 1's N = 2 model, trained from the
+/// pinned configuration, has the kept fingerprint, and its first attacked inputs give the kept
+/// records (the jackknife's error and bias correction to rounding: their summation order may
+/// change without changing the estimator).
+#[test]
+fn kept_digits_run_is_reproduced_by_the_code_at_head() {
+    use rgshield::experiments::depth_study::{
+        input_robustness, DepthStudyReport, RobustnessContext,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kept: DepthStudyReport = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("docs/results/2026-11-30-depth-study/digits/depth_study.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let data = digits();
+    let s = &kept.settings;
+    let record = kept
+        .models
+        .iter()
+        .find(|m| m.depth == 2 && m.seed == 1)
+        .unwrap();
+    let train = s.train_for(1).check().unwrap();
+    let (model, _) = rgshield::train::Trainer::new(&data, &train)
+        .unwrap()
+        .train(&s.widths(&data, 2))
+        .unwrap();
+    let meta = model_io::ModelMeta::new(&model, data.class_names.clone());
+    assert_eq!(meta.weights_fingerprint, record.fingerprint);
+    let ctx = RobustnessContext {
+        model: &model,
+        judge: Predictor::new(
+            &model,
+            OutputMode::Served {
+                samples: s.judge_samples,
+                seed: s.seed,
+            },
+        ),
+        samples: s.samples,
+        blocks: s.blocks,
+        seed: s.seed,
+        pgd_steps: s.pgd_steps,
+        bisection: kept.bisection,
+        epsilon: s.attack_epsilon,
+    };
+    for want in record.inputs.iter().take(3) {
+        let i = want.index;
+        let got = input_robustness(&ctx, i, data.test.row(i), data.test.y[i]).unwrap();
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * b.abs().max(1e-300),
+            (a, b) => a == b,
+        };
+        assert!(
+            close(got.fisher_top_std_err, want.fisher_top_std_err),
+            "input {i}"
+        );
+        assert!(
+            close(
+                got.fisher_top_bias_corrected,
+                want.fisher_top_bias_corrected
+            ),
+            "input {i}"
+        );
+        let strip = |r: &rgshield::experiments::depth_study::InputRobustness| {
+            let mut r = r.clone();
+            r.fisher_top_std_err = None;
+            r.fisher_top_bias_corrected = None;
+            serde_json::to_string(&r).unwrap()
+        };
+        assert_eq!(strip(&got), strip(want), "input {i}");
+    }
+}

@@ -20,9 +20,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::linalg::dense;
 use crate::model::DeepRbm;
+use crate::rg::correlators::jackknife;
 use crate::rg::fisher::top_eigen;
-use crate::sample::{bernoulli, LaneRng, OutputMode, Predictor, CHUNK};
+use crate::sample::{ancestral_chunk, LaneRng, OutputMode, Predictor, CHUNK};
 use crate::util::mix_seed;
 use rand::SeedableRng;
 
@@ -104,11 +106,6 @@ fn fisher_of(q: &[f64], e: &[f64], w1: &[f32], n1: usize, n0: usize) -> Result<M
     Ok(f)
 }
 
-fn flat(m: &Mat<f64>) -> Vec<f64> {
-    let n = m.nrows();
-    (0..n * m.ncols()).map(|i| m[(i / n, i % n)]).collect()
-}
-
 /// Blocks are made of whole chunks of [`CHUNK`] samples (chunk c belongs to block c mod blocks),
 /// so at most `⌈samples / CHUNK⌉` blocks can be filled: more would silently be fewer. An error
 /// naming `what` unless `samples ≥ 2` and `1 ≤ blocks ≤ ⌈samples / CHUNK⌉`.
@@ -164,7 +161,7 @@ pub fn state_fisher(
         let f = fisher_of(&q, &e, &r1.w, n1, n0)?;
         let (top, v) = top_eigen(f.as_ref())?;
         return Ok(StateFisher {
-            value: flat(&f),
+            value: dense::to_row_major(f.as_ref()),
             top,
             top_vector: v,
             top_std_err: None,
@@ -174,7 +171,6 @@ pub fn state_fisher(
     }
     check_blocks("state Fisher", samples, blocks)?;
     let input_seed = Predictor::new(model, OutputMode::Served { samples, seed }).input_seed(x);
-    let top_rbm = model.rbm(n);
     // Chunks of CHUNK samples run in parallel on their own streams; chunk c belongs to block
     // c mod blocks, and the sums are added in chunk order (thread-count independent).
     let chunks = samples.div_ceil(CHUNK);
@@ -183,13 +179,7 @@ pub fn state_fisher(
         .map(|c| {
             let b = CHUNK.min(samples - c * CHUNK);
             let mut rng = LaneRng::seed_from_u64(mix_seed(input_seed, c as u64));
-            let h1 = bernoulli(&mu1.repeat(b), &mut rng);
-            let mut h = h1.clone();
-            for k in 2..n {
-                let p = model.rbm(k).up_probs(&h, b);
-                h = bernoulli(&p, &mut rng);
-            }
-            let py = top_rbm.up_probs(&h, b);
+            let (h1, py) = ancestral_chunk(model, &mu1, b, &mut rng);
             let mut sums = BlockSums {
                 q: vec![0.0; states],
                 e: vec![0.0; states * n1],
@@ -246,21 +236,18 @@ pub fn state_fisher(
     };
     let f = estimate(None)?;
     let (top, v) = top_eigen(f.as_ref())?;
-    let filled: Vec<usize> = (0..blocks).filter(|&i| by_block[i].n > 0).collect();
-    let (se, bc) = if filled.len() >= 2 {
-        let b = filled.len() as f64;
-        let tops = filled
-            .iter()
-            .map(|&i| Ok(top_eigen(estimate(Some(i))?.as_ref())?.0))
-            .collect::<Result<Vec<f64>>>()?;
-        let mean = tops.iter().sum::<f64>() / b;
-        let var = tops.iter().map(|t| (t - mean).powi(2)).sum::<f64>() * (b - 1.0) / b;
-        (Some(var.sqrt()), Some(b * top - (b - 1.0) * mean))
+    // check_blocks guarantees every block at least one chunk.
+    let (se, bc) = if blocks >= 2 {
+        let jk = jackknife(blocks, |skip| match skip {
+            None => Ok(vec![top]),
+            Some(_) => Ok(vec![top_eigen(estimate(skip)?.as_ref())?.0]),
+        })?;
+        (Some(jk.std_err[0]), Some(jk.bias_corrected[0]))
     } else {
         (None, None)
     };
     Ok(StateFisher {
-        value: flat(&f),
+        value: dense::to_row_major(f.as_ref()),
         top,
         top_vector: v,
         top_std_err: se,

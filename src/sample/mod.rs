@@ -278,12 +278,7 @@ impl<'m> Predictor<'m> {
             .map(|c| {
                 let b = CHUNK.min(samples - c * CHUNK);
                 let mut rng = LaneRng::seed_from_u64(mix_seed(input_seed, c as u64));
-                let mut h = bernoulli(&p1.repeat(b), &mut rng);
-                for k in 2..n {
-                    let p = m.rbm(k).up_probs(&h, b);
-                    h = bernoulli(&p, &mut rng);
-                }
-                let py = top.up_probs(&h, b);
+                let (_, py) = ancestral_chunk(m, &p1, b, &mut rng);
                 let mut sum = vec![0.0f64; top.n_up];
                 for row in py.chunks_exact(top.n_up) {
                     for (s, &v) in sum.iter_mut().zip(row) {
@@ -334,6 +329,28 @@ impl<'m> Predictor<'m> {
             .count();
         hits as f64 / split.len() as f64
     }
+}
+
+/// One chunk of `b` ancestral samples of the classification network (depth N ≥ 2) from the
+/// layer-1 probabilities `p1` of an input: `h_1 ~ p1`, then `h_k ~ t_k(·|h_{k−1})` up to layer
+/// N−1. Returns `h_1` (row-major `b × n_1`) and the top layer's probabilities
+/// `σ(W_N h_{N−1} + a_N)` (`b × n_N`). The served output and the output states' Fisher estimator
+/// ([`crate::rg::state_fisher`]) both draw through it, so they see the same samples.
+pub(crate) fn ancestral_chunk<R: BernoulliRng>(
+    model: &DeepRbm,
+    p1: &[f32],
+    b: usize,
+    rng: &mut R,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = model.depth();
+    let h1 = bernoulli(&p1.repeat(b), rng);
+    let mut upper: Option<Vec<f32>> = None;
+    for k in 2..n {
+        let p = model.rbm(k).up_probs(upper.as_deref().unwrap_or(&h1), b);
+        upper = Some(bernoulli(&p, rng));
+    }
+    let py = model.rbm(n).up_probs(upper.as_deref().unwrap_or(&h1), b);
+    (h1, py)
 }
 
 /// Index of the largest value (the first on ties; NaN never wins).
