@@ -147,6 +147,17 @@ fn med(q: &Quartiles) -> f64 {
     q.median.unwrap_or(f64::NAN)
 }
 
+/// Per seed, the median over inputs of the top eigenvalue of F_k at layer k (0-based) of the
+/// `kind` stacks of depth `deepest`: the within-stack table and plot read the same values.
+fn deepest_layer_medians(report: &Report, kind: &str, deepest: usize, k: usize) -> Vec<f64> {
+    report
+        .stacks
+        .iter()
+        .filter(|s| s.kind == kind && s.depth == deepest)
+        .map(|s| med(&s.fisher_top_by_layer[k]))
+        .collect()
+}
+
 fn stack_row(
     kind: &str,
     seed: u64,
@@ -316,12 +327,7 @@ fn markdown(report: &Report, kinds: &[String]) -> String {
         let cells: Vec<String> = kinds
             .iter()
             .map(|kind| {
-                let v: Vec<f64> = report
-                    .stacks
-                    .iter()
-                    .filter(|s| &s.kind == kind && s.depth == deepest)
-                    .map(|s| med(&s.fisher_top_by_layer[k]))
-                    .collect();
+                let v = deepest_layer_medians(report, kind, deepest, k);
                 if v.is_empty() {
                     String::new()
                 } else {
@@ -462,11 +468,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => TrainParams::for_method(Method::Hybrid, 1),
     };
     for seed in 1..=args.train_seeds {
-        let params = TrainParams {
-            seed,
-            ..base.clone()
-        }
-        .check()?;
+        let params = base.with_seed(seed).check()?;
         for depth in 1..=args.max_depth {
             let widths = stack_widths(n_in, args.width, depth, n_out);
             let (model, outcome) = Trainer::new(&digits, &params)?.train(&widths)?;
@@ -561,13 +563,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|kind| {
             let points = (0..deepest)
                 .map(|k| {
-                    let v: Vec<f64> = report
-                        .stacks
-                        .iter()
-                        .filter(|s| &s.kind == kind && s.depth == deepest)
-                        .map(|s| med(&s.fisher_top_by_layer[k]))
-                        .collect();
-                    let o = over_seeds(&v);
+                    let o = over_seeds(&deepest_layer_medians(&report, kind, deepest, k));
                     Point {
                         x: (k + 1) as f64,
                         y: o.median.log10(),

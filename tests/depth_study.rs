@@ -349,7 +349,7 @@ fn kept_digits_run_is_reproduced_by_the_code_at_head() {
         .iter()
         .find(|m| m.depth == 2 && m.seed == 1)
         .unwrap();
-    let train = s.train_for(1).check().unwrap();
+    let train = s.train.with_seed(1).check().unwrap();
     let (model, _) = rgshield::train::Trainer::new(&data, &train)
         .unwrap()
         .train(&s.widths(&data, 2))

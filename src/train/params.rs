@@ -184,6 +184,16 @@ impl TrainParams {
     }
 }
 
+impl TrainParams {
+    /// The same configuration with another seed (a pinned configuration applied per seed).
+    pub fn with_seed(&self, seed: u64) -> Self {
+        TrainParams {
+            seed,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for TrainParams {
     /// The hybrid's defaults, seed 1.
     fn default() -> Self {

@@ -143,30 +143,42 @@ impl TryFrom<&Args> for Valid<DepthStudyParams> {
     }
 }
 
-/// Run `rgshield bench depth-study`.
+/// Run `rgshield bench depth-study` (or, with --from-json, summarise a kept run again).
 pub fn run(a: &Args, g: &Global) -> Result<()> {
-    if let Some(file) = &a.from_json {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("--from-json {}", file.display()))?;
-        let kept: depth_study::DepthStudyReport = serde_json::from_str(&text)
-            .with_context(|| format!("--from-json {}: not a depth_study.json", file.display()))?;
-        let report = depth_study::resummarise(kept);
-        let out = a.out.clone().unwrap_or_else(|| {
-            file.parent()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_else(|| PathBuf::from("."))
-        });
-        let md = depth_study::summary_markdown(&report);
-        println!("{md}");
-        emit(
-            &out,
-            "depth_study.json",
-            &report,
-            Some(("summary.md", &md)),
-            |dir| depth_study::write_plots(&report, dir),
-        )?;
-        return Ok(());
+    let (report, out) = match &a.from_json {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--from-json {}", file.display()))?;
+            let kept: depth_study::DepthStudyReport =
+                serde_json::from_str(&text).with_context(|| {
+                    format!("--from-json {}: not a depth_study.json", file.display())
+                })?;
+            let out = a.out.clone().unwrap_or_else(|| {
+                file.parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            (depth_study::resummarise(kept), out)
+        }
+        None => study(a, g)?,
+    };
+    let md = depth_study::summary_markdown(&report);
+    println!("\n{md}");
+    emit(
+        &out,
+        "depth_study.json",
+        &report,
+        Some(("summary.md", &md)),
+        |dir| depth_study::write_plots(&report, dir),
+    )?;
+    if a.from_json.is_none() {
+        println!("depth study took {:.1} s", report.seconds);
     }
+    Ok(())
+}
+
+/// Train, attack and analyse: the study itself, and the folder its report goes to.
+fn study(a: &Args, g: &Global) -> Result<(depth_study::DepthStudyReport, PathBuf)> {
     check_samples("bench depth-study: --samples", a.samples)?;
     check_samples("bench depth-study: --judge-samples", a.judge_samples)?;
     let params: Valid<DepthStudyParams> = a.try_into()?;
@@ -195,15 +207,5 @@ pub fn run(a: &Args, g: &Global) -> Result<()> {
     let report = depth_study::depth_study(&data, &params, Some(&out), &Bar::new(), |m| {
         println!("{}", depth_study::model_line(m))
     })?;
-    let md = depth_study::summary_markdown(&report);
-    println!("\n{md}");
-    emit(
-        &out,
-        "depth_study.json",
-        &report,
-        Some(("summary.md", &md)),
-        |dir| depth_study::write_plots(&report, dir),
-    )?;
-    println!("depth study took {:.1} s", report.seconds);
-    Ok(())
+    Ok((report, out))
 }

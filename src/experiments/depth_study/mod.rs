@@ -45,6 +45,7 @@ use crate::perturb::Bisection;
 use crate::progress::Progress;
 use crate::report::stats::{median, quartiles, Quartiles};
 use crate::rg::basis::{BasisChoice, DEFAULT_BASIS, DEFAULT_PILOT_SAMPLES};
+use crate::rg::fisher::{first_layer_bound, top_eigen};
 use crate::rg::state_fisher::state_fisher;
 use crate::rg::OutputReading;
 use crate::sample::{argmax, OutputMode, Predictor};
@@ -187,14 +188,6 @@ impl DepthStudyParams {
         Bisection {
             max: (n_in as f64).sqrt(),
             tol: self.bisection_tol,
-        }
-    }
-
-    /// The training configuration of seed s: `train` with its seed replaced.
-    pub fn train_for(&self, seed: u64) -> TrainParams {
-        TrainParams {
-            seed,
-            ..self.train.clone()
         }
     }
 
@@ -521,32 +514,32 @@ fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
 }
 
 /// Train, or reuse, the model of one depth and seed (refusing mismatched ones).
+/// The model of one depth and seed: `found` (already loaded and checked by [`reusable_model`]), or
+/// trained here with the study's configuration and saved.
 fn model_for(
     data: &Dataset,
     cfg: &DepthStudyParams,
     depth: usize,
     seed: u64,
+    found: Option<(DeepRbm, ModelMeta)>,
     progress: &dyn Progress,
 ) -> Result<(DeepRbm, ModelMeta, ModelSource, f64)> {
-    let widths = cfg.widths(data, depth);
-    let dir = cfg.model_dir(depth, seed);
+    if let Some((m, meta)) = found {
+        return Ok((m, meta, ModelSource::Reused, 0.0));
+    }
     let t = Instant::now();
-    let train = cfg.train_for(seed).check()?;
-    Ok(match reusable_model(&dir, &widths, data, &train)? {
-        Some((m, meta)) => (m, meta, ModelSource::Reused, 0.0),
-        None => {
-            let (model, _) = Trainer::new(data, &train)?
-                .with_progress(progress)
-                .train(&widths)?;
-            let mut meta = ModelMeta::new(&model, data.class_names.clone());
-            meta.dataset = Some(data.info());
-            meta.training = Some(serde_json::to_value(&*train).map_err(|e| {
-                Error::invalid(format!("cannot serialise the training config: {e}"))
-            })?);
-            model_io::save(&dir, &model, &meta)?;
-            (model, meta, ModelSource::Trained, t.elapsed().as_secs_f64())
-        }
-    })
+    let train = cfg.train.with_seed(seed).check()?;
+    let (model, _) = Trainer::new(data, &train)?
+        .with_progress(progress)
+        .train(&cfg.widths(data, depth))?;
+    let mut meta = ModelMeta::new(&model, data.class_names.clone());
+    meta.dataset = Some(data.info());
+    meta.training = Some(
+        serde_json::to_value(&*train)
+            .map_err(|e| Error::invalid(format!("cannot serialise the training config: {e}")))?,
+    );
+    model_io::save(&cfg.model_dir(depth, seed), &model, &meta)?;
+    Ok((model, meta, ModelSource::Trained, t.elapsed().as_secs_f64()))
 }
 
 /// Run the depth study (SPEC §10; module doc). `on_model` sees each model's record as its attacks
@@ -561,23 +554,19 @@ pub fn depth_study(
     let t0 = Instant::now();
     let cfg = params;
     data.check_test_inputs(&cfg.inputs, "depth study")?;
-    // Refuse mismatched models before any long work.
+    // Load the existing models, refusing mismatched ones, before any long work.
+    let mut found = Vec::new();
     for &n in &cfg.depths {
         for &s in &cfg.seeds {
-            reusable_model(
-                &cfg.model_dir(n, s),
-                &cfg.widths(data, n),
-                data,
-                &cfg.train_for(s),
-            )?;
+            let dir = cfg.model_dir(n, s);
+            let m = reusable_model(&dir, &cfg.widths(data, n), data, &cfg.train.with_seed(s))?;
+            found.push((n, s, m));
         }
     }
     let mut models = Vec::new();
-    for &n in &cfg.depths {
-        for &s in &cfg.seeds {
-            let (m, meta, source, secs) = model_for(data, cfg, n, s, progress)?;
-            models.push((n, s, m, meta, source, secs));
-        }
+    for (n, s, m) in found {
+        let (m, meta, source, secs) = model_for(data, cfg, n, s, m, progress)?;
+        models.push((n, s, m, meta, source, secs));
     }
     // The inputs every model serves correctly at the judging S.
     let judges: Vec<Predictor<'_>> = models
@@ -668,28 +657,28 @@ pub fn depth_study(
     let mut rows = Vec::new();
     for (n, _, model, ..) in first_models {
         if cfg.convergence_inputs > 0 && cfg.convergence_depths.contains(n) {
+            let inputs: Vec<usize> = attacked
+                .iter()
+                .copied()
+                .take(cfg.convergence_inputs)
+                .collect();
+            let bounds = inputs
+                .iter()
+                .map(|&i| Ok(top_eigen(first_layer_bound(model, data.test.row(i))?.as_ref())?.0))
+                .collect::<Result<Vec<f64>>>()?;
             for &samples in &cfg.convergence_samples {
-                let rs = attacked
-                    .iter()
-                    .take(cfg.convergence_inputs)
-                    .map(|&i| {
-                        let x = data.test.row(i);
-                        let r = state_fisher(model, x, samples, cfg.blocks, cfg.seed)?;
-                        Ok(ConvergenceRow {
-                            depth: *n,
-                            input: i,
-                            samples,
-                            top: r.top,
-                            top_std_err: r.top_std_err,
-                            top_bias_corrected: r.top_bias_corrected,
-                            bound: crate::rg::fisher::top_eigen(
-                                crate::rg::fisher::first_layer_bound(model, x)?.as_ref(),
-                            )?
-                            .0,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                convergence.extend(rs);
+                for (&i, &bound) in inputs.iter().zip(&bounds) {
+                    let r = state_fisher(model, data.test.row(i), samples, cfg.blocks, cfg.seed)?;
+                    convergence.push(ConvergenceRow {
+                        depth: *n,
+                        input: i,
+                        samples,
+                        top: r.top,
+                        top_std_err: r.top_std_err,
+                        top_bias_corrected: r.top_bias_corrected,
+                        bound,
+                    });
+                }
             }
         }
         if cfg.analysis_inputs > 0 {

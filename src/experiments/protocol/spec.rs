@@ -126,14 +126,8 @@ impl PinnedTraining {
     /// The training parameters of `method` with `seed`: pinned when given, else the defaults.
     pub fn params(pinned: Option<&PinnedTraining>, method: Method, seed: u64) -> TrainParams {
         match (pinned, method) {
-            (Some(p), Method::Hybrid) => TrainParams {
-                seed,
-                ..p.hybrid.clone()
-            },
-            (Some(p), Method::Eq14) => TrainParams {
-                seed,
-                ..p.eq14.clone()
-            },
+            (Some(p), Method::Hybrid) => p.hybrid.with_seed(seed),
+            (Some(p), Method::Eq14) => p.eq14.with_seed(seed),
             (None, m) => TrainParams::for_method(m, seed),
         }
     }
