@@ -228,31 +228,43 @@ impl Mlp {
     /// `F = Jᵀ (diag p − p pᵀ) J` (`n_in × n_in`, row-major) — the distilled clone's analogue of
     /// the input Fisher information of SPEC §6.
     pub fn input_fisher(&self, x: &[f64]) -> Vec<f64> {
-        let p = self.probs(x);
-        let j = self.logit_jacobian(x);
+        let b = self.input_fisher_factor(x);
         let n = self.n_in;
-        // A = (diag p − p pᵀ) J = diag(p) J − p (pᵀ J).
-        let mut pj = vec![0.0; n];
-        for c in 0..self.n_out {
-            for i in 0..n {
-                pj[i] += p[c] * j[c * n + i];
-            }
-        }
         let mut f = vec![0.0; n * n];
-        for c in 0..self.n_out {
-            let jc = &j[c * n..(c + 1) * n];
-            for a in 0..n {
-                // Σ_c p_c (J_ca − pj_a)(J_cb − pj_b) = Jᵀ(diag p − ppᵀ)J.
-                let da = jc[a] - pj[a];
-                if da == 0.0 {
+        for bc in b.chunks_exact(n) {
+            for (a, &ba) in bc.iter().enumerate() {
+                if ba == 0.0 {
                     continue;
                 }
-                for b in 0..n {
-                    f[a * n + b] += p[c] * da * (jc[b] - pj[b]);
+                for (fab, &bb) in f[a * n..(a + 1) * n].iter_mut().zip(bc) {
+                    *fab += ba * bb;
                 }
             }
         }
         f
+    }
+
+    /// A factor `B` (`n_out × n_in`, row-major) of the input Fisher, `F = BᵀB`: row c is
+    /// `√p_c (J_c − pᵀJ)`, since `Jᵀ(diag p − ppᵀ)J = Σ_c p_c (J_c − pᵀJ)ᵀ(J_c − pᵀJ)`. Its top
+    /// eigenvector is cheap through the `n_out × n_out` Gram matrix
+    /// ([`crate::linalg::dense::top_eigen_of_gram`]).
+    pub fn input_fisher_factor(&self, x: &[f64]) -> Vec<f64> {
+        let p = self.probs(x);
+        let mut b = self.logit_jacobian(x);
+        let n = self.n_in;
+        let mut pj = vec![0.0; n];
+        for (c, jc) in b.chunks_exact(n).enumerate() {
+            for (a, &v) in pj.iter_mut().zip(jc) {
+                *a += p[c] * v;
+            }
+        }
+        for (c, bc) in b.chunks_exact_mut(n).enumerate() {
+            let s = p[c].sqrt();
+            for (v, &m) in bc.iter_mut().zip(&pj) {
+                *v = s * (*v - m);
+            }
+        }
+        b
     }
 
     /// Mean loss over `rows` with its gradient in the parameter order (w1, b1, w2, b2), the

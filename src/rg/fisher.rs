@@ -375,6 +375,9 @@ pub struct MeanFieldReading {
     pub jacobian: Mat<f64>,
     /// Product-Bernoulli Fisher of the mean-field output.
     pub fisher: Mat<f64>,
+    /// Its factor `B = diag(√(μ_N(1−μ_N))) W_N ∂μ_{N−1}/∂x` (`n_N × n_0`): `fisher = BᵀB`, so its top
+    /// eigenpair comes from the small Gram matrix ([`dense::top_eigen_of_gram`]).
+    pub fisher_factor: Mat<f64>,
     /// The same at every depth k = 1…N (the last equals `fisher`).
     pub per_layer_fisher: Vec<Mat<f64>>,
     /// `JᵀJ`.
@@ -395,6 +398,7 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
     let mut j = Mat::from_fn(n0, n0, |a, b| if a == b { 1.0 } else { 0.0 });
     let mut means = Vec::new();
     let mut per_layer_fisher = Vec::new();
+    let mut fisher_factor = Mat::zeros(0, 0);
     for k in 1..=model.depth() {
         let r = model.rbm(k);
         let next = up_probs_f64(r, &mu);
@@ -403,6 +407,7 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
         let d: Vec<f64> = next.iter().map(|m| m * (1.0 - m)).collect();
         let b = Mat::from_fn(wj.nrows(), wj.ncols(), |i, c| d[i].sqrt() * wj[(i, c)]);
         per_layer_fisher.push(dense::mul_tn(b.as_ref(), b.as_ref())?);
+        fisher_factor = b;
         j = Mat::from_fn(wj.nrows(), wj.ncols(), |i, c| d[i] * wj[(i, c)]);
         means.push(next.clone());
         mu = next;
@@ -412,6 +417,7 @@ pub fn mean_field_reading(model: &DeepRbm, x: &[f32]) -> Result<MeanFieldReading
         means,
         fisher: per_layer_fisher[per_layer_fisher.len() - 1].clone(),
         jacobian: j,
+        fisher_factor,
         per_layer_fisher,
         jtj,
     })

@@ -92,6 +92,36 @@ pub fn eq14_pairs_annealed<R: crate::sample::BernoulliRng>(
     (upper, lower)
 }
 
+/// Reading (C) of top-layer targets (SPEC §12): each of the `batch` rows of `y` (width `n`) replaced
+/// by a one-hot class state `e_c`, `c` drawn with probability `y_c / Σ_j y_j` (uniformly for a row
+/// summing to 0). In expectation the row is the class distribution `y / Σ y`, so the top RBM's data
+/// moments equal reading (P)'s on renormalised rows; the lower RBMs' targets, drawn down the
+/// generation network from a class state instead of a product of Bernoullis, differ.
+pub fn class_states<R: rand::Rng>(y: &[f32], batch: usize, n: usize, rng: &mut R) -> Vec<f32> {
+    let mut out = vec![0.0f32; batch * n];
+    for (row, o) in y.chunks_exact(n).zip(out.chunks_exact_mut(n)).take(batch) {
+        let total: f64 = row.iter().map(|&v| v.max(0.0) as f64).sum();
+        let u = crate::sample::uniform_f32(rng) as f64;
+        let c = if total > 0.0 {
+            let mut acc = 0.0;
+            let target = u * total;
+            row.iter()
+                .position(|&v| {
+                    acc += v.max(0.0) as f64;
+                    acc > target
+                })
+                .unwrap_or_else(|| {
+                    // rounding: the last class with mass
+                    row.iter().rposition(|&v| v > 0.0).unwrap_or(n - 1)
+                })
+        } else {
+            ((u * n as f64) as usize).min(n - 1)
+        };
+        o[c] = 1.0;
+    }
+    out
+}
+
 /// Moments `⟨u lᵀ⟩, ⟨u⟩, ⟨l⟩` of a batch of paired rows (upper width `nu`, lower width `nl`).
 pub fn pair_moments(upper: &[f32], lower: &[f32], batch: usize, nu: usize, nl: usize) -> Moments {
     let mut w = vec![0.0; nu * nl];

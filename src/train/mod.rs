@@ -29,13 +29,13 @@ mod trainer;
 
 pub use backprop::{backprop_gradient, mean_field_gradient, served_scores};
 pub use cd::{
-    cd_epoch, cd_update, eq14_pairs, eq14_pairs_annealed, moment_difference, pair_moments,
-    CdParams, Moments, Velocity,
+    cd_epoch, cd_update, class_states, eq14_pairs, eq14_pairs_annealed, moment_difference,
+    pair_moments, CdParams, Moments, Velocity,
 };
 pub use params::{
     check_widths_fit, estimated_bytes, Method, SweepOrder, Targets, TrainParams, MODEL_COPIES,
 };
-pub use trainer::{subset, HistoryRow, TrainOutcome, Trainer};
+pub use trainer::{subset, HistoryRow, TopReading, TrainOutcome, Trainer};
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +191,93 @@ mod tests {
             eq14_pairs_annealed(&m, 1, &x, &y, 3, Targets::Probs, 0.0, &mut r1),
             eq14_pairs(&m, 1, &x, &y, 3, Targets::Probs, &mut r2)
         );
+    }
+
+    /// Reading (C): drawing a one-hot class state from each soft target row and then eq. 14's pairs
+    /// gives, in expectation, the exact eq. 14 moments of the data set in which each input appears
+    /// once per class, weighted by the row's class probabilities (here quarters: each input four
+    /// times). Every RBM, both target kinds; for the lower RBMs this mixture differs from reading the
+    /// argmax alone, so a sampler that ignored the probabilities would fail.
+    #[test]
+    fn reading_c_moments_are_the_exact_class_mixture_of_one_hot_eq14_moments() {
+        let m = tiny_stack(&[4, 4, 3, 3], 21);
+        let (xs, _) = data();
+        let soft: Vec<Vec<f32>> = vec![
+            vec![0.5, 0.25, 0.25],
+            vec![0.0, 0.75, 0.25],
+            vec![0.25, 0.25, 0.5],
+        ];
+        let one_hot = |c: usize| -> Vec<f32> { (0..3).map(|j| f32::from(j == c)).collect() };
+        // the expanded data set: quarter q of row d goes to the class whose cumulative mass covers it
+        let (mut xs4, mut ys4) = (Vec::new(), Vec::new());
+        for (x, p) in xs.iter().zip(&soft) {
+            for q in 0..4 {
+                let mut acc = 0.0;
+                let c = p
+                    .iter()
+                    .position(|&v| {
+                        acc += v;
+                        acc > (q as f32 + 0.5) / 4.0
+                    })
+                    .unwrap();
+                xs4.push(x.clone());
+                ys4.push(one_hot(c));
+            }
+        }
+        let x: Vec<f32> = xs.concat();
+        let y: Vec<f32> = soft.concat();
+        for k in 1..=3 {
+            let ex = exact::eq14(&m, k, &xs4, &ys4).unwrap();
+            let mut want = ex.data_w.clone();
+            want.extend(&ex.data_a);
+            want.extend(&ex.data_b);
+            for targets in [Targets::Samples, Targets::Probs] {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(51 + k as u64);
+                let reps: Vec<Vec<f32>> = (0..200)
+                    .map(|_| {
+                        let xb = x.repeat(100);
+                        let yb = class_states(&y.repeat(100), 300, 3, &mut rng);
+                        let (u, l) = eq14_pairs(&m, k, &xb, &yb, 300, targets, &mut rng);
+                        let r = m.rbm(k);
+                        let pm = pair_moments(&u, &l, 300, r.n_up, r.n_down);
+                        let mut all = pm.w;
+                        all.extend(pm.a);
+                        all.extend(pm.b);
+                        all
+                    })
+                    .collect();
+                assert_within(&mean_se(&reps), &want, &format!("k={k} {targets:?}"));
+            }
+        }
+        let argmax_only: Vec<Vec<f32>> = vec![one_hot(0), one_hot(1), one_hot(2)];
+        let mix = exact::eq14(&m, 1, &xs4, &ys4).unwrap();
+        let top = exact::eq14(&m, 1, &xs, &argmax_only).unwrap();
+        assert!(mix
+            .data_w
+            .iter()
+            .zip(&top.data_w)
+            .any(|(a, b)| (a - b).abs() > 0.02));
+    }
+
+    #[test]
+    fn class_states_draw_each_class_with_its_share_of_the_row() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+        let rows = 20_000;
+        // unnormalised row (sum 0.8), and a row of zeros (uniform)
+        let y = [0.2f32, 0.0, 0.6, 0.0, 0.0, 0.0].repeat(rows);
+        let s = class_states(&y, 2 * rows, 3, &mut rng);
+        let mut counts = [[0usize; 3]; 2];
+        for (i, r) in s.chunks_exact(3).enumerate() {
+            assert_eq!(r.iter().sum::<f32>(), 1.0, "row {i} is not one-hot");
+            counts[i % 2][r.iter().position(|&v| v == 1.0).unwrap()] += 1;
+        }
+        for (c, want) in [(counts[0], [0.25, 0.0, 0.75]), (counts[1], [1.0 / 3.0; 3])] {
+            for j in 0..3 {
+                let f = c[j] as f64 / rows as f64;
+                let se = (want[j] * (1.0 - want[j]) / rows as f64).sqrt();
+                assert!((f - want[j]).abs() <= 4.0 * se + 1e-12, "{c:?} vs {want:?}");
+            }
+        }
     }
 
     /// Model moments of the joint `t_k` from Gibbs chains started at `v` (upper moments

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::backprop::{backprop_gradient, mean_field_gradient, served_scores, Adam};
 use super::cd::{
-    batch_rows, cd_update, eq14_pairs, eq14_pairs_annealed, moment_difference, CdParams, Velocity,
+    batch_rows, cd_update, class_states, eq14_pairs, eq14_pairs_annealed, moment_difference,
+    CdParams, Velocity,
 };
 use super::params::{Method, SweepOrder, Targets, TrainParams};
 use crate::data::{Dataset, Split};
@@ -55,11 +56,41 @@ pub struct TrainOutcome {
     pub seconds: f64,
 }
 
+/// How the top-layer targets enter eq. 14: the two readings of a served answer (SPEC §6, §12).
+/// One-hot labels read the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopReading {
+    /// (P): a target row is the top layer's Bernoulli means (paper eq. 23).
+    #[default]
+    Means,
+    /// (C): a target row is a class distribution; each pass draws a one-hot class state from it
+    /// ([`class_states`]).
+    Classes,
+}
+
+impl TopReading {
+    /// The top layer's values for one pass over the target rows `y` (`batch × n`): `y` itself in
+    /// reading (P) (no draw), one-hot class states in reading (C).
+    fn top_values<R: rand::Rng>(
+        self,
+        y: Vec<f32>,
+        batch: usize,
+        n: usize,
+        rng: &mut R,
+    ) -> Vec<f32> {
+        match self {
+            TopReading::Means => y,
+            TopReading::Classes => class_states(&y, batch, n, rng),
+        }
+    }
+}
+
 /// Training data as seen by the trainer: inputs and top-layer targets (one-hot labels, or the
-/// served outputs an attacker received), with a held-out part.
+/// served outputs an attacker received) with their reading, and a held-out part.
 struct Prepared {
     fit: Split,
     fit_targets: Vec<f32>,
+    reading: TopReading,
     holdout: Split,
     n_classes: usize,
 }
@@ -107,6 +138,7 @@ fn prepare(data: &Dataset, cfg: &TrainParams) -> Result<Prepared> {
     let n_classes = data.n_classes();
     Ok(Prepared {
         fit_targets: one_hot(&fit.y, n_classes),
+        reading: TopReading::Means,
         fit,
         holdout,
         n_classes,
@@ -131,8 +163,8 @@ impl<'a> Trainer<'a> {
 
     /// A trainer on given top-layer targets instead of one-hot labels (SPEC §9: a clone trained on
     /// `(x, ŷ')`): `targets` is `fit.len() × n_classes` row-major, finite and in [0,1], entering
-    /// eq. 14 as the top layer's values (reading (P), paper eq. 23) and the fine-tuning loss as soft
-    /// labels. `fit.y` and `holdout.y` are the labels used for the reported accuracies and early
+    /// eq. 14 as the top layer's values (reading (P), paper eq. 23; see [`Trainer::with_reading`])
+    /// and the fine-tuning loss as soft labels. `fit.y` and `holdout.y` are the labels used for the reported accuracies and early
     /// stopping (for an attacker: the argmax of what was served).
     pub fn with_targets(
         fit: Split,
@@ -182,6 +214,7 @@ impl<'a> Trainer<'a> {
             Prepared {
                 fit,
                 fit_targets: targets,
+                reading: TopReading::Means,
                 holdout,
                 n_classes,
             },
@@ -198,6 +231,12 @@ impl<'a> Trainer<'a> {
             history: Vec::new(),
             progress: &NoProgress,
         }
+    }
+
+    /// Read the top-layer targets in `reading` in eq. 14 (the fine-tuning loss is the same in both).
+    pub fn with_reading(mut self, reading: TopReading) -> Self {
+        self.prep.reading = reading;
+        self
     }
 
     /// Report progress (one step per pretraining epoch, sweep and fine-tuning epoch).
@@ -301,8 +340,14 @@ impl<'a> Trainer<'a> {
         let idx: Vec<usize> = (0..rows).collect();
         let n0 = self.prep.fit.n_features;
         let x = batch_rows(&self.prep.fit.x, &idx, n0);
-        let y = batch_rows(&self.prep.fit_targets, &idx, self.prep.n_classes);
+        let nc = self.prep.n_classes;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix_seed(self.cfg.seed, 0xC0FFEE));
+        let y = self.prep.reading.top_values(
+            batch_rows(&self.prep.fit_targets, &idx, nc),
+            rows,
+            nc,
+            &mut rng,
+        );
         (1..=model.depth())
             .map(|k| {
                 let (u, l) = eq14_pairs(model, k, &x, &y, rows, Targets::Samples, &mut rng);
@@ -382,7 +427,12 @@ impl<'a> Trainer<'a> {
         for chunk in order.chunks(cfg.batch) {
             let b = chunk.len();
             let x = batch_rows(&self.prep.fit.x, chunk, n0);
-            let y = batch_rows(&self.prep.fit_targets, chunk, nc);
+            let y = self.prep.reading.top_values(
+                batch_rows(&self.prep.fit_targets, chunk, nc),
+                b,
+                nc,
+                &mut self.rng,
+            );
             let (u, l) =
                 eq14_pairs_annealed(model, k, &x, &y, b, cfg.targets, alpha, &mut self.rng);
             let r = model.rbm(k);

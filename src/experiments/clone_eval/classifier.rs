@@ -5,15 +5,14 @@
 
 use std::borrow::Cow;
 
-use faer::Mat;
-
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::linalg::dense;
 use crate::model::mlp::{Mlp, MlpParams};
 use crate::model::DeepRbm;
 use crate::params::Valid;
 use crate::perturb::{fisher_sign, mean_field_margin};
-use crate::rg::fisher::{mean_field_reading, top_eigen};
+use crate::rg::fisher::mean_field_reading;
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::train::{TrainParams, Trainer};
 
@@ -27,7 +26,8 @@ pub trait Classifier: Send + Sync {
 }
 
 /// A deep RBM as a classifier: classes from its output in `mode`; the attack direction from its
-/// mean-field reading (the top eigenvector of the mean-field network's input Fisher).
+/// mean-field reading (the top eigenvector of the mean-field network's input Fisher, through its
+/// factor's Gram matrix).
 pub struct RbmClassifier<'m> {
     model: Cow<'m, DeepRbm>,
     mode: OutputMode,
@@ -66,8 +66,8 @@ impl Classifier for RbmClassifier<'_> {
 
     fn attack_direction(&self, x: &[f32], class: usize) -> Result<Vec<f64>> {
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let f = mean_field_reading(&self.model, x)?.fisher;
-        let v = top_eigen(f.as_ref())?.1;
+        let b = mean_field_reading(&self.model, x)?.fisher_factor;
+        let v = dense::top_eigen_of_gram(b.as_ref())?.1;
         let grad = mean_field_margin(&self.model, &x64, class)?.1;
         Ok(signed(&x64, v, &grad))
     }
@@ -81,13 +81,12 @@ impl Classifier for Mlp {
     }
 
     /// The top eigenvector of the categorical Fisher `Jᵀ(diag p − ppᵀ)J`, signed by the logit
-    /// margin's gradient.
+    /// margin's gradient (computed through its `n_out × n_out` Gram factor).
     fn attack_direction(&self, x: &[f32], class: usize) -> Result<Vec<f64>> {
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let n = self.n_in;
-        let f = self.input_fisher(&x64);
-        let f = Mat::from_fn(n, n, |i, j| f[i * n + j]);
-        let v = top_eigen(f.as_ref())?.1;
+        let b = self.input_fisher_factor(&x64);
+        let b = dense::from_row_major(&b, self.n_out, self.n_in)?;
+        let v = dense::top_eigen_of_gram(b.as_ref())?.1;
         let grad = self.margin(&x64, class)?.1;
         Ok(signed(&x64, v, &grad))
     }

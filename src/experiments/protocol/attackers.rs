@@ -12,7 +12,10 @@
 //!   renormalised answers, `ln max(ỹ_k, 10⁻⁶) − mean_j ln max(ỹ_j, 10⁻⁶)` (a softmax's logits up to
 //!   their shift);
 //! * `hybrid` — the victim's architecture trained by the hybrid rule on the soft answers;
-//! * `eq14` — the victim's architecture trained by the paper's eq. 14, reading (P);
+//! * `eq14` — the victim's architecture trained by the paper's eq. 14, reading (P): each answer is
+//!   the top layer's Bernoulli means;
+//! * `eq14-c` — the same in reading (C): each answer is a class distribution, and every pass draws a
+//!   one-hot class state from it ([`crate::train::TopReading::Classes`]);
 //! * `adaptive-distill` — the `distill` learner on queries chosen by KnockoffNets' adaptive bandit
 //!   ([`crate::experiments::query_strategy::adaptive`]) against the defended answers themselves,
 //!   instead of the fixed permutation of the pool.
@@ -26,7 +29,7 @@ use crate::experiments::clone_eval::{Classifier, RbmClassifier};
 use crate::model::mlp::{DistillLoss, Mlp, MlpParams};
 use crate::params::{Params, Valid};
 use crate::sample::{argmax, OutputMode};
-use crate::train::{Method, Trainer};
+use crate::train::{Method, TopReading, Trainer};
 
 /// An attacker of the protocol (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,6 +47,8 @@ pub enum AttackerKind {
     Hybrid,
     /// Same architecture, eq. 14 (reading P).
     Eq14,
+    /// Same architecture, eq. 14 (reading C).
+    Eq14C,
     /// `distill` on adaptively chosen queries.
     AdaptiveDistill,
 }
@@ -58,6 +63,7 @@ impl AttackerKind {
             AttackerKind::DistillLogit => "distill-logit",
             AttackerKind::Hybrid => "hybrid",
             AttackerKind::Eq14 => "eq14",
+            AttackerKind::Eq14C => "eq14-c",
             AttackerKind::AdaptiveDistill => "adaptive-distill",
         }
     }
@@ -171,7 +177,7 @@ pub fn fit(
         }
         AttackerKind::DistillTop1 => mlp_on(one_hot(r.y, r.n_out), DistillLoss::CrossEntropy)?,
         AttackerKind::DistillLogit => mlp_on(logit_targets(r.y, r.n_out), DistillLoss::LogitMse)?,
-        AttackerKind::Hybrid | AttackerKind::Eq14 => {
+        AttackerKind::Hybrid | AttackerKind::Eq14 | AttackerKind::Eq14C => {
             let method = if kind == AttackerKind::Hybrid {
                 Method::Hybrid
             } else {
@@ -195,8 +201,14 @@ pub fn fit(
                 .map(|v| v as f32)
                 .collect();
             let params = PinnedTraining::params(pinned, method, seed).check()?;
-            let (m, _) =
-                Trainer::with_targets(fit, targets, hold, r.n_out, &params)?.train(widths)?;
+            let reading = if kind == AttackerKind::Eq14C {
+                TopReading::Classes
+            } else {
+                TopReading::Means
+            };
+            let (m, _) = Trainer::with_targets(fit, targets, hold, r.n_out, &params)?
+                .with_reading(reading)
+                .train(widths)?;
             Box::new(RbmClassifier::owned(m, OutputMode::MeanField))
         }
         AttackerKind::DistillSelect => {
@@ -237,6 +249,7 @@ mod tests {
             AttackerKind::DistillLogit,
             AttackerKind::Hybrid,
             AttackerKind::Eq14,
+            AttackerKind::Eq14C,
             AttackerKind::AdaptiveDistill,
         ] {
             let s = serde_json::to_string(&k).unwrap();
