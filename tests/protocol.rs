@@ -279,7 +279,14 @@ fn readme_clone_eval_tables_are_regenerated_by_the_committed_results() {
 #[test]
 fn kept_runs_are_resumable_by_their_protocol_files_and_pin_their_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["digits", "fashion", "digits-adaptive", "fashion-adaptive"] {
+    for name in [
+        "digits",
+        "fashion",
+        "digits-adaptive",
+        "fashion-adaptive",
+        "digits-eq14-readings",
+        "fashion-more",
+    ] {
         let spec = ProtocolSpec::read(&root.join(format!("protocols/{name}.json")))
             .unwrap()
             .check()

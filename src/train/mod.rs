@@ -78,6 +78,24 @@ mod tests {
         (mean, se)
     }
 
+    /// RBM k's pair moments of a batch, stacked `W, a, b` (to compare with [`exact_stacked`]).
+    fn stacked_moments(m: &DeepRbm, k: usize, u: &[f32], l: &[f32], batch: usize) -> Vec<f32> {
+        let r = m.rbm(k);
+        let pm = pair_moments(u, l, batch, r.n_up, r.n_down);
+        let mut all = pm.w;
+        all.extend(pm.a);
+        all.extend(pm.b);
+        all
+    }
+
+    /// Exact eq. 14 data moments, stacked as [`stacked_moments`].
+    fn exact_stacked(ex: &exact::Eq14Exact) -> Vec<f64> {
+        let mut want = ex.data_w.clone();
+        want.extend(&ex.data_a);
+        want.extend(&ex.data_b);
+        want
+    }
+
     fn assert_within(est: &(Vec<f64>, Vec<f64>), exact: &[f64], what: &str) {
         for i in 0..exact.len() {
             let (m, se) = (est.0[i], est.1[i]);
@@ -162,12 +180,7 @@ mod tests {
                             let (xb, yb) = (x.repeat(100), y.repeat(100));
                             let (u, l) =
                                 eq14_pairs_annealed(&m, k, &xb, &yb, 300, targets, alpha, &mut rng);
-                            let r = m.rbm(k);
-                            let pm = pair_moments(&u, &l, 300, r.n_up, r.n_down);
-                            let mut all = pm.w;
-                            all.extend(pm.a);
-                            all.extend(pm.b);
-                            all
+                            stacked_moments(&m, k, &u, &l, 300)
                         })
                         .collect();
                     assert_within(
@@ -227,10 +240,7 @@ mod tests {
         let x: Vec<f32> = xs.concat();
         let y: Vec<f32> = soft.concat();
         for k in 1..=3 {
-            let ex = exact::eq14(&m, k, &xs4, &ys4).unwrap();
-            let mut want = ex.data_w.clone();
-            want.extend(&ex.data_a);
-            want.extend(&ex.data_b);
+            let want = exact_stacked(&exact::eq14(&m, k, &xs4, &ys4).unwrap());
             for targets in [Targets::Samples, Targets::Probs] {
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(51 + k as u64);
                 let reps: Vec<Vec<f32>> = (0..200)
@@ -238,12 +248,7 @@ mod tests {
                         let xb = x.repeat(100);
                         let yb = class_states(&y.repeat(100), 300, 3, &mut rng);
                         let (u, l) = eq14_pairs(&m, k, &xb, &yb, 300, targets, &mut rng);
-                        let r = m.rbm(k);
-                        let pm = pair_moments(&u, &l, 300, r.n_up, r.n_down);
-                        let mut all = pm.w;
-                        all.extend(pm.a);
-                        all.extend(pm.b);
-                        all
+                        stacked_moments(&m, k, &u, &l, 300)
                     })
                     .collect();
                 assert_within(&mean_se(&reps), &want, &format!("k={k} {targets:?}"));
