@@ -236,6 +236,27 @@ pub fn integer_tick(v: &f64) -> String {
     format!("{:.0}", v.round())
 }
 
+/// A tick label with at most four significant digits and no binary rounding noise (a log axis puts
+/// ticks at values such as 0.30000000000000004): plain decimals from 10⁻³ to 10⁵, scientific
+/// notation outside, trailing zeros trimmed.
+pub fn significant_tick(v: &f64) -> String {
+    let v = *v;
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if !(-3..5).contains(&mag) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (3 - mag).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Width (px) of the legend strip to the right of the data area: wide enough for the longest
 /// legend entry (a 30 px line sample, a gap, the text) within [160, 420] px.
 pub fn legend_width<'a>(labels: impl IntoIterator<Item = &'a str>) -> u32 {
@@ -373,6 +394,9 @@ pub fn line_plot(path: &Path, plot: &LinePlot<'_>, series: &[Series]) -> Result<
                     .x_labels(x_ticks);
                 if integer_x {
                     mesh.x_label_formatter(&integer_tick);
+                }
+                if plot.log_y {
+                    mesh.y_label_formatter(&significant_tick);
                 }
                 mesh.draw().map_err(|e| plot_err(path, e))?;
                 for (i, s) in series.iter().enumerate() {
@@ -578,6 +602,25 @@ pub fn bar_grid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn significant_ticks_have_no_rounding_noise() {
+        let cases = [
+            (0.1 + 0.2, "0.3"),
+            (3.0000000000000004, "3"),
+            (0.012, "0.012"),
+            (1234.6, "1235"),
+            (0.5, "0.5"),
+            (20.0, "20"),
+            (1e-5, "1.00e-5"),
+            (2.5e6, "2.50e6"),
+            (0.0, "0"),
+            (-0.25, "-0.25"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(significant_tick(&v), want, "{v}");
+        }
+    }
 
     fn png_ok(p: &Path) {
         let b = std::fs::read(p).unwrap();
