@@ -183,13 +183,30 @@ fn interval_of(values: &[(u64, f64)]) -> Option<Interval> {
 type Acc = BTreeMap<(usize, String, AttackerKind), BTreeMap<(u64, u64), f64>>;
 
 fn accuracies(run: &RunData) -> Acc {
+    by_cell(run, |r| Some(r.clone_accuracy))
+}
+
+/// Adversarial transfer ([`CloneRow::transfer`]) by cell, for the rows that measured it.
+fn transfers(run: &RunData) -> Acc {
+    by_cell(run, |r| r.transfer)
+}
+
+fn by_cell(run: &RunData, value: impl Fn(&CloneRow) -> Option<f64>) -> Acc {
     let mut acc: Acc = BTreeMap::new();
     for r in &run.rows {
-        acc.entry((r.budget, r.defence.clone(), r.attacker))
-            .or_default()
-            .insert((r.victim, r.attacker_seed), r.clone_accuracy);
+        if let Some(v) = value(r) {
+            acc.entry((r.budget, r.defence.clone(), r.attacker))
+                .or_default()
+                .insert((r.victim, r.attacker_seed), v);
+        }
     }
     acc
+}
+
+/// Per (victim, seed) values of a cell as `(victim, value)` pairs, summarised over victims.
+fn cell_interval(vals: &BTreeMap<(u64, u64), f64>) -> Option<Interval> {
+    let v: Vec<(u64, f64)> = vals.iter().map(|(&(vi, _), &x)| (vi, x)).collect();
+    interval_of(&v)
 }
 
 /// Families of a run's points, in the protocol's order, with their points.
@@ -393,6 +410,8 @@ pub struct PointSummary {
     pub stats: AnswerStats,
     /// Clone accuracy per attacker.
     pub clones: BTreeMap<String, Interval>,
+    /// Adversarial transfer per attacker, where the run measured it (`transfer_inputs` > 0).
+    pub transfer: BTreeMap<String, Interval>,
     /// Protection ratio of the `distill` attacker (NaN without none and top1).
     pub protection_ratio: f64,
     /// Share of `distill-select` clones that kept the labels-only clone.
@@ -443,6 +462,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 
 fn run_summary(run: &RunData) -> RunSummary {
     let acc = accuracies(run);
+    let tra = transfers(run);
     let attackers: BTreeSet<AttackerKind> = run.rows.iter().map(|r| r.attacker).collect();
     let mut defences: Vec<String> = Vec::new();
     for p in &run.points {
@@ -459,15 +479,17 @@ fn run_summary(run: &RunData) -> RunSummary {
         let mut rows = Vec::new();
         for d in &defences {
             let pts: Vec<&PointRow> = run.points.iter().filter(|p| &p.defence == d).collect();
-            let mut clones = BTreeMap::new();
-            for &k in &attackers {
-                if let Some(vals) = acc.get(&(b, d.clone(), k)) {
-                    let v: Vec<(u64, f64)> = vals.iter().map(|(&(vi, _), &x)| (vi, x)).collect();
-                    if let Some(i) = interval_of(&v) {
-                        clones.insert(k.name().to_string(), i);
-                    }
-                }
-            }
+            let per_attacker = |m: &Acc| -> BTreeMap<String, Interval> {
+                attackers
+                    .iter()
+                    .filter_map(|&k| {
+                        let i = cell_interval(m.get(&(b, d.clone(), k))?)?;
+                        Some((k.name().to_string(), i))
+                    })
+                    .collect()
+            };
+            let clones = per_attacker(&acc);
+            let transfer = per_attacker(&tra);
             if clones.is_empty() {
                 continue;
             }
@@ -496,6 +518,7 @@ fn run_summary(run: &RunData) -> RunSummary {
                 keeps_class: pts.first().is_none_or(|p| p.keeps_class),
                 stats: AnswerStats::mean(pts.iter().map(|p| &p.stats)),
                 clones,
+                transfer,
                 protection_ratio,
                 select_chose_labels: (!sel.is_empty())
                     .then(|| sel.iter().filter(|&&c| c).count() as f64 / sel.len() as f64),
@@ -637,6 +660,30 @@ fn comparison_table(out: &mut String, set: &[Comparison]) {
     }
 }
 
+/// A budget's adversarial-transfer table, when any of its clones measured transfer.
+fn transfer_table(out: &mut String, rows: &[PointSummary]) {
+    let attackers: BTreeSet<&String> = rows.iter().flat_map(|p| p.transfer.keys()).collect();
+    if attackers.is_empty() {
+        return;
+    }
+    out.push_str("\nAdversarial transfer: share of the victim's correctly served evaluation inputs (the protocol's first `transfer_inputs`) whose served class changes when moved by L2 `transfer_epsilon` along the clone's signed input-Fisher direction; mean over victims × attacker seeds [95% interval over victims].\n\n| defence |");
+    for a in &attackers {
+        let _ = write!(out, " {a} |");
+    }
+    out.push_str("\n|---|");
+    for _ in &attackers {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for p in rows.iter().filter(|p| !p.transfer.is_empty()) {
+        let _ = write!(out, "| {} |", p.defence);
+        for a in &attackers {
+            let _ = write!(out, " {} |", p.transfer.get(*a).map_or("–".into(), ci));
+        }
+        out.push('\n');
+    }
+}
+
 /// The summary as Markdown.
 pub fn markdown(s: &Summary) -> String {
     let mut out = String::new();
@@ -700,6 +747,7 @@ pub fn markdown(s: &Summary) -> String {
                     opt(&p.select_chose_labels)
                 );
             }
+            transfer_table(&mut out, rows);
         }
         let _ = writeln!(
             out,
@@ -843,5 +891,43 @@ mod tests {
             (c.estimate.mean, c.estimate.n, c.estimate.units),
             (0.0, 4, 2)
         );
+    }
+
+    /// The transfer table: the mean over victims × seeds of the rows' transfer per defence and
+    /// attacker, and no table when no row measured transfer.
+    #[test]
+    fn transfer_is_tabled_per_defence_and_attacker_only_when_measured() {
+        let spec: ProtocolSpec =
+            serde_json::from_str(include_str!("../../../tests/data/protocol_tiny.json")).unwrap();
+        let mut rows = Vec::new();
+        let mut points = Vec::new();
+        for v in [1, 2] {
+            points.push(point(v, "none", 0.0));
+            for s in [1, 2] {
+                let mut r = row(v, s, "none", 0.8);
+                r.transfer = Some(0.1 * v as f64 + 0.05 * s as f64);
+                rows.push(r);
+            }
+        }
+        let mut run = RunData {
+            spec,
+            victims: Vec::new(),
+            tuning: Vec::new(),
+            points,
+            rows,
+        };
+        let s = run_summary(&run);
+        let t = &s.budgets[0].1[0].transfer["distill"];
+        // (0.15 + 0.2 + 0.25 + 0.3) / 4
+        assert!((t.mean - 0.225).abs() < 1e-12 && t.victims == 2, "{t:?}");
+        let mut md = String::new();
+        transfer_table(&mut md, &s.budgets[0].1);
+        assert!(md.contains("| defence | distill |"), "{md}");
+        assert!(md.contains("| none | 0.225 ["), "{md}");
+        run.rows.iter_mut().for_each(|r| r.transfer = None);
+        let s = run_summary(&run);
+        let mut md = String::new();
+        transfer_table(&mut md, &s.budgets[0].1);
+        assert!(md.is_empty() && s.budgets[0].1[0].transfer.is_empty());
     }
 }
