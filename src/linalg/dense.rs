@@ -114,11 +114,17 @@ pub fn top_eigen_of_gram(b: MatRef<'_, f64>) -> Result<(f64, Vec<f64>)> {
         v.iter_mut().for_each(|x| *x = 0.0);
         v[0] = 1.0;
     }
-    let big = (0..n).fold(0, |m, i| if v[i].abs() > v[m].abs() { i } else { m });
-    if v[big] < 0.0 {
+    orient_largest_positive(&mut v);
+    Ok((vals[k - 1].max(0.0), v))
+}
+
+/// The sign convention of eigenvectors here: flip `v` so that its largest-magnitude entry (the
+/// first, on ties) is positive.
+pub fn orient_largest_positive(v: &mut [f64]) {
+    let big = (0..v.len()).fold(0, |m, i| if v[i].abs() > v[m].abs() { i } else { m });
+    if v.get(big).is_some_and(|&x| x < 0.0) {
         v.iter_mut().for_each(|x| *x = -*x);
     }
-    Ok((vals[k - 1].max(0.0), v))
 }
 
 /// Singular values of `A`, in non-increasing order.

@@ -237,24 +237,28 @@ pub fn integer_tick(v: &f64) -> String {
 }
 
 /// A tick label with at most four significant digits and no binary rounding noise (a log axis puts
-/// ticks at values such as 0.30000000000000004): plain decimals from 10⁻³ to 10⁵, scientific
-/// notation outside, trailing zeros trimmed.
+/// ticks at values such as 0.30000000000000004): plain decimals from 10⁻³ up to 10⁴, scientific
+/// notation with three significant digits outside, trailing zeros trimmed in both.
 pub fn significant_tick(v: &f64) -> String {
     let v = *v;
     if v == 0.0 || !v.is_finite() {
         return format!("{v}");
     }
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let mag = v.abs().log10().floor() as i32;
-    if !(-3..5).contains(&mag) {
-        return format!("{v:.2e}");
+    if !(-3..4).contains(&mag) {
+        let s = format!("{v:.2e}");
+        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+        return format!("{}e{exponent}", trim(mantissa));
     }
     let decimals = (3 - mag).max(0) as usize;
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
+    trim(&format!("{v:.decimals$}"))
 }
 
 /// Width (px) of the legend strip to the right of the data area: wide enough for the longest
@@ -610,10 +614,12 @@ mod tests {
             (3.0000000000000004, "3"),
             (0.012, "0.012"),
             (1234.6, "1235"),
+            (12345.6, "1.23e4"),
+            (1e4, "1e4"),
             (0.5, "0.5"),
             (20.0, "20"),
-            (1e-5, "1.00e-5"),
-            (2.5e6, "2.50e6"),
+            (1e-5, "1e-5"),
+            (2.5e6, "2.5e6"),
             (0.0, "0"),
             (-0.25, "-0.25"),
         ];

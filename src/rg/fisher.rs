@@ -256,17 +256,7 @@ pub fn top_eigen(f: MatRef<'_, f64>) -> Result<(f64, Vec<f64>)> {
         return Err(Error::invalid("top eigenvector of an empty matrix"));
     }
     let mut v: Vec<f64> = (0..n).map(|i| u[(i, n - 1)]).collect();
-    let mut big = 0;
-    for i in 0..n {
-        if v[i].abs() > v[big].abs() {
-            big = i;
-        }
-    }
-    if v[big] < 0.0 {
-        for x in &mut v {
-            *x = -*x;
-        }
-    }
+    dense::orient_largest_positive(&mut v);
     Ok((vals[n - 1], v))
 }
 

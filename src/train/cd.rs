@@ -98,7 +98,11 @@ pub fn eq14_pairs_annealed<R: crate::sample::BernoulliRng>(
 /// moments equal reading (P)'s on renormalised rows; the lower RBMs' targets, drawn down the
 /// generation network from a class state instead of a product of Bernoullis, differ.
 pub fn class_states<R: rand::Rng>(y: &[f32], batch: usize, n: usize, rng: &mut R) -> Vec<f32> {
+    debug_assert_eq!(y.len(), batch * n, "class_states: {batch} rows of {n}");
     let mut out = vec![0.0f32; batch * n];
+    if n == 0 {
+        return out;
+    }
     for (row, o) in y.chunks_exact(n).zip(out.chunks_exact_mut(n)).take(batch) {
         let total: f64 = row.iter().map(|&v| v.max(0.0) as f64).sum();
         let u = crate::sample::uniform_f32(rng) as f64;

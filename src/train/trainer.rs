@@ -556,3 +556,54 @@ impl<'a> Trainer<'a> {
         best.0 .0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Params;
+
+    /// The eq. 14 epoch reads the targets as configured: from the same model and random stream, on
+    /// soft targets, reading (C) moves the weights differently from reading (P), which is the
+    /// default; on one-hot targets the drawn class states equal the targets.
+    #[test]
+    fn eq14_epochs_use_the_reading_they_are_given() {
+        let x = [
+            [1.0f32, 0.0, 1.0, 0.0],
+            [0.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 0.0, 0.0],
+        ]
+        .concat()
+        .repeat(4);
+        let fit = Split {
+            x: x.clone(),
+            y: [0, 1, 2].repeat(4),
+            n_features: 4,
+        };
+        let soft = [0.5f32, 0.3, 0.2, 0.2, 0.6, 0.2, 0.1, 0.3, 0.6].repeat(4);
+        let hard = one_hot(&fit.y, 3);
+        let cfg = TrainParams::for_method(Method::Eq14, 3).check().unwrap();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let start = DeepRbm::random(&[4, 3, 3], 0.5, &mut rng).unwrap();
+        let epoch = |targets: &[f32], reading: Option<TopReading>| -> DeepRbm {
+            let t =
+                Trainer::with_targets(fit.clone(), targets.to_vec(), fit.clone(), 3, &cfg).unwrap();
+            let mut t = match reading {
+                Some(r) => t.with_reading(r),
+                None => t,
+            };
+            let mut m = start.clone();
+            for k in [2, 1] {
+                let mut vel = Velocity::new(m.rbm(k));
+                t.eq14_epoch(&mut m, k, 0.1, 0.0, &mut vel, &mut None);
+            }
+            m
+        };
+        let means = epoch(&soft, Some(TopReading::Means));
+        assert_eq!(means, epoch(&soft, None));
+        assert_ne!(means, epoch(&soft, Some(TopReading::Classes)));
+        assert_ne!(means, start);
+        // one-hot targets: reading (C) draws exactly the targets, but consumes random numbers
+        let drawn = TopReading::Classes.top_values(hard.clone(), 12, 3, &mut rng);
+        assert_eq!(drawn, hard);
+    }
+}
