@@ -206,6 +206,42 @@ impl Eq14Exact {
     }
 }
 
+/// The classification network's RBMs 1…k-1 of `model` (none for k = 1), for [`lower_marginal`].
+fn lower_network(model: &DeepRbm, k: usize) -> Result<Option<DeepRbm>> {
+    if k > 1 {
+        Ok(Some(DeepRbm::new(model.layers[..k - 1].to_vec())?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Exact distribution of `h_{k-1}` given x over its `2^{n_{k-1}}` states: the point mass at x
+/// for k = 1, else the up-pass marginal through `lower` (from [`lower_network`]).
+fn lower_marginal(lower: &Option<DeepRbm>, x: &[f32], n_states: usize) -> Result<Vec<f64>> {
+    Ok(match lower {
+        None => {
+            let mut d = vec![0.0; n_states];
+            d[index_of(x)] = 1.0;
+            d
+        }
+        Some(m) => classification_marginals(m, x)?.pop().unwrap_or_default(),
+    })
+}
+
+/// Add `wt · (ph vᵀ, ph, v)` to the moments `(w, a, b)` (`ph` upper, `v` lower).
+fn add_pair_moments(wt: f64, ph: &[f64], v: &[f64], w: &mut [f64], a: &mut [f64], b: &mut [f64]) {
+    let nl = v.len();
+    for (i, &p) in ph.iter().enumerate() {
+        a[i] += wt * p;
+        for (wij, &vj) in w[i * nl..(i + 1) * nl].iter_mut().zip(v) {
+            *wij += wt * p * vj;
+        }
+    }
+    for (bj, &vj) in b.iter_mut().zip(v) {
+        *bj += wt * vj;
+    }
+}
+
 /// The eq. 14 target distribution `P_k(h_k, h_{k-1}) = (1/D) Σ_d q̃_k(h_k|y_d) q_{k-1}(h_{k-1}|x_d)`
 /// as a dense `2^{n_k} × 2^{n_{k-1}}` table (row = upper state).
 pub fn eq14_target(
@@ -225,20 +261,9 @@ pub fn eq14_target(
     check_width(rbm.n_down, "eq. 14 lower layer")?;
     let (nu, nd) = (1usize << rbm.n_up, 1usize << rbm.n_down);
     let mut p = vec![0.0; nu * nd];
-    let lower_model = if k > 1 {
-        Some(DeepRbm::new(model.layers[..k - 1].to_vec())?)
-    } else {
-        None
-    };
+    let lower_model = lower_network(model, k)?;
     for (x, y) in xs.iter().zip(ys) {
-        let lower = match &lower_model {
-            None => {
-                let mut d = vec![0.0; nd];
-                d[index_of(x)] = 1.0;
-                d
-            }
-            Some(m) => classification_marginals(m, x)?.pop().unwrap_or_default(),
-        };
+        let lower = lower_marginal(&lower_model, x, nd)?;
         let upper = if k == n {
             let mut d = vec![0.0; nu];
             d[index_of(y)] = 1.0;
@@ -300,15 +325,7 @@ pub fn eq14(model: &DeepRbm, k: usize, xs: &[Vec<f32>], ys: &[Vec<f32>]) -> Resu
     let log_z = mx + z.ln();
     for (l, (v, ph)) in per_v.iter().enumerate() {
         let tv = (log_terms[l] - log_z).exp();
-        for i in 0..n_up {
-            model_a[i] += tv * ph[i];
-            for j in 0..n_down {
-                model_w[i * n_down + j] += tv * ph[i] * v[j];
-            }
-        }
-        for j in 0..n_down {
-            model_b[j] += tv * v[j];
-        }
+        add_pair_moments(tv, ph, v, &mut model_w, &mut model_a, &mut model_b);
     }
     let mut kl = 0.0;
     let mut data_w = vec![0.0; n_up * n_down];
@@ -322,15 +339,7 @@ pub fn eq14(model: &DeepRbm, k: usize, xs: &[Vec<f32>], ys: &[Vec<f32>]) -> Resu
                 continue;
             }
             kl += pp * (pp.ln() - (log_w(&us, v) - log_z));
-            for i in 0..n_up {
-                data_a[i] += pp * us[i];
-                for j in 0..n_down {
-                    data_w[i * n_down + j] += pp * us[i] * v[j];
-                }
-            }
-            for j in 0..n_down {
-                data_b[j] += pp * v[j];
-            }
+            add_pair_moments(pp, &us, v, &mut data_w, &mut data_a, &mut data_b);
         }
     }
     Ok(Eq14Exact {
@@ -359,38 +368,16 @@ pub fn eq14_up_moments(
     let rbm = model.rbm(k);
     check_width(rbm.n_down, "eq. 14 lower layer")?;
     let (nu, nl) = (rbm.n_up, rbm.n_down);
-    let lower_model = if k > 1 {
-        Some(DeepRbm::new(model.layers[..k - 1].to_vec())?)
-    } else {
-        None
-    };
+    let lower_model = lower_network(model, k)?;
     let (mut w, mut a, mut b) = (vec![0.0; nu * nl], vec![0.0; nu], vec![0.0; nl]);
     let d = xs.len() as f64;
     for x in xs {
-        let lower = match &lower_model {
-            None => {
-                let mut q = vec![0.0; 1 << nl];
-                q[index_of(x)] = 1.0;
-                q
-            }
-            Some(m) => classification_marginals(m, x)?.pop().unwrap_or_default(),
-        };
-        for (l, &pl) in lower.iter().enumerate() {
+        for (l, &pl) in lower_marginal(&lower_model, x, 1 << nl)?.iter().enumerate() {
             if pl == 0.0 {
                 continue;
             }
             let v = state(l, nl);
-            let ph = up_probs(rbm, &v);
-            let wt = pl / d;
-            for i in 0..nu {
-                a[i] += wt * ph[i];
-                for j in 0..nl {
-                    w[i * nl + j] += wt * ph[i] * v[j];
-                }
-            }
-            for j in 0..nl {
-                b[j] += wt * v[j];
-            }
+            add_pair_moments(pl / d, &up_probs(rbm, &v), &v, &mut w, &mut a, &mut b);
         }
     }
     Ok((w, a, b))
