@@ -337,3 +337,64 @@ fn depth_clone_runs_are_resumable_and_pin_their_training() {
         );
     }
 }
+
+/// The kept runs that extend another (same victims, same attacker seeds) reproduce the rows and
+/// defence points they share with it: every field both runs measured is equal (the wall-clock
+/// seconds aside; adversarial transfer where both measured it). The counts are the ones the
+/// results README quotes.
+#[test]
+fn kept_extension_runs_reproduce_the_cells_they_share() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/2026-11-30-clone-eval");
+    let rows = |name: &str| -> BTreeMap<String, CloneRow> {
+        read_jsonl::<CloneRow>(&dir.join(name).join("rows.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect()
+    };
+    let points = |name: &str| -> BTreeMap<(u64, String), String> {
+        read_jsonl::<PointRow>(&dir.join(name).join("points.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    (p.victim, p.defence.clone()),
+                    serde_json::to_string(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    for (base, ext, shared_rows, shared_points) in [
+        ("digits", "digits-adaptive", 270, 27),
+        ("digits", "digits-eq14-readings", 204, 18),
+        ("fashion", "fashion-more", 231, 24),
+        ("fashion", "fashion-adaptive", 0, 12),
+    ] {
+        let (a, b) = (rows(base), rows(ext));
+        let mut n = 0;
+        for (k, rb) in &b {
+            let Some(ra) = a.get(k) else { continue };
+            let (mut ra, mut rb) = (ra.clone(), rb.clone());
+            (ra.seconds, rb.seconds) = (0.0, 0.0);
+            if ra.transfer.is_none() || rb.transfer.is_none() {
+                (ra.transfer, rb.transfer) = (None, None);
+            }
+            assert_eq!(
+                serde_json::to_string(&ra).unwrap(),
+                serde_json::to_string(&rb).unwrap(),
+                "{ext} vs {base}: {k}"
+            );
+            n += 1;
+        }
+        assert_eq!(n, shared_rows, "{ext} vs {base}: shared rows");
+        let (pa, pb) = (points(base), points(ext));
+        let mut m = 0;
+        for (k, p) in &pb {
+            if let Some(q) = pa.get(k) {
+                assert_eq!(p, q, "{ext} vs {base}: point {k:?}");
+                m += 1;
+            }
+        }
+        assert_eq!(m, shared_points, "{ext} vs {base}: shared points");
+    }
+}
