@@ -283,6 +283,20 @@ pub fn fisher_sign(x: &[f64], v: &[f64], grad: &[f64]) -> f64 {
     }
 }
 
+/// The unit direction `s·v` of a unit attack direction v, with the sign s of [`fisher_sign`].
+pub fn signed_direction(x: &[f64], v: &[f64], grad: &[f64]) -> Vec<f64> {
+    let s = fisher_sign(x, v, grad);
+    v.iter().map(|a| s * a).collect()
+}
+
+/// A unit vector in a uniformly random direction of `R^n`, drawn from `seed` (the random
+/// baseline of the attacks).
+pub fn random_unit_direction(n: usize, seed: u64) -> Vec<f64> {
+    let g = gaussian_vector(n, seed);
+    let gn = norm2(&g);
+    g.iter().map(|a| a / gn).collect()
+}
+
 /// A vector of `n` independent standard normal values drawn from `seed` (the random baselines).
 pub fn gaussian_vector(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);

@@ -22,14 +22,15 @@ use faer::{Accum, Mat, Par};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use rgshield::exact::state;
 use rgshield::linalg::dense;
 use rgshield::model::kernels::up_probs_f64;
 use rgshield::model::stack_widths;
 use rgshield::rg::fisher::{first_layer_bound, mean_field_reading, top_eigen};
 use rgshield::{DeepRbm, Error, Rbm, Result};
 
-/// Largest enumerated layer width (as in `rgshield::exact`).
-pub const MAX_WIDTH: usize = 12;
+/// Largest enumerated layer width: `rgshield::exact`'s.
+pub use rgshield::exact::MAX_WIDTH;
 
 /// Inputs pushed together through the kernels (one matrix product per layer and block).
 pub const BLOCK: usize = 10;
@@ -48,11 +49,6 @@ pub fn product_bernoulli(p: &[f64], out: &mut [f64]) {
         }
         len <<= 1;
     }
-}
-
-/// The binary vector of state `s` on `n` units.
-fn state(s: usize, n: usize) -> Vec<f64> {
-    (0..n).map(|i| ((s >> i) & 1) as f64).collect()
 }
 
 /// The up kernel of an RBM as a dense matrix `K[t, s] = t(h_up = t | h_down = s)`

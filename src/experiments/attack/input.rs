@@ -9,8 +9,8 @@ use crate::linalg::{dot, norm2};
 use crate::params::Params;
 use crate::params::Valid;
 use crate::perturb::{
-    binary_flip, fgsm_delta, fisher_sign, gaussian_vector, mean_field_margin, pgd, step_to_norm,
-    FgsmKind,
+    binary_flip, fgsm_delta, fisher_sign, gaussian_vector, mean_field_margin, pgd,
+    random_unit_direction, step_to_norm, FgsmKind,
 };
 use crate::rg::basis::classification_bases;
 use crate::rg::fisher::{input_fisher, top_eigen};
@@ -274,11 +274,7 @@ pub fn attack_input(
     let seed = mix_seed(cfg.seed, 0xa77a_c000 ^ index as u64);
     let sv: Vec<f64> = v.iter().map(|a| s * a).collect();
     let smv: Vec<f64> = vmf.iter().map(|a| smf * a).collect();
-    let rnd = {
-        let g = gaussian_vector(n, seed);
-        let gn = norm2(&g);
-        g.iter().map(|a| a / gn).collect::<Vec<_>>()
-    };
+    let rnd = random_unit_direction(n, seed);
     let gl2 = fgsm_delta(&grad, 1.0, FgsmKind::L2);
     let gsign = fgsm_delta(&grad, 1.0, FgsmKind::Sign);
     for (method, d) in [

@@ -11,7 +11,7 @@ use crate::linalg::dense;
 use crate::model::mlp::{Mlp, MlpParams};
 use crate::model::DeepRbm;
 use crate::params::Valid;
-use crate::perturb::{fisher_sign, mean_field_margin};
+use crate::perturb::{mean_field_margin, signed_direction};
 use crate::rg::fisher::mean_field_reading;
 use crate::sample::{argmax, OutputMode, Predictor};
 use crate::train::{TrainParams, Trainer};
@@ -53,12 +53,6 @@ impl RbmClassifier<'static> {
     }
 }
 
-/// The unit direction `s·v` of a top Fisher eigenvector v, signed by the margin gradient.
-fn signed(x64: &[f64], v: Vec<f64>, grad: &[f64]) -> Vec<f64> {
-    let s = fisher_sign(x64, &v, grad);
-    v.into_iter().map(|a| s * a).collect()
-}
-
 impl Classifier for RbmClassifier<'_> {
     fn classes(&self, x: &[f32], rows: usize) -> Vec<usize> {
         Predictor::new(&self.model, self.mode).classes(x, rows)
@@ -69,7 +63,7 @@ impl Classifier for RbmClassifier<'_> {
         let b = mean_field_reading(&self.model, x)?.fisher_factor;
         let v = dense::top_eigen_of_gram(b.as_ref())?.1;
         let grad = mean_field_margin(&self.model, &x64, class)?.1;
-        Ok(signed(&x64, v, &grad))
+        Ok(signed_direction(&x64, &v, &grad))
     }
 }
 
@@ -88,7 +82,7 @@ impl Classifier for Mlp {
         let b = dense::from_row_major(&b, self.n_out, self.n_in)?;
         let v = dense::top_eigen_of_gram(b.as_ref())?.1;
         let grad = self.margin(&x64, class)?.1;
-        Ok(signed(&x64, v, &grad))
+        Ok(signed_direction(&x64, &v, &grad))
     }
 }
 

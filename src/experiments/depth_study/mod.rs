@@ -45,7 +45,7 @@ use crate::perturb::Bisection;
 use crate::progress::Progress;
 use crate::report::stats::{median, quartiles, Quartiles};
 use crate::rg::basis::{BasisChoice, DEFAULT_BASIS, DEFAULT_PILOT_SAMPLES};
-use crate::rg::fisher::{first_layer_bound, top_eigen};
+
 use crate::rg::state_fisher::state_fisher;
 use crate::rg::OutputReading;
 use crate::sample::{argmax, OutputMode, Predictor};
@@ -569,18 +569,16 @@ pub fn depth_study(
         models.push((n, s, m, meta, source, secs));
     }
     // The inputs every model serves correctly at the judging S.
-    let judges: Vec<Predictor<'_>> = models
-        .iter()
-        .map(|(_, _, m, ..)| {
-            Predictor::new(
-                m,
-                OutputMode::Served {
-                    samples: cfg.judge_samples,
-                    seed: cfg.seed,
-                },
-            )
-        })
-        .collect();
+    let judge = |m| {
+        Predictor::new(
+            m,
+            OutputMode::Served {
+                samples: cfg.judge_samples,
+                seed: cfg.seed,
+            },
+        )
+    };
+    let judges: Vec<Predictor<'_>> = models.iter().map(|(_, _, m, ..)| judge(m)).collect();
     let common: Vec<usize> = cfg
         .inputs
         .par_iter()
@@ -604,13 +602,7 @@ pub fn depth_study(
         let t = Instant::now();
         let ctx = RobustnessContext {
             model,
-            judge: Predictor::new(
-                model,
-                OutputMode::Served {
-                    samples: cfg.judge_samples,
-                    seed: cfg.seed,
-                },
-            ),
+            judge: judge(model),
             samples: cfg.samples,
             blocks: cfg.blocks,
             seed: cfg.seed,
@@ -657,26 +649,32 @@ pub fn depth_study(
     let mut rows = Vec::new();
     for (n, _, model, ..) in first_models {
         if cfg.convergence_inputs > 0 && cfg.convergence_depths.contains(n) {
-            let inputs: Vec<usize> = attacked
+            // The attack already estimated each input at S = cfg.samples, with its bound.
+            let attacked_here = records
                 .iter()
-                .copied()
-                .take(cfg.convergence_inputs)
-                .collect();
-            let bounds = inputs
-                .iter()
-                .map(|&i| Ok(top_eigen(first_layer_bound(model, data.test.row(i))?.as_ref())?.0))
-                .collect::<Result<Vec<f64>>>()?;
+                .find(|r| r.depth == *n && r.seed == first)
+                .map_or(&[][..], |r| &r.inputs[..]);
             for &samples in &cfg.convergence_samples {
-                for (&i, &bound) in inputs.iter().zip(&bounds) {
-                    let r = state_fisher(model, data.test.row(i), samples, cfg.blocks, cfg.seed)?;
+                for inp in attacked_here.iter().take(cfg.convergence_inputs) {
+                    let (top, top_std_err, top_bias_corrected) = if samples == cfg.samples {
+                        (
+                            inp.fisher_top,
+                            inp.fisher_top_std_err,
+                            inp.fisher_top_bias_corrected,
+                        )
+                    } else {
+                        let x = data.test.row(inp.index);
+                        let r = state_fisher(model, x, samples, cfg.blocks, cfg.seed)?;
+                        (r.top, r.top_std_err, r.top_bias_corrected)
+                    };
                     convergence.push(ConvergenceRow {
                         depth: *n,
-                        input: i,
+                        input: inp.index,
                         samples,
-                        top: r.top,
-                        top_std_err: r.top_std_err,
-                        top_bias_corrected: r.top_bias_corrected,
-                        bound,
+                        top,
+                        top_std_err,
+                        top_bias_corrected,
+                        bound: inp.fisher_bound,
                     });
                 }
             }
@@ -748,10 +746,11 @@ fn q(x: &Quartiles) -> String {
     format!("{} [{}, {}]", f(x.median, 3), f(x.q1, 3), f(x.q3, 3))
 }
 
-/// One line per model as its attacks finish: accuracy and the medians of the minimal norms.
+/// One line per model as its attacks finish: accuracy and the medians of the minimal norms
+/// (censored inputs counting as +∞, as in the summary; "–" when more than half are censored).
 pub fn model_line(r: &ModelRobustness) -> String {
-    let med =
-        |g: &dyn Fn(&InputRobustness) -> f64| median(&r.inputs.iter().map(g).collect::<Vec<_>>());
+    use summary::{model_median_norm, norm_fisher, norm_pgd, norm_random};
+    let med = |g: fn(&InputRobustness) -> f64| Some(model_median_norm(r, g));
     format!(
         "N={} seed {}: {} ({:.1} s), test accuracy {:.4} served / {:.4} mean-field; median minimal L2: \
          fisher {}, pgd {}, random {} over {} inputs ({:.1} s)",
@@ -761,9 +760,9 @@ pub fn model_line(r: &ModelRobustness) -> String {
         r.train_seconds,
         r.test_accuracy,
         r.test_accuracy_mean_field,
-        f(med(&|i| InputRobustness::norm_or_inf(&i.fisher)), 3),
-        f(med(&|i| InputRobustness::norm_or_inf(&i.pgd)), 3),
-        f(med(&|i| InputRobustness::norm_or_inf(&i.random)), 3),
+        f(med(norm_fisher), 3),
+        f(med(norm_pgd), 3),
+        f(med(norm_random), 3),
         r.inputs.len(),
         r.attack_seconds,
     )

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::linalg::norm2;
 use crate::perturb::{
-    fisher_sign, gaussian_vector, mean_field_margin, minimal_budget, pgd, step_to_norm, Bisection,
-    MinimalBudget,
+    mean_field_margin, minimal_budget, pgd, random_unit_direction, signed_direction, step_to_norm,
+    Bisection, MinimalBudget,
 };
 use crate::rg::fisher::{first_layer_bound, mean_field_reading, top_eigen};
 use crate::rg::state_fisher::state_fisher;
@@ -125,14 +125,8 @@ pub fn input_robustness(
     let (m0, grad) = mean_field_margin(model, &x64, c)?;
     let fisher = state_fisher(model, x, ctx.samples, ctx.blocks, ctx.seed)?;
     let mean_field = mean_field_reading(model, x)?;
-    let v = &fisher.top_vector;
-    let s = fisher_sign(&x64, v, &grad);
-    let fisher_dir: Vec<f64> = v.iter().map(|a| s * a).collect();
-    let random_dir = {
-        let g = gaussian_vector(x.len(), mix_seed(ctx.seed, 0xde97_0000 ^ index as u64));
-        let n = norm2(&g);
-        g.into_iter().map(|a| a / n).collect::<Vec<_>>()
-    };
+    let fisher_dir = signed_direction(&x64, &fisher.top_vector, &grad);
+    let random_dir = random_unit_direction(x.len(), mix_seed(ctx.seed, 0xde97_0000 ^ index as u64));
     // The served class of a perturbed point, as `attack::judge` serves it: clipped, rounded to f32.
     let fooled = |xp: &[f64]| -> bool {
         let xf: Vec<f32> = xp.iter().map(|&v| (v as f32).clamp(0.0, 1.0)).collect();

@@ -179,17 +179,17 @@ fn model_median(m: &ModelRobustness, g: impl Fn(&InputRobustness) -> f64) -> f64
 
 /// Median over a model's inputs of a minimal norm, censored inputs counting as +∞
 /// ([`median_censored`]): +∞ when more than half are censored.
-fn model_median_norm(m: &ModelRobustness, g: impl Fn(&InputRobustness) -> f64) -> f64 {
+pub(super) fn model_median_norm(m: &ModelRobustness, g: impl Fn(&InputRobustness) -> f64) -> f64 {
     median_censored(&m.inputs.iter().map(g).collect::<Vec<_>>()).unwrap_or(f64::NAN)
 }
 
-fn norm_pgd(i: &InputRobustness) -> f64 {
+pub(super) fn norm_pgd(i: &InputRobustness) -> f64 {
     InputRobustness::norm_or_inf(&i.pgd)
 }
-fn norm_fisher(i: &InputRobustness) -> f64 {
+pub(super) fn norm_fisher(i: &InputRobustness) -> f64 {
     InputRobustness::norm_or_inf(&i.fisher)
 }
-fn norm_random(i: &InputRobustness) -> f64 {
+pub(super) fn norm_random(i: &InputRobustness) -> f64 {
     InputRobustness::norm_or_inf(&i.random)
 }
 
