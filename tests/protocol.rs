@@ -187,6 +187,15 @@ fn bad_protocol_files_are_refused_with_the_field_named() {
             "serve_samples 0",
             Box::new(|v| v["serve_samples"] = 0.into()),
         ),
+        (
+            "victim_training beside training",
+            Box::new(|v| {
+                use rgshield::train::{Method, TrainParams};
+                let pin = |m| serde_json::to_value(TrainParams::for_method(m, 1)).unwrap();
+                let (hybrid, eq14) = (pin(Method::Hybrid), pin(Method::Eq14));
+                v["training"] = serde_json::json!({"hybrid": hybrid, "eq14": eq14});
+            }),
+        ),
     ];
     for (want, edit) in cases {
         let mut v = base.clone();

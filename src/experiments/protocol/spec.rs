@@ -265,6 +265,13 @@ impl Params for ProtocolSpec {
             return bad("serve_samples 0 (the served output needs S ≥ 1)".into());
         }
         if let Some(p) = &self.training {
+            if !self.victim_training.is_default() {
+                return bad(
+                    "victim_training beside training: with training pinned, set the victims' \
+                     finetune_epochs and sweeps in training.hybrid"
+                        .into(),
+                );
+            }
             for (what, t, m) in [
                 ("training.hybrid", &p.hybrid, Method::Hybrid),
                 ("training.eq14", &p.eq14, Method::Eq14),
