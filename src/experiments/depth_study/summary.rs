@@ -23,8 +23,13 @@ use crate::report::compare::{holm, paired};
 use crate::report::stats::{median, median_censored};
 
 /// Edges of the served-margin bins of the matched-confidence table: `[0, 0.5)`, `[0.5, 0.9)`,
-/// `[0.9, 1]`.
-pub const MARGIN_BINS: [f64; 4] = [0.0, 0.5, 0.9, 1.0 + 1e-12];
+/// `[0.9, 1]` (the last bin is closed: it holds margin 1, [`in_margin_bin`]).
+pub const MARGIN_BINS: [f64; 4] = [0.0, 0.5, 0.9, 1.0];
+
+/// Whether margin `m` falls in the bin `[lo, hi)`, closed at the top for the last bin (`hi` = 1).
+fn in_margin_bin(m: f64, lo: f64, hi: f64) -> bool {
+    m >= lo && (m < hi || (hi >= 1.0 && m <= hi))
+}
 
 /// Family level of the trend tests.
 pub const TREND_ALPHA: f64 = 0.05;
@@ -234,11 +239,11 @@ pub fn summarise_depths(
             .map(|w| {
                 let inside: Vec<&&InputRobustness> = pooled
                     .iter()
-                    .filter(|i| i.served_margin >= w[0] && i.served_margin < w[1])
+                    .filter(|i| in_margin_bin(i.served_margin, w[0], w[1]))
                     .collect();
                 MarginBin {
                     lo: w[0],
-                    hi: w[1].min(1.0),
+                    hi: w[1],
                     count: inside.len(),
                     pgd: median_censored(&inside.iter().map(|i| norm_pgd(i)).collect::<Vec<_>>()),
                     fisher: median_censored(
@@ -432,12 +437,11 @@ pub fn summary_markdown(r: &DepthStudyReport) -> String {
     }
     t.push_str("\n## Matched confidence: median minimal L2 by clean served margin (pooled over seeds)\n\n| N |");
     for w in MARGIN_BINS.windows(2) {
-        // The last bin holds margin 1 (its edge is 1 + 1e-12): a closed bracket.
-        let close = if w[1] > 1.0 { ']' } else { ')' };
+        // The last bin holds margin 1 (in_margin_bin): a closed bracket.
+        let close = if w[1] >= 1.0 { ']' } else { ')' };
         t.push_str(&format!(
             " margin [{:.1}, {:.1}{close}: n, pgd, fisher |",
-            w[0],
-            w[1].min(1.0)
+            w[0], w[1]
         ));
     }
     t.push_str("\n|---|");
@@ -485,6 +489,21 @@ pub fn summary_markdown(r: &DepthStudyReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn margin_bins_partition_zero_to_one_with_one_in_the_last() {
+        let bin_of = |m: f64| -> Vec<usize> {
+            (0..MARGIN_BINS.len() - 1)
+                .filter(|&b| in_margin_bin(m, MARGIN_BINS[b], MARGIN_BINS[b + 1]))
+                .collect()
+        };
+        assert_eq!(bin_of(0.0), vec![0]);
+        assert_eq!(bin_of(0.5), vec![1]);
+        assert_eq!(bin_of(0.8999), vec![1]);
+        assert_eq!(bin_of(0.9), vec![2]);
+        assert_eq!(bin_of(1.0), vec![2]);
+        assert!(bin_of(-0.1).is_empty());
+    }
 
     #[test]
     fn slope_of_a_line_and_of_degenerate_inputs() {
