@@ -459,12 +459,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     kinds.push("trained".into());
     let base = match &args.train_config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("--train-config {}: {e}", p.display()))?;
-            serde_json::from_str::<TrainParams>(&text)
-                .map_err(|e| format!("--train-config {}: {e}", p.display()))?
-        }
+        Some(p) => TrainParams::read(p).map_err(|e| format!("--train-config: {e}"))?,
         None => TrainParams::for_method(Method::Hybrid, 1),
     };
     for seed in 1..=args.train_seeds {

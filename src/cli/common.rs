@@ -266,15 +266,7 @@ impl TrainArgs {
 /// A training configuration from a JSON file, as `rgshield train --print-defaults` prints it
 /// (every field): the `--train-config` flag of the benchmarks that pin their models' training.
 pub fn read_train_config(path: &Path) -> Result<TrainParams> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--train-config {}", path.display()))?;
-    serde_json::from_str::<TrainParams>(&text).with_context(|| {
-        format!(
-            "--train-config {}: not a training configuration (write one with \
-             `rgshield train --print-defaults`)",
-            path.display()
-        )
-    })
+    TrainParams::read(path).with_context(|| format!("--train-config {}", path.display()))
 }
 
 impl TryFrom<&TrainArgs> for Valid<TrainParams> {

@@ -118,6 +118,19 @@ pub struct TrainParams {
 }
 
 impl TrainParams {
+    /// A training configuration read from a JSON file, as `rgshield train --print-defaults` writes
+    /// it (the `--train-config` of the benchmarks and examples): errors name the file.
+    pub fn read(path: &std::path::Path) -> Result<TrainParams> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(format!(
+                "{}: not a training configuration ({e}); write one with \
+                 `rgshield train --print-defaults`",
+                path.display()
+            ))
+        })
+    }
+
     /// The documented defaults of `rgshield train --method M` (README, "Training"): for eq. 14,
     /// strong greedy pretraining (120 epochs, CD-5) then eq. 14 sweeps (CD-5) with the lower layers
     /// at 5% of the top layer's rate; for the hybrid, a random start at sigmoid-Glorot scale,
