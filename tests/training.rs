@@ -49,6 +49,68 @@ fn training_is_bit_identical_on_one_and_two_threads() {
     }
 }
 
+/// Stochastic epochs after the mean-field fine-tuning: the mean-field phase runs draw for draw as
+/// without them, the stochastic phase is recorded after it, and the model kept has a served
+/// held-out loss no higher than the mean-field optimum's (it is kept only where it lowers it).
+#[test]
+fn stochastic_epochs_after_mean_field_start_from_its_optimum_and_never_keep_a_worse_model() {
+    let d = digits_small();
+    let base = TrainParams {
+        finetune_epochs: 15,
+        patience: 1,
+        ..quick(Method::Hybrid)
+    };
+    let train = |cfg: TrainParams| {
+        Trainer::new(&d, &cfg.check().unwrap())
+            .unwrap()
+            .train(&[64, 16, 16, 10])
+            .unwrap()
+            .1
+    };
+    let plain = train(base.clone());
+    let more = train(TrainParams {
+        finetune_stochastic_epochs: 20,
+        ..base.clone()
+    });
+    let phase = |o: &rgshield::train::TrainOutcome, p: &str| -> Vec<(usize, f64)> {
+        o.history
+            .iter()
+            .filter(|r| r.phase == p)
+            .map(|r| (r.step, r.holdout_loss))
+            .collect()
+    };
+    assert_eq!(phase(&plain, "finetune"), phase(&more, "finetune"));
+    assert!(phase(&plain, "finetune-stochastic").is_empty());
+    let stochastic = phase(&more, "finetune-stochastic");
+    assert!(!stochastic.is_empty());
+    let best_mf = phase(&plain, "finetune")
+        .iter()
+        .map(|r| r.1)
+        .fold(f64::INFINITY, f64::min);
+    let best_all = stochastic.iter().map(|r| r.1).fold(best_mf, f64::min);
+    // the first refinement row (step 0) is the kept fine-tuned model's served held-out loss
+    let kept = |o: &rgshield::train::TrainOutcome| {
+        o.history
+            .iter()
+            .find(|r| r.phase == "refine" && r.step == 0)
+            .unwrap()
+            .holdout_loss
+    };
+    assert_eq!(kept(&plain), best_mf);
+    assert_eq!(kept(&more), best_all);
+    assert!(kept(&more) <= kept(&plain));
+    // a stochastic phase after stochastic fine-tuning is refused, by name
+    let e = TrainParams {
+        finetune_stochastic: true,
+        finetune_stochastic_epochs: 5,
+        ..base
+    }
+    .check()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("finetune_stochastic_epochs"), "{e}");
+}
+
 #[test]
 fn trainer_rejects_bad_configuration_and_widths() {
     let d = digits_small();

@@ -62,6 +62,8 @@ pub struct DepthRow {
     pub seed: u64,
     /// Widths `n_0 … n_N`.
     pub widths: Vec<usize>,
+    /// Rows of the evaluation split (the test split, or a validation hold-out).
+    pub test_rows: usize,
     /// Test accuracy of the served output.
     pub test_accuracy: f64,
     /// Test accuracy of the mean-field output.
@@ -104,6 +106,7 @@ pub fn depth_bench(
                 method,
                 seed: tc.seed,
                 widths: widths.clone(),
+                test_rows: data.test.len(),
                 test_accuracy: served.accuracy(&data.test),
                 test_accuracy_mean_field: mf.accuracy(&data.test),
                 train_accuracy: outcome.train_accuracy,
@@ -133,7 +136,7 @@ pub fn depth_goal(method: Method) -> f64 {
 
 /// Header of the depth benchmark's Markdown table, with the goals. The evaluation split is the
 /// test split, or the validation hold-out when the data set is a validation view (its name then
-/// ends in `:validation`, and the accuracy columns are validation accuracies).
+/// contains `:validation`, and the accuracy columns are validation accuracies).
 pub fn depth_table_header(data: &Dataset) -> String {
     format!(
         "depth benchmark on {} ({} train / {} evaluation rows); goal: served accuracy ≥ {:.0}% \
@@ -283,6 +286,7 @@ mod tests {
             method,
             seed,
             widths: vec![],
+            test_rows: 100,
             test_accuracy: acc,
             test_accuracy_mean_field: acc,
             train_accuracy: acc,

@@ -45,6 +45,12 @@ pub struct DataArgs {
     /// test split is not used. Choose settings with this flag, report without it.
     #[arg(long)]
     pub validation: bool,
+    /// Evaluate on fold I of a stratified K-fold cut of the training split (written I/K, e.g.
+    /// 2/5) instead of the test split; the other folds are the training split and the test split
+    /// is not used. Run I = 1…K to evaluate every training row once (a less noisy choice than
+    /// --validation's single hold-out).
+    #[arg(long, conflicts_with = "validation")]
+    pub validation_fold: Option<data::ValidationFold>,
 }
 
 impl DataArgs {
@@ -58,10 +64,10 @@ impl DataArgs {
             seed: self.data_seed,
         };
         let data = data::load(&self.data, &opts)?;
-        Ok(if self.validation {
-            data.validation_view()?
-        } else {
-            data
+        Ok(match (self.validation, self.validation_fold) {
+            (true, _) => data.validation_view()?,
+            (false, Some(fold)) => data.validation_fold_view(fold)?,
+            (false, None) => data,
         })
     }
 }
@@ -154,7 +160,8 @@ impl fmt::Display for Depths {
 #[derive(Args, Clone)]
 pub struct TrainArgs {
     /// Training procedure: eq14 (greedy CD pretraining, then the paper's eq. 14 sweeps) or hybrid
-    /// (stochastic back-propagation fine-tuning from a random start, then eq. 14 refinement).
+    /// (back-propagation fine-tuning from a random start, mean field by default, then eq. 14
+    /// refinement).
     #[arg(long, default_value_t = TrainParams::default().method)]
     pub method: Method,
     /// Seed of the initialisation, minibatch order, samplers and held-out split.
@@ -224,6 +231,11 @@ pub struct TrainArgs {
     /// Hybrid: probability of flipping each input value in fine-tuning batches (augmentation).
     #[arg(long)]
     pub finetune_input_noise: Option<f32>,
+    /// Hybrid, after mean-field fine-tuning: at most this many epochs of stochastic
+    /// (straight-through) fine-tuning from its optimum, kept where they lower the served held-out
+    /// loss (0 = none).
+    #[arg(long)]
+    pub finetune_stochastic_epochs: Option<usize>,
 }
 
 impl TrainArgs {
@@ -256,7 +268,8 @@ impl TrainArgs {
             init_scale,
             lower_lr_factor,
             finetune_stochastic,
-            finetune_input_noise
+            finetune_input_noise,
+            finetune_stochastic_epochs
         );
         c.persistent |= self.persistent;
         c

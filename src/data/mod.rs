@@ -144,12 +144,53 @@ impl Dataset {
     /// The name gets the suffix `:validation` and the fingerprint is recomputed.
     pub fn validation_view(&self) -> Result<Dataset, DataError> {
         let (fit, held) = stratified_holdout(&self.train.y, VALIDATION_PERCENT, VALIDATION_SEED);
+        self.held_out_view(
+            &fit,
+            &held,
+            "validation",
+            &format!(
+                "{VALIDATION_PERCENT}% of each class of the training split held out \
+                 (stratified, seed {VALIDATION_SEED})"
+            ),
+        )
+    }
+
+    /// One fold of the K-fold validation of this data set: the training split is cut into K
+    /// folds by [`stratified_folds`] (seed [`VALIDATION_SEED`]); fold `I` becomes the "test"
+    /// split and the other K − 1 folds the training split. The real test split is dropped. Run
+    /// over I = 1…K, every training row is evaluated once by a model that did not fit it, so a
+    /// choice can be made on all training rows instead of one 20% hold-out (issue 14). The name
+    /// gets the suffix `:validation-fold-IofK`.
+    pub fn validation_fold_view(&self, fold: ValidationFold) -> Result<Dataset, DataError> {
+        let folds = stratified_folds(&self.train.y, fold.of, VALIDATION_SEED);
+        let (held, fit): (Vec<usize>, Vec<usize>) =
+            (0..folds.len()).partition(|&i| folds[i] == fold.index - 1);
+        self.held_out_view(
+            &fit,
+            &held,
+            &format!("validation-fold-{}of{}", fold.index, fold.of),
+            &format!(
+                "fold {} of a stratified {}-fold cut of the training split held out (seed \
+                 {VALIDATION_SEED})",
+                fold.index, fold.of
+            ),
+        )
+    }
+
+    /// The training rows `fit` as the training split and the training rows `held` as the
+    /// evaluation ("test") split; the real test split is dropped.
+    fn held_out_view(
+        &self,
+        fit: &[usize],
+        held: &[usize],
+        suffix: &str,
+        how: &str,
+    ) -> Result<Dataset, DataError> {
         if fit.is_empty() || held.is_empty() {
             return Err(DataError::InvalidOption(format!(
-                "validation split of '{}': its {} training rows are too few to hold out {}%",
+                "{suffix} split of '{}': its {} training rows are too few ({how})",
                 self.name,
                 self.train.len(),
-                VALIDATION_PERCENT
             )));
         }
         let pick = |idx: &[usize]| Split {
@@ -160,14 +201,13 @@ impl Dataset {
             y: idx.iter().map(|&i| self.train.y[i]).collect(),
             n_features: self.train.n_features,
         };
-        let (train, test) = (pick(&fit), pick(&held));
-        let name = format!("{}:validation", self.name);
+        let (train, test) = (pick(fit), pick(held));
+        let name = format!("{}:{suffix}", self.name);
         Ok(Dataset {
             fingerprint: fingerprint(&name, &train, &test),
             description: format!(
-                "{}; validation view: {}% of each class of the training split held out \
-                 (stratified, seed {VALIDATION_SEED}) as the evaluation split, the test split unused",
-                self.description, VALIDATION_PERCENT
+                "{}; {suffix} view: {how} as the evaluation split, the test split unused",
+                self.description
             ),
             name,
             class_names: self.class_names.clone(),
@@ -654,6 +694,67 @@ pub fn stratified_holdout(labels: &[u32], percent: usize, seed: u64) -> (Vec<usi
     (train, test)
 }
 
+/// Fold `index` (1-based) of a `of`-fold cut, written `I/K` (`--validation-fold`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidationFold {
+    /// The held-out fold, 1…`of`.
+    pub index: usize,
+    /// The number of folds K ≥ 2.
+    pub of: usize,
+}
+
+impl std::str::FromStr for ValidationFold {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        let bad = |why: &str| {
+            DataError::InvalidOption(format!(
+                "validation fold '{s}': {why} (write I/K, e.g. 2/5)"
+            ))
+        };
+        let (i, k) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
+        let index: usize = i.trim().parse().map_err(|_| bad("I is not a number"))?;
+        let of: usize = k.trim().parse().map_err(|_| bad("K is not a number"))?;
+        if of < 2 {
+            return Err(bad("K must be at least 2"));
+        }
+        if index == 0 || index > of {
+            return Err(bad("I must be in 1…K"));
+        }
+        Ok(ValidationFold { index, of })
+    }
+}
+
+impl std::fmt::Display for ValidationFold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.of)
+    }
+}
+
+/// Stratified K-fold assignment: the fold (0…k−1) of every row. For each class in ascending
+/// order its row indices (ascending) are shuffled by one Fisher–Yates stream (seed `seed`) shared
+/// by all classes and dealt to the folds in turn, the dealing continuing from class to class, so
+/// every class is spread over the folds as evenly as possible and fold sizes differ by at most
+/// one.
+pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    let n_classes = labels.iter().map(|&y| y as usize + 1).max().unwrap_or(0);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
+    for (i, &y) in labels.iter().enumerate() {
+        by_class[y as usize].push(i);
+    }
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut fold = vec![0; labels.len()];
+    let mut dealt = 0;
+    for mut rows in by_class {
+        shuffle(&mut rows, &mut rng);
+        for i in rows {
+            fold[i] = dealt % k.max(1);
+            dealt += 1;
+        }
+    }
+    fold
+}
+
 /// How native-scale values become features.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Scale {
@@ -1103,6 +1204,66 @@ mod tests {
             .all(|r| train_rows.contains(&r.iter().map(|v| v.to_bits()).collect::<Vec<_>>())));
         // deterministic
         assert_eq!(d.validation_view().unwrap().test, v.test);
+    }
+
+    #[test]
+    fn validation_folds_partition_the_training_split_stratified() {
+        let d = load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
+        let k = 5;
+        let views: Vec<Dataset> = (1..=k)
+            .map(|i| {
+                d.validation_fold_view(ValidationFold { index: i, of: k })
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(views[1].name, "digits:validation-fold-2of5");
+        let key = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let train_rows: Vec<Vec<u32>> = d.train.rows().map(key).collect();
+        let mut held: Vec<Vec<u32>> = Vec::new();
+        for v in &views {
+            assert_eq!(v.train.len() + v.test.len(), d.train.len());
+            // folds differ in size by at most one, and every class by at most one per fold
+            assert!(v.test.len().abs_diff(d.train.len() / k) <= 1);
+            for c in 0..10 {
+                let n = d.train.class_counts(10)[c];
+                assert!(v.test.class_counts(10)[c].abs_diff(n / k) <= 1, "class {c}");
+            }
+            held.extend(v.test.rows().map(key));
+        }
+        // the held-out folds together are the training split, each row once
+        let mut a = held.clone();
+        let mut b = train_rows.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        // deterministic, and distinct folds hold out distinct rows
+        assert_eq!(
+            d.validation_fold_view(ValidationFold { index: 2, of: k })
+                .unwrap()
+                .test,
+            views[1].test
+        );
+        assert_ne!(views[0].test.y, views[1].test.y);
+        assert_ne!(views[0].fingerprint, views[1].fingerprint);
+    }
+
+    #[test]
+    fn validation_fold_parses_and_names_bad_values() {
+        assert_eq!(
+            "2/5".parse::<ValidationFold>().unwrap(),
+            ValidationFold { index: 2, of: 5 }
+        );
+        assert_eq!(ValidationFold { index: 2, of: 5 }.to_string(), "2/5");
+        for (bad, why) in [
+            ("0/5", "1…K"),
+            ("6/5", "1…K"),
+            ("1/1", "at least 2"),
+            ("x/5", "I is not"),
+            ("2", "no '/'"),
+        ] {
+            let e = bad.parse::<ValidationFold>().unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
     }
 
     #[test]

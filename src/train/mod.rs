@@ -19,7 +19,8 @@
 //! back-propagation fine-tuning of all `W_k, a_k` (through sampled hidden states, straight-through,
 //! with `finetune_stochastic = true`) with random input bit flips, minimising the per-unit
 //! Bernoulli cross-entropy of the one-hot label under the output layer's factorised conditional
-//! (Adam), then eq. 14 refinement sweeps at a small learning rate, keeping the refinement step with
+//! (Adam), optionally followed by stochastic epochs from the mean-field optimum
+//! (`finetune_stochastic_epochs`), then eq. 14 refinement sweeps at a small learning rate, keeping the refinement step with
 //! the best held-out accuracy (step 0 = no refinement).
 
 mod backprop;

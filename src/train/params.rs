@@ -115,6 +115,18 @@ pub struct TrainParams {
     /// Hybrid: probability of flipping each input value (x → 1 − x) in fine-tuning batches, a
     /// data augmentation for binary images (0 = none).
     pub finetune_input_noise: f32,
+    /// Hybrid, after mean-field fine-tuning (`finetune_stochastic = false`): at most this many
+    /// epochs of straight-through stochastic fine-tuning, started from the mean-field optimum and
+    /// kept only where they lower the served held-out loss (0 = none). The served output samples
+    /// the hidden layers, which mean-field fine-tuning does not see; at depth the two accuracies
+    /// part (issue 14). Left out of the serialisation at 0, so older configuration files and kept
+    /// protocol records read and write unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub finetune_stochastic_epochs: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl TrainParams {
@@ -170,6 +182,7 @@ impl TrainParams {
             finetune_lr: 0.003,
             finetune_stochastic: false,
             finetune_input_noise: 0.0,
+            finetune_stochastic_epochs: 0,
         };
         match method {
             Method::Eq14 => TrainParams {
@@ -245,6 +258,16 @@ impl Params for TrainParams {
             return bad(
                 "finetune_input_noise",
                 format!("{} (must be in [0, 0.5])", self.finetune_input_noise),
+            );
+        }
+        if self.finetune_stochastic && self.finetune_stochastic_epochs > 0 {
+            return bad(
+                "finetune_stochastic_epochs",
+                format!(
+                    "{} (stochastic epochs after the mean-field fine-tuning need \
+                     finetune_stochastic = false)",
+                    self.finetune_stochastic_epochs
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.momentum) {

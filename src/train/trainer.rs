@@ -24,7 +24,7 @@ use crate::util::{mix_seed, shuffle};
 /// One row of the training history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistoryRow {
-    /// "pretrain", "eq14", "finetune" or "refine".
+    /// "pretrain", "eq14", "finetune", "finetune-stochastic" or "refine".
     pub phase: String,
     /// Sweep, epoch or layer index within the phase.
     pub step: usize,
@@ -260,7 +260,7 @@ impl<'a> Trainer<'a> {
         let total = self.cfg.pretrain_epochs * (n - 1)
             + self.cfg.sweeps
             + if self.cfg.method == Method::Hybrid {
-                self.cfg.finetune_epochs
+                self.cfg.finetune_epochs + self.cfg.finetune_stochastic_epochs
             } else {
                 0
             };
@@ -506,16 +506,52 @@ impl<'a> Trainer<'a> {
         Ok(best.0)
     }
 
-    /// Mean-field back-propagation fine-tuning of all `W_k, a_k` with Adam (hybrid only).
+    /// Back-propagation fine-tuning of all `W_k, a_k` with Adam (hybrid only): mean field or
+    /// straight-through stochastic (`finetune_stochastic`), then, after mean field, at most
+    /// `finetune_stochastic_epochs` stochastic epochs from its optimum. The model kept is the one
+    /// of lowest served held-out loss over both phases; returns its held-out accuracy.
     fn finetune(&mut self, model: &mut DeepRbm) -> f64 {
+        let cfg = self.cfg;
+        // Selection by held-out loss: smoother than the accuracy of a small held-out set.
+        let mut best = (self.record(model, "finetune", 0), model.clone());
+        self.finetune_phase(
+            model,
+            &mut best,
+            "finetune",
+            cfg.finetune_stochastic,
+            cfg.finetune_epochs,
+        );
+        if cfg.finetune_stochastic_epochs > 0 {
+            model.clone_from(&best.1);
+            self.finetune_phase(
+                model,
+                &mut best,
+                "finetune-stochastic",
+                true,
+                cfg.finetune_stochastic_epochs,
+            );
+        }
+        *model = best.1;
+        best.0 .0
+    }
+
+    /// At most `epochs` epochs of Adam from `model`, early-stopped on the served held-out loss
+    /// (checked every 5 epochs, patience `5 · patience` epochs); `best` keeps the lowest loss seen
+    /// and its model.
+    fn finetune_phase(
+        &mut self,
+        model: &mut DeepRbm,
+        best: &mut ((f64, f64), DeepRbm),
+        phase: &str,
+        stochastic: bool,
+        epochs: usize,
+    ) {
         let cfg = self.cfg;
         let rows = self.prep.fit.len();
         let (n0, nc) = (self.prep.fit.n_features, self.prep.n_classes);
         let mut adam = Adam::new(model, cfg.finetune_lr);
-        // Selection by held-out loss: smoother than the accuracy of a small held-out set.
-        let mut best = (self.record(model, "finetune", 0), model.clone());
         let mut since = 0;
-        for epoch in 1..=cfg.finetune_epochs {
+        for epoch in 1..=epochs {
             let mut order: Vec<usize> = (0..rows).collect();
             shuffle(&mut order, &mut self.rng);
             for chunk in order.chunks(cfg.batch.min(32)) {
@@ -529,7 +565,7 @@ impl<'a> Trainer<'a> {
                     }
                 }
                 let y = batch_rows(&self.prep.fit_targets, chunk, nc);
-                let grads = if cfg.finetune_stochastic {
+                let grads = if stochastic {
                     backprop_gradient(model, &x, &y, b, Some(&mut self.rng))
                 } else {
                     mean_field_gradient(model, &x, &y, b)
@@ -539,10 +575,10 @@ impl<'a> Trainer<'a> {
             self.tick();
             // Early stopping on the mean-field held-out accuracy every epoch would be cheap, but the
             // served output is what users get: check it every 5 epochs.
-            if epoch % 5 == 0 || epoch == cfg.finetune_epochs {
-                let hold = self.record(model, "finetune", epoch);
+            if epoch % 5 == 0 || epoch == epochs {
+                let hold = self.record(model, phase, epoch);
                 if hold.1 < best.0 .1 {
-                    best = (hold, model.clone());
+                    *best = (hold, model.clone());
                     since = 0;
                 } else {
                     since += 5;
@@ -552,8 +588,6 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        *model = best.1;
-        best.0 .0
     }
 }
 
