@@ -199,32 +199,33 @@ pub struct DepthMedian {
 
 /// The median over seeds of the served accuracy for each (depth, method), in first-seen order.
 pub fn depth_medians(rows: &[DepthRow]) -> Vec<DepthMedian> {
-    let mut out: Vec<DepthMedian> = Vec::new();
+    let mut groups: Vec<(usize, Method, Vec<&DepthRow>)> = Vec::new();
     for r in rows {
-        match out
+        match groups
             .iter_mut()
-            .find(|m| m.depth == r.depth && m.method == r.method)
+            .find(|(n, m, _)| *n == r.depth && *m == r.method)
         {
-            Some(m) => {
-                m.seeds.push(r.seed);
-                m.accuracies.push(r.test_accuracy);
-            }
-            None => out.push(DepthMedian {
-                depth: r.depth,
-                method: r.method,
-                seeds: vec![r.seed],
-                accuracies: vec![r.test_accuracy],
-                median: 0.0,
-                goal: depth_goal(r.method),
-                met: false,
-            }),
+            Some(g) => g.2.push(r),
+            None => groups.push((r.depth, r.method, vec![r])),
         }
     }
-    for m in &mut out {
-        m.median = crate::report::stats::median(&m.accuracies).unwrap_or(f64::NAN);
-        m.met = m.median >= m.goal;
-    }
-    out
+    groups
+        .into_iter()
+        .map(|(depth, method, of)| {
+            let accuracies: Vec<f64> = of.iter().map(|r| r.test_accuracy).collect();
+            let median = crate::report::stats::median(&accuracies).unwrap_or(f64::NAN);
+            let goal = depth_goal(method);
+            DepthMedian {
+                depth,
+                method,
+                seeds: of.iter().map(|r| r.seed).collect(),
+                accuracies,
+                median,
+                goal,
+                met: median >= goal,
+            }
+        })
+        .collect()
 }
 
 /// The Markdown table of [`depth_medians`], ending with one line per method saying whether its

@@ -418,18 +418,9 @@ pub fn reusable_model(
     Ok(Some((model, meta)))
 }
 
-/// Summarise the analysis and the attack of one depth into its row's measurements.
-fn summarise(
-    an: &AnalysisReport,
-) -> (
-    Quartiles,
-    Quartiles,
-    Quartiles,
-    Option<f64>,
-    Option<f64>,
-    usize,
-    Vec<StudyLayer>,
-) {
+/// The RG diagnostics row of one analysis: its inputs' Fisher values summarised, the bound's
+/// violations counted, and the layers' stability and canonical correlations summarised.
+fn rg_row(depth: usize, seed: u64, an: &AnalysisReport) -> DepthStudyRow {
     let col =
         |f: &dyn Fn(&InputAnalysis) -> f64| quartiles(&an.inputs.iter().map(f).collect::<Vec<_>>());
     let fisher_direct = col(&|i| i.fisher.direct_top);
@@ -488,15 +479,21 @@ fn summarise(
             }
         })
         .collect();
-    (
+    DepthStudyRow {
+        depth,
+        seed,
+        analyze_seconds: an.seconds,
+        inputs: an.inputs.len(),
         fisher_direct,
         fisher_mean_field,
         fisher_bound,
-        ratio_direct,
-        ratio_mf,
-        violations,
+        ratio_direct_median: ratio_direct,
+        ratio_mean_field_median: ratio_mf,
+        bound_violations: violations,
         layers,
-    )
+        output_fisher_p_median: output_median(an, OutputReading::PlugIn),
+        output_fisher_c_median: output_median(an, OutputReading::Mixture),
+    }
 }
 
 fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
@@ -713,26 +710,6 @@ pub fn resummarise(mut report: DepthStudyReport) -> DepthStudyReport {
     report.depths = depths;
     report.trends = trends;
     report
-}
-
-/// The RG diagnostics row of one analysis.
-fn rg_row(depth: usize, seed: u64, an: &AnalysisReport) -> DepthStudyRow {
-    let (fd, fmf, fb, rd, rmf, violations, layers) = summarise(an);
-    DepthStudyRow {
-        depth,
-        seed,
-        analyze_seconds: an.seconds,
-        inputs: an.inputs.len(),
-        fisher_direct: fd,
-        fisher_mean_field: fmf,
-        fisher_bound: fb,
-        ratio_direct_median: rd,
-        ratio_mean_field_median: rmf,
-        bound_violations: violations,
-        layers,
-        output_fisher_p_median: output_median(an, OutputReading::PlugIn),
-        output_fisher_c_median: output_median(an, OutputReading::Mixture),
-    }
 }
 
 pub(crate) fn f(x: Option<f64>, digits: usize) -> String {
