@@ -162,6 +162,7 @@ impl Dataset {
     /// choice can be made on all training rows instead of one 20% hold-out (issue 14). The name
     /// gets the suffix `:validation-fold-IofK`.
     pub fn validation_fold_view(&self, fold: ValidationFold) -> Result<Dataset, DataError> {
+        fold.check()?;
         let folds = stratified_folds(&self.train.y, fold.of, VALIDATION_SEED);
         let (held, fit): (Vec<usize>, Vec<usize>) =
             (0..folds.len()).partition(|&i| folds[i] == fold.index - 1);
@@ -703,6 +704,24 @@ pub struct ValidationFold {
     pub of: usize,
 }
 
+impl ValidationFold {
+    /// K ≥ 2 and 1 ≤ I ≤ K, or an error naming the fold.
+    pub fn check(&self) -> Result<(), DataError> {
+        let bad = |why: &str| {
+            Err(DataError::InvalidOption(format!(
+                "validation fold '{self}': {why} (write I/K, e.g. 2/5)"
+            )))
+        };
+        if self.of < 2 {
+            return bad("K must be at least 2");
+        }
+        if self.index == 0 || self.index > self.of {
+            return bad("I must be in 1…K");
+        }
+        Ok(())
+    }
+}
+
 impl std::str::FromStr for ValidationFold {
     type Err = DataError;
     fn from_str(s: &str) -> Result<Self, DataError> {
@@ -714,13 +733,9 @@ impl std::str::FromStr for ValidationFold {
         let (i, k) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let index: usize = i.trim().parse().map_err(|_| bad("I is not a number"))?;
         let of: usize = k.trim().parse().map_err(|_| bad("K is not a number"))?;
-        if of < 2 {
-            return Err(bad("K must be at least 2"));
-        }
-        if index == 0 || index > of {
-            return Err(bad("I must be in 1…K"));
-        }
-        Ok(ValidationFold { index, of })
+        let fold = ValidationFold { index, of };
+        fold.check()?;
+        Ok(fold)
     }
 }
 
@@ -1259,11 +1274,32 @@ mod tests {
             ("6/5", "1…K"),
             ("1/1", "at least 2"),
             ("x/5", "I is not"),
-            ("2", "no '/'"),
+            ("3/y", "K is not"),
+            ("7", "no '/'"),
         ] {
             let e = bad.parse::<ValidationFold>().unwrap_err().to_string();
-            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+            assert!(
+                e.contains(why) && e.contains(&format!("'{bad}'")),
+                "{bad}: {e}"
+            );
         }
+        // a fold built directly is checked by the view too, and a split too small is named
+        let d = load(&DataSpec::Digits, &LoadOptions::default()).unwrap();
+        let e = d
+            .validation_fold_view(ValidationFold { index: 0, of: 5 })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'0/5'") && e.contains("1…K"), "{e}");
+        let mut tiny = d.clone();
+        tiny.train.truncate(3);
+        let e = tiny
+            .validation_fold_view(ValidationFold { index: 5, of: 5 })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("too few") && e.contains("3 training rows"),
+            "{e}"
+        );
     }
 
     #[test]

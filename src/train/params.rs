@@ -149,12 +149,14 @@ impl TrainParams {
     /// mean-field back-propagation fine-tuning with 5% input bit flips and early-stopping patience
     /// 16, then a few eq. 14 refinement sweeps at a small rate. Every training default lives here.
     ///
-    /// Chosen on the validation split, never on the test split (issue 14):
-    /// `scripts/select_train_defaults.sh` trains a grid of candidates declared in the script at
-    /// N = 1…8 (eq. 14: 1…6) with seeds 1, 2, 3 on `--validation` and picks, per method, the
-    /// largest minimum over N of the median validation accuracy
-    /// (`docs/results/2026-11-30-train-defaults/`): for the hybrid `finetune_stochastic = false`
-    /// and `patience = 16`, for eq. 14 `pretrain_epochs = 120` and `cd_k = 5`.
+    /// Chosen on validation splits, never on the test split (issue 14,
+    /// `docs/results/2026-11-30-train-defaults/`): `scripts/select_train_defaults.sh` trains a
+    /// grid of candidates declared in the script at N = 1…8 (eq. 14: 1…6) with seeds 1, 2, 3 on
+    /// `--validation` and picks, per method, the largest minimum over N of the median validation
+    /// accuracy: for the hybrid `finetune_stochastic = false` and `patience = 16`, for eq. 14
+    /// `pretrain_epochs = 120` and `cd_k = 5`. A second round for the hybrid,
+    /// `scripts/select_train_defaults_kfold.sh`, scores by 5-fold validation of the whole
+    /// training split (`--validation-fold`) and picks `finetune_lr = 0.005`.
     pub fn for_method(method: Method, seed: u64) -> Self {
         let shared = TrainParams {
             method,
@@ -200,6 +202,7 @@ impl TrainParams {
             Method::Hybrid => TrainParams {
                 init_scale: 0.5,
                 pretrain_epochs: 0,
+                finetune_lr: 0.005,
                 finetune_input_noise: 0.05,
                 patience: 16,
                 lr: 0.002,
@@ -258,6 +261,15 @@ impl Params for TrainParams {
             return bad(
                 "finetune_input_noise",
                 format!("{} (must be in [0, 0.5])", self.finetune_input_noise),
+            );
+        }
+        if self.method == Method::Eq14 && self.finetune_stochastic_epochs > 0 {
+            return bad(
+                "finetune_stochastic_epochs",
+                format!(
+                    "{} (fine-tuning is the hybrid's; eq. 14 has none)",
+                    self.finetune_stochastic_epochs
+                ),
             );
         }
         if self.finetune_stochastic && self.finetune_stochastic_epochs > 0 {

@@ -523,6 +523,8 @@ impl<'a> Trainer<'a> {
         );
         if cfg.finetune_stochastic_epochs > 0 {
             model.clone_from(&best.1);
+            // step 0: the phase starts at the mean-field optimum (recording draws no random number)
+            self.record(model, "finetune-stochastic", 0);
             self.finetune_phase(
                 model,
                 &mut best,
