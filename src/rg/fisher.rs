@@ -303,8 +303,15 @@ pub fn poison_direction(f_tilde: MatRef<'_, f64>) -> Result<PoisonDirection> {
 
 /// The first-layer bound `W_1ᵀ diag(μ_1(1−μ_1)) W_1`, `μ_1 = σ(W_1 x + a_1)` (SPEC §6): equal to
 /// `F_x` for N = 1 and an upper bound (⪰) of `F_x` at every depth (data-processing inequality,
-/// RG-NOTES §4 item 1).
+/// RG-NOTES §4 item 1). It is `BᵀB` for the factor of [`first_layer_bound_factor`].
 pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
+    let b = first_layer_bound_factor(model, x)?;
+    dense::mul_tn(b.as_ref(), b.as_ref())
+}
+
+/// The factor `B = diag(√(μ_1(1−μ_1))) W_1` (`n_1 × n_0`) of the first-layer bound `BᵀB`: its top
+/// eigenpair comes from the `n_1 × n_1` Gram matrix ([`dense::top_eigen_of_gram`]).
+pub fn first_layer_bound_factor(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
     let r = model.rbm(1);
     if x.len() != r.n_down {
         return Err(Error::shape(format!(
@@ -317,10 +324,8 @@ pub fn first_layer_bound(model: &DeepRbm, x: &[f32]) -> Result<Mat<f64>> {
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mu = up_probs_f64(r, &x64);
     let n0 = r.n_down;
-    Ok(Mat::from_fn(n0, n0, |a, b| {
-        (0..r.n_up)
-            .map(|i| mu[i] * (1.0 - mu[i]) * r.w[i * n0 + a] as f64 * r.w[i * n0 + b] as f64)
-            .sum()
+    Ok(Mat::from_fn(r.n_up, n0, |i, c| {
+        (mu[i] * (1.0 - mu[i])).sqrt() * r.w[i * n0 + c] as f64
     }))
 }
 

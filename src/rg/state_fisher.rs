@@ -9,13 +9,20 @@
 //!   `d_y = ∂q_N(y|x)/∂x = W_1ᵀ E[t_N(y|h_{N−1}) (h_1 − μ_1)]`;
 //! * `F = Σ_y d_y d_yᵀ / q_y` (`n_0 × n_0`), the Fisher information of `q_N(·|x)` w.r.t. x.
 //!
+//! Computed at the width of layer 1: with `e_y = E[t_N(y|h_{N−1}) (h_1 − μ_1)]`,
+//! `G = Σ_y e_y e_yᵀ / q_y` (`n_1 × n_1`) and `F = W_1ᵀ G W_1`; with `G = U Λ Uᵀ` the factor
+//! `B = Λ^{1/2} Uᵀ W_1` (`n_1 × n_0`) has `F = BᵀB`, so the top eigenpair comes from the
+//! `n_1 × n_1` Gram matrix `B Bᵀ` ([`dense::top_eigen_of_gram`]) for the estimate and for every
+//! jackknife replicate. Each chunk's sums are one product `Tᵀ C` of its `b × 2^{n_N}` matrix of
+//! `t_N(y|h^{(s)})` and its `b × n_1` matrix of `h_1^{(s)} − μ_1`.
+//!
 //! For N = 1 there is nothing to sample: `q_1(y|x) = t_1(y|x)` and `d_y = t_1(y|x) W_1ᵀ (y − μ_1)`
 //! exactly. The complete operator basis of layer N spans the same functions as the indicators, so
 //! this is the direct estimator of [`super::fisher`] without its `2^{n_N} × 2^{n_N}` covariance
 //! and inverse. The plug-in ratio is biased upward by O(1/S): a delete-one-block jackknife over
 //! `blocks` blocks of samples gives standard errors and the bias-corrected `B θ̂ − (B − 1) θ̄`.
 
-use faer::Mat;
+use faer::{Mat, MatRef};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -23,7 +30,6 @@ use crate::error::{Error, Result};
 use crate::linalg::dense;
 use crate::model::DeepRbm;
 use crate::rg::correlators::jackknife;
-use crate::rg::fisher::top_eigen;
 use crate::sample::{ancestral_chunk, LaneRng, OutputMode, Predictor, CHUNK};
 use crate::util::mix_seed;
 use rand::SeedableRng;
@@ -72,38 +78,27 @@ fn state_probs(p: &[f32], out: &mut [f64]) {
     }
 }
 
-fn fisher_of(q: &[f64], e: &[f64], w1: &[f32], n1: usize, n0: usize) -> Result<Mat<f64>> {
-    // d_y = W_1ᵀ e_y (n_0), F = Σ_y d_y d_yᵀ / q_y.
-    let mut f = Mat::<f64>::zeros(n0, n0);
-    let mut d = vec![0.0f64; n0];
-    for (y, &qy) in q.iter().enumerate() {
-        if qy <= 0.0 {
-            continue;
+/// The factor `B = Λ^{1/2} Uᵀ W_1` (`n_1 × n_0`) of `F = BᵀB`, from `q_y` and `e_y` (row-major
+/// `2^{n_N} × n_1`) through `G = Σ_y e_y e_yᵀ / q_y = U Λ Uᵀ` (module doc). States with
+/// `q_y = 0` have `e_y = 0` and add nothing.
+fn fisher_factor(q: &[f64], e: &[f64], w1: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    let n1 = w1.nrows();
+    let scaled = Mat::from_fn(q.len(), n1, |y, j| {
+        if q[y] > 0.0 {
+            e[y * n1 + j] / q[y].sqrt()
+        } else {
+            0.0
         }
-        d.iter_mut().for_each(|v| *v = 0.0);
-        for j in 0..n1 {
-            let ej = e[y * n1 + j];
-            if ej != 0.0 {
-                for (c, dv) in d.iter_mut().enumerate() {
-                    *dv += ej * w1[j * n0 + c] as f64;
-                }
-            }
-        }
-        for a in 0..n0 {
-            let da = d[a] / qy;
-            if da != 0.0 {
-                for b in 0..n0 {
-                    f[(a, b)] += da * d[b];
-                }
-            }
-        }
-    }
-    if f.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
+    });
+    let g = dense::mul_tn(scaled.as_ref(), scaled.as_ref())?;
+    if g.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
         return Err(Error::invalid(
             "state Fisher: non-finite entries (a saturated output probability)",
         ));
     }
-    Ok(f)
+    let (vals, u) = dense::sym_eigen(g.as_ref())?;
+    let l = Mat::from_fn(n1, n1, |i, j| vals[i].max(0.0).sqrt() * u[(j, i)]);
+    dense::mul(l.as_ref(), w1)
 }
 
 /// Blocks are made of whole chunks of [`CHUNK`] samples (chunk c belongs to block c mod blocks),
@@ -146,6 +141,7 @@ pub fn state_fisher(
     }
     let r1 = model.rbm(1);
     let (n0, n1) = (r1.n_down, r1.n_up);
+    let w1 = Mat::from_fn(n1, n0, |j, c| r1.w[j * n0 + c] as f64);
     let states = 1usize << n_out;
     let mu1 = r1.up_probs(x, 1);
     if n == 1 {
@@ -158,10 +154,10 @@ pub fn state_fisher(
                 e[y * n1 + j] = q[y] * (yj - mu1[j] as f64);
             }
         }
-        let f = fisher_of(&q, &e, &r1.w, n1, n0)?;
-        let (top, v) = top_eigen(f.as_ref())?;
+        let b = fisher_factor(&q, &e, w1.as_ref())?;
+        let (top, v) = dense::top_eigen_of_gram(b.as_ref())?;
         return Ok(StateFisher {
-            value: dense::to_row_major(f.as_ref()),
+            value: dense::to_row_major(dense::mul_tn(b.as_ref(), b.as_ref())?.as_ref()),
             top,
             top_vector: v,
             top_std_err: None,
@@ -180,30 +176,25 @@ pub fn state_fisher(
             let b = CHUNK.min(samples - c * CHUNK);
             let mut rng = LaneRng::seed_from_u64(mix_seed(input_seed, c as u64));
             let (h1, py) = ancestral_chunk(model, &mu1, b, &mut rng);
-            let mut sums = BlockSums {
-                q: vec![0.0; states],
-                e: vec![0.0; states * n1],
-                n: b,
-            };
-            let mut t = vec![0.0f64; states];
-            let mut centred = vec![0.0f64; n1];
+            // T (b × 2^{n_N}): t_N(y|h^{(s)}); C (b × n_1): h_1^{(s)} − μ_1; the sums are Tᵀ1, TᵀC.
+            let mut t = Mat::<f64>::zeros(b, states);
+            let mut row = vec![0.0f64; states];
             for s in 0..b {
-                state_probs(&py[s * n_out..(s + 1) * n_out], &mut t);
-                for j in 0..n1 {
-                    centred[j] = h1[s * n1 + j] as f64 - mu1[j] as f64;
-                }
-                for y in 0..states {
-                    let ty = t[y];
-                    sums.q[y] += ty;
-                    let row = &mut sums.e[y * n1..(y + 1) * n1];
-                    for (r, &cj) in row.iter_mut().zip(&centred) {
-                        *r += ty * cj;
-                    }
+                state_probs(&py[s * n_out..(s + 1) * n_out], &mut row);
+                for (y, &v) in row.iter().enumerate() {
+                    t[(s, y)] = v;
                 }
             }
-            (c % blocks, sums)
+            let centred = Mat::from_fn(b, n1, |s, j| h1[s * n1 + j] as f64 - mu1[j] as f64);
+            let e = dense::mul_tn(t.as_ref(), centred.as_ref())?;
+            let sums = BlockSums {
+                q: (0..states).map(|y| t.col(y).iter().sum()).collect(),
+                e: dense::to_row_major(e.as_ref()),
+                n: b,
+            };
+            Ok((c % blocks, sums))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut by_block: Vec<BlockSums> = (0..blocks)
         .map(|_| BlockSums {
             q: vec![0.0; states],
@@ -232,22 +223,22 @@ pub fn state_fisher(
         let m = m as f64;
         q.iter_mut().for_each(|v| *v /= m);
         e.iter_mut().for_each(|v| *v /= m);
-        fisher_of(&q, &e, &r1.w, n1, n0)
+        fisher_factor(&q, &e, w1.as_ref())
     };
-    let f = estimate(None)?;
-    let (top, v) = top_eigen(f.as_ref())?;
+    let b = estimate(None)?;
+    let (top, v) = dense::top_eigen_of_gram(b.as_ref())?;
     // check_blocks guarantees every block at least one chunk.
     let (se, bc) = if blocks >= 2 {
         let jk = jackknife(blocks, |skip| match skip {
             None => Ok(vec![top]),
-            Some(_) => Ok(vec![top_eigen(estimate(skip)?.as_ref())?.0]),
+            Some(_) => Ok(vec![dense::top_eigen_of_gram(estimate(skip)?.as_ref())?.0]),
         })?;
         (Some(jk.std_err[0]), Some(jk.bias_corrected[0]))
     } else {
         (None, None)
     };
     Ok(StateFisher {
-        value: dense::to_row_major(f.as_ref()),
+        value: dense::to_row_major(dense::mul_tn(b.as_ref(), b.as_ref())?.as_ref()),
         top,
         top_vector: v,
         top_std_err: se,
@@ -259,6 +250,7 @@ pub fn state_fisher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rg::fisher::top_eigen;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
     fn stack(widths: &[usize], seed: u64) -> DeepRbm {

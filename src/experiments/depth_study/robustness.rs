@@ -19,12 +19,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::linalg::dense::top_eigen_of_gram;
 use crate::linalg::norm2;
 use crate::perturb::{
     mean_field_margin, minimal_budget, pgd, random_unit_direction, signed_direction, step_to_norm,
     Bisection, MinimalBudget,
 };
-use crate::rg::fisher::{first_layer_bound, mean_field_reading, top_eigen};
+use crate::rg::fisher::{first_layer_bound_factor, mean_field_reading};
 use crate::rg::state_fisher::state_fisher;
 use crate::sample::{argmax, Predictor};
 use crate::util::mix_seed;
@@ -141,7 +142,8 @@ pub fn input_robustness(
         let n = norm2(&xp.iter().zip(&x64).map(|(a, b)| a - b).collect::<Vec<_>>());
         Ok(fooled(&xp).then_some(n))
     };
-    let jtj_top = top_eigen(mean_field.jtj.as_ref())?.0;
+    // Top eigenvalues of the n_0 × n_0 matrices BᵀB from their small factors B.
+    let jtj_top = top_eigen_of_gram(mean_field.jacobian.as_ref())?.0;
     Ok(InputRobustness {
         index,
         label,
@@ -150,8 +152,8 @@ pub fn input_robustness(
         fisher_top: fisher.top,
         fisher_top_std_err: fisher.top_std_err,
         fisher_top_bias_corrected: fisher.top_bias_corrected,
-        fisher_bound: top_eigen(first_layer_bound(model, x)?.as_ref())?.0,
-        mean_field_fisher_top: top_eigen(mean_field.fisher.as_ref())?.0,
+        fisher_bound: top_eigen_of_gram(first_layer_bound_factor(model, x)?.as_ref())?.0,
+        mean_field_fisher_top: top_eigen_of_gram(mean_field.fisher_factor.as_ref())?.0,
         mean_field_jacobian_top: jtj_top.max(0.0).sqrt(),
         fisher: minimal_budget(bisection, |e| Ok(along(&fisher_dir, e)))?,
         random: minimal_budget(bisection, |e| Ok(along(&random_dir, e)))?,
