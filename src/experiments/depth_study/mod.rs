@@ -38,7 +38,7 @@ use super::analyze::{
 };
 use crate::data::Dataset;
 use crate::error::{check_at_least, check_positive, Error, Result};
-use crate::model::io::{self as model_io, ModelMeta};
+use crate::model::io::ModelMeta;
 use crate::model::{check_depths, stack_widths};
 use crate::params::{Params, Valid};
 use crate::perturb::Bisection;
@@ -49,7 +49,7 @@ use crate::rg::basis::{BasisChoice, DEFAULT_BASIS, DEFAULT_PILOT_SAMPLES};
 use crate::rg::state_fisher::state_fisher;
 use crate::rg::OutputReading;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{TrainParams, Trainer};
+use crate::train::{kept_model, train_and_keep, TrainParams};
 use crate::DeepRbm;
 
 pub use plots::write_plots;
@@ -359,65 +359,6 @@ fn training_method(meta: &ModelMeta) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Load `dir`'s model if its `model.json` exists: reuse it when its widths and data set match,
-/// refuse (an error that says why and what to do) when they do not. `Ok(None)`: no model there.
-pub fn reusable_model(
-    dir: &Path,
-    widths: &[usize],
-    data: &Dataset,
-    train: &TrainParams,
-) -> Result<Option<(DeepRbm, ModelMeta)>> {
-    if !dir.join(model_io::META_FILE).exists() {
-        return Ok(None);
-    }
-    let (model, meta) = model_io::load(dir)?;
-    if model.widths() != widths {
-        return Err(Error::model(
-            &dir.join(model_io::META_FILE),
-            format!(
-                "existing model has widths {:?} but the depth study needs {widths:?} here: \
-                 refusing to overwrite it — remove {} or choose another --models-dir",
-                model.widths(),
-                dir.display()
-            ),
-        ));
-    }
-    if let Some(d) = &meta.dataset {
-        if d.fingerprint != data.fingerprint {
-            return Err(Error::model(
-                &dir.join(model_io::META_FILE),
-                format!(
-                    "existing model was trained on data set '{}' (fingerprint {}), the study runs on '{}' \
-                     (fingerprint {}): refusing to reuse it — remove {} or choose another --models-dir",
-                    d.name,
-                    d.fingerprint,
-                    data.name,
-                    data.fingerprint,
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    // The recorded training configuration must be the study's (seed replaced): one configuration
-    // for every model, whether trained now or earlier.
-    let recorded = meta
-        .training
-        .as_ref()
-        .and_then(|t| serde_json::from_value::<TrainParams>(t.clone()).ok());
-    if recorded.as_ref() != Some(train) {
-        return Err(Error::model(
-            &dir.join(model_io::META_FILE),
-            format!(
-                "existing model was trained with another configuration than the study's (seed {}): \
-                 refusing to reuse it — remove {} or choose another --models-dir",
-                train.seed,
-                dir.display()
-            ),
-        ));
-    }
-    Ok(Some((model, meta)))
-}
-
 /// The RG diagnostics row of one analysis: its inputs' Fisher values summarised, the bound's
 /// violations counted, and the layers' stability and canonical correlations summarised.
 fn rg_row(depth: usize, seed: u64, an: &AnalysisReport) -> DepthStudyRow {
@@ -511,8 +452,9 @@ fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
 }
 
 /// Train, or reuse, the model of one depth and seed (refusing mismatched ones).
-/// The model of one depth and seed: `found` (already loaded and checked by [`reusable_model`]), or
-/// trained here with the study's configuration and saved.
+/// The model of one depth and seed: `found` (already loaded and checked by [`kept_model`]), or
+/// trained now and kept in its directory ([`train_and_keep`]); with how it came and the seconds
+/// training took.
 fn model_for(
     data: &Dataset,
     cfg: &DepthStudyParams,
@@ -526,16 +468,8 @@ fn model_for(
     }
     let t = Instant::now();
     let train = cfg.train.with_seed(seed).check()?;
-    let (model, _) = Trainer::new(data, &train)?
-        .with_progress(progress)
-        .train(&cfg.widths(data, depth))?;
-    let mut meta = ModelMeta::new(&model, data.class_names.clone());
-    meta.dataset = Some(data.info());
-    meta.training = Some(
-        serde_json::to_value(&*train)
-            .map_err(|e| Error::invalid(format!("cannot serialise the training config: {e}")))?,
-    );
-    model_io::save(&cfg.model_dir(depth, seed), &model, &meta)?;
+    let dir = cfg.model_dir(depth, seed);
+    let (model, meta, _) = train_and_keep(&dir, data, &cfg.widths(data, depth), &train, progress)?;
     Ok((model, meta, ModelSource::Trained, t.elapsed().as_secs_f64()))
 }
 
@@ -556,7 +490,14 @@ pub fn depth_study(
     for &n in &cfg.depths {
         for &s in &cfg.seeds {
             let dir = cfg.model_dir(n, s);
-            let m = reusable_model(&dir, &cfg.widths(data, n), data, &cfg.train.with_seed(s))?;
+            let remedy = format!("remove {} or choose another --models-dir", dir.display());
+            let m = kept_model(
+                &dir,
+                &cfg.widths(data, n),
+                data,
+                &cfg.train.with_seed(s),
+                &remedy,
+            )?;
             found.push((n, s, m));
         }
     }

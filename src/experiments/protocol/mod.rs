@@ -44,14 +44,13 @@ use crate::data::{self, DataSpec, Dataset, LoadOptions, Split};
 use crate::defence::{Defence, DefenceContext, DefenceParams, Key, PoisonCaches, Query};
 use crate::error::{Error, Result};
 use crate::experiments::query_strategy::{self, Oracle, StrategyParams};
-use crate::model::io as model_io;
 use crate::model::mlp::MlpParams;
 use crate::model::DeepRbm;
 use crate::params::{Params, Valid};
 use crate::perturb::step_to_norm;
 use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{subset, Method, Trainer};
+use crate::train::{kept_model, subset, train_and_keep, Method};
 use crate::util::{atomic_write, fnv1a64, mix_seed, shuffle};
 
 use answers::AnswerStats;
@@ -316,7 +315,8 @@ fn victim_dir(out: &Path, seed: u64) -> PathBuf {
     out.join("victims").join(format!("seed-{seed}"))
 }
 
-/// Train (or load) the victim of `seed`.
+/// Train (or load) the victim of `seed`: kept in `victims/seed-N/` with its data set and
+/// training configuration, reused only when both are this protocol's ([`kept_model`]).
 fn victim(
     spec: &ProtocolSpec,
     lay: &Layout,
@@ -325,20 +325,6 @@ fn victim(
     progress: &dyn Progress,
 ) -> Result<(DeepRbm, bool, f64)> {
     let dir = victim_dir(out, seed);
-    if dir.join("model.json").exists() {
-        let (m, _) = model_io::load(&dir)?;
-        if m.widths() != spec.victim_widths {
-            return Err(Error::invalid(format!(
-                "{}: widths {:?}, the protocol says {:?}",
-                dir.display(),
-                m.widths(),
-                spec.victim_widths
-            )));
-        }
-        return Ok((m, false, 0.0));
-    }
-    let t0 = std::time::Instant::now();
-    progress.message(&format!("training victim seed {seed}"));
     let mut params = PinnedTraining::params(spec.training.as_ref(), Method::Hybrid, seed);
     if let Some(e) = spec.victim_training.finetune_epochs {
         params.finetune_epochs = e;
@@ -347,15 +333,15 @@ fn victim(
         params.sweeps = s;
     }
     let params = params.check()?;
-    let (m, outcome) = Trainer::new(&lay.victim, &params)?.train(&spec.victim_widths)?;
-    let report = serde_json::to_vec_pretty(&outcome)
-        .map_err(|e| Error::invalid(format!("victim report: {e}")))?;
-    model_io::save_with_files(
-        &dir,
-        &m,
-        &model_io::ModelMeta::new(&m, lay.victim.class_names.clone()),
-        &[("train_report.json", report.as_slice())],
-    )?;
+    let remedy = format!("remove {} to train it again", dir.display());
+    if let Some((m, _)) = kept_model(&dir, &spec.victim_widths, &lay.victim, &params, &remedy)? {
+        return Ok((m, false, 0.0));
+    }
+    let t0 = std::time::Instant::now();
+    progress.message(&format!("training victim seed {seed}"));
+    // The trainer's own progress bar would replace the run's: it trains without one.
+    let quiet = crate::progress::NoProgress;
+    let (m, ..) = train_and_keep(&dir, &lay.victim, &spec.victim_widths, &params, &quiet)?;
     Ok((m, true, t0.elapsed().as_secs_f64()))
 }
 
