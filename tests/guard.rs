@@ -664,3 +664,34 @@ fn verify_soft_bias_finds_random_fixed_answers() {
     let innocent = args(&["--suspect-model", &s(&model)]);
     assert!(innocent["p_value"].as_f64().unwrap() > 0.05, "{innocent}");
 }
+
+/// The kept guard measurement comes out of the code at HEAD: its command, run again, writes the
+/// same `guard_eval.json` (the file has no timings). The first kept run had silently stopped
+/// reproducing after a merge changed the MLP clones; this test keeps that from happening again
+/// (about 45 s on 2 cores).
+#[test]
+fn kept_guard_run_is_reproduced_by_the_code_at_head() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/2026-11-30-guard");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = rgshield(&[
+        "bench",
+        "guard",
+        "--out",
+        &s(tmp.path()),
+        "--deltas",
+        "0.6,0.7,0.8,0.85,0.9,0.95",
+        "--train-config",
+        &s(&root.join("train_config.json")),
+    ]);
+    assert!(ok, "{err}");
+    let read = |p: &Path| -> Value { json(&std::fs::read_to_string(p).expect("guard_eval.json")) };
+    let (got, kept) = (
+        read(&tmp.path().join("guard_eval.json")),
+        read(&root.join("guard_eval.json")),
+    );
+    assert!(
+        got == kept,
+        "the kept guard run does not reproduce at HEAD: write it again with the command in \
+         docs/results/2026-11-30-guard/README.md and update docs/guide/guard.md"
+    );
+}
