@@ -327,12 +327,27 @@ fn kept_runs_are_resumable_by_their_protocol_files_and_pin_their_training() {
 }
 
 /// The same for the depth study's clone side (`scripts/depth_clone_study.sh`): each depth's kept
-/// run equals the serialisation of its kept protocol file, with the training pinned.
+/// run equals the serialisation of its kept protocol file, with the training pinned, and the
+/// runner resumes a copy of it (its victims kept before rgshield recorded their data set and
+/// training included) without changing a row.
 #[test]
 fn depth_clone_runs_are_resumable_and_pin_their_training() {
     let root =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/2026-11-30-depth-study/clone");
+    let tmp = tempfile::tempdir().unwrap();
     for n in 1..=8 {
+        let copy = tmp.path().join(format!("d{n}"));
+        copy_dir(&root.join(format!("d{n}")), &copy);
+        let (ok, _, err) = rgshield(&[
+            "clone-eval",
+            "--protocol",
+            root.join(format!("protocols/d{n}.json")).to_str().unwrap(),
+            "--out",
+            copy.to_str().unwrap(),
+        ]);
+        assert!(ok, "d{n}: {err}");
+        let rows = |d: &Path| std::fs::read_to_string(d.join("rows.jsonl")).unwrap();
+        assert_eq!(rows(&copy), rows(&root.join(format!("d{n}"))), "d{n}");
         let spec = ProtocolSpec::read(&root.join(format!("protocols/d{n}.json")))
             .unwrap()
             .check()
@@ -405,5 +420,19 @@ fn kept_extension_runs_reproduce_the_cells_they_share() {
             }
         }
         assert_eq!(m, shared_points, "{ext} vs {base}: shared points");
+    }
+}
+
+/// Copy the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
     }
 }

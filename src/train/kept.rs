@@ -17,6 +17,17 @@ use crate::progress::Progress;
 
 use super::{TrainOutcome, TrainParams, Trainer};
 
+/// What [`kept_model`] does with a model that records neither its data set nor its training (one
+/// written before rgshield recorded them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unrecorded {
+    /// Refuse it.
+    Refuse,
+    /// Reuse it on its widths: the caller vouches for the directory by other means (the clone
+    /// protocol's runner refuses a directory whose `protocol.json` is not its protocol's).
+    ReuseOnWidths,
+}
+
 /// `dir`'s kept model if its `model.json` exists and matches `widths`, `data` and `train`;
 /// `Ok(None)` when there is none; an error naming the file when it does not match. `remedy` ends
 /// each refusal (e.g. "remove DIR or choose another --models-dir").
@@ -26,6 +37,7 @@ pub fn kept_model(
     data: &Dataset,
     train: &TrainParams,
     remedy: &str,
+    unrecorded: Unrecorded,
 ) -> Result<Option<(DeepRbm, ModelMeta)>> {
     let meta_file = dir.join(model_io::META_FILE);
     if !meta_file.exists() {
@@ -41,6 +53,10 @@ pub fn kept_model(
                 model.widths()
             ),
         ));
+    }
+    if meta.dataset.is_none() && meta.training.is_none() && unrecorded == Unrecorded::ReuseOnWidths
+    {
+        return Ok(Some((model, meta)));
     }
     match &meta.dataset {
         Some(d) if d.fingerprint != data.fingerprint => {
@@ -138,19 +154,20 @@ mod tests {
         let dir = tmp.path().join("m");
         let widths = [64, 8, 10];
         let remedy = "remove it";
-        assert!(kept_model(&dir, &widths, &data, &train, remedy)
+        let refuse = Unrecorded::Refuse;
+        assert!(kept_model(&dir, &widths, &data, &train, remedy, refuse)
             .unwrap()
             .is_none());
         let (model, _, outcome) =
             train_and_keep(&dir, &data, &widths, &train, &NoProgress).unwrap();
         assert!(dir.join("train_report.json").exists());
         assert!(!outcome.history.is_empty());
-        let (again, _) = kept_model(&dir, &widths, &data, &train, remedy)
+        let (again, _) = kept_model(&dir, &widths, &data, &train, remedy, refuse)
             .unwrap()
             .unwrap();
         assert_eq!(again.fingerprint(), model.fingerprint());
         let refusal = |widths: &[usize], data: &Dataset, train: &TrainParams| {
-            kept_model(&dir, widths, data, train, remedy)
+            kept_model(&dir, widths, data, train, remedy, refuse)
                 .err()
                 .unwrap()
                 .to_string()
@@ -175,11 +192,26 @@ mod tests {
             e.contains("another configuration") && e.contains("seed 6"),
             "{e}"
         );
-        // a record written without its data set (older protocol victims) is not trusted
+        // a record without its data set is not trusted ...
         let (m, mut meta) = model_io::load(&dir).unwrap();
         meta.dataset = None;
         model_io::save(&dir, &m, &meta).unwrap();
         let e = refusal(&widths, &data, &train);
         assert!(e.contains("records no data set"), "{e}");
+        // ... and one recording neither (written before rgshield recorded them) is reused on its
+        // widths only where the caller vouches for the directory
+        meta.training = None;
+        model_io::save(&dir, &m, &meta).unwrap();
+        assert!(refusal(&widths, &data, &train).contains("records no data set"));
+        let reuse = Unrecorded::ReuseOnWidths;
+        let (legacy, _) = kept_model(&dir, &widths, &data, &train.with_seed(6), remedy, reuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(legacy.fingerprint(), model.fingerprint());
+        let e = kept_model(&dir, &[64, 9, 10], &data, &train, remedy, reuse)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("widths"), "{e}");
     }
 }

@@ -34,7 +34,7 @@ pub use cd::{
     cd_epoch, cd_update, class_states, eq14_pairs, eq14_pairs_annealed, moment_difference,
     pair_moments, CdParams, Moments, Velocity,
 };
-pub use kept::{kept_model, train_and_keep};
+pub use kept::{kept_model, train_and_keep, Unrecorded};
 pub use params::{
     check_widths_fit, estimated_bytes, Method, SweepOrder, Targets, TrainParams, MODEL_COPIES,
 };

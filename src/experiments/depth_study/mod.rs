@@ -49,7 +49,7 @@ use crate::rg::basis::{BasisChoice, DEFAULT_BASIS, DEFAULT_PILOT_SAMPLES};
 use crate::rg::state_fisher::state_fisher;
 use crate::rg::OutputReading;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{kept_model, train_and_keep, TrainParams};
+use crate::train::{kept_model, train_and_keep, TrainParams, Unrecorded};
 use crate::DeepRbm;
 
 pub use plots::write_plots;
@@ -451,7 +451,6 @@ fn output_median(an: &AnalysisReport, reading: OutputReading) -> Option<f64> {
     )
 }
 
-/// Train, or reuse, the model of one depth and seed (refusing mismatched ones).
 /// The model of one depth and seed: `found` (already loaded and checked by [`kept_model`]), or
 /// trained now and kept in its directory ([`train_and_keep`]); with how it came and the seconds
 /// training took.
@@ -497,6 +496,7 @@ pub fn depth_study(
                 data,
                 &cfg.train.with_seed(s),
                 &remedy,
+                Unrecorded::Refuse,
             )?;
             found.push((n, s, m));
         }

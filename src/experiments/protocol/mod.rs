@@ -50,7 +50,7 @@ use crate::params::{Params, Valid};
 use crate::perturb::step_to_norm;
 use crate::progress::Progress;
 use crate::sample::{argmax, OutputMode, Predictor};
-use crate::train::{kept_model, subset, train_and_keep, Method};
+use crate::train::{kept_model, subset, train_and_keep, Method, Unrecorded};
 use crate::util::{atomic_write, fnv1a64, mix_seed, shuffle};
 
 use answers::AnswerStats;
@@ -334,7 +334,17 @@ fn victim(
     }
     let params = params.check()?;
     let remedy = format!("remove {} to train it again", dir.display());
-    if let Some((m, _)) = kept_model(&dir, &spec.victim_widths, &lay.victim, &params, &remedy)? {
+    // The run's protocol.json vouches for the directory: victims kept before rgshield recorded
+    // their data set and training (the kept depth-clone runs') are reused on their widths.
+    let found = kept_model(
+        &dir,
+        &spec.victim_widths,
+        &lay.victim,
+        &params,
+        &remedy,
+        Unrecorded::ReuseOnWidths,
+    )?;
+    if let Some((m, _)) = found {
         return Ok((m, false, 0.0));
     }
     let t0 = std::time::Instant::now();
