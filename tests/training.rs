@@ -114,6 +114,18 @@ fn stochastic_epochs_after_mean_field_start_from_its_optimum_and_never_keep_a_wo
     .unwrap_err()
     .to_string();
     assert!(e.contains("finetune_stochastic_epochs"), "{e}");
+    // and so is one for eq. 14, which has no fine-tuning
+    let e = TrainParams {
+        finetune_stochastic_epochs: 5,
+        ..quick(Method::Eq14)
+    }
+    .check()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("finetune_stochastic_epochs") && e.contains("eq. 14"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -40,11 +40,13 @@ pub const MAX_OUTPUT_UNITS: usize = 12;
 /// The estimate of one input's Fisher information by the output states.
 #[derive(Clone, Debug, Serialize)]
 pub struct StateFisher {
-    /// `F` (row-major `n_0 × n_0`).
-    pub value: Vec<f64>,
+    /// The factor `B` (`n_1 × n_0`) of `F = BᵀB` (module doc); [`StateFisher::value`] forms `F`
+    /// on demand, since the depth study needs only its top eigenpair.
+    #[serde(skip)]
+    pub factor: Mat<f64>,
     /// Its top eigenvalue.
     pub top: f64,
-    /// The top eigenvector (unit, sign as [`top_eigen`] fixes it).
+    /// The top eigenvector (unit, sign as [`dense::orient_largest_positive`] fixes it).
     pub top_vector: Vec<f64>,
     /// Jackknife standard error of the top eigenvalue (`None` with one block or N = 1).
     pub top_std_err: Option<f64>,
@@ -52,6 +54,14 @@ pub struct StateFisher {
     pub top_bias_corrected: Option<f64>,
     /// Samples used (0 for N = 1, exact).
     pub samples: usize,
+}
+
+impl StateFisher {
+    /// `F = BᵀB`, row-major `n_0 × n_0`.
+    pub fn value(&self) -> Result<Vec<f64>> {
+        let f = dense::mul_tn(self.factor.as_ref(), self.factor.as_ref())?;
+        Ok(dense::to_row_major(f.as_ref()))
+    }
 }
 
 /// Per-block sums: `Σ_s t(y|h^{(s)})` (length 2^{n_N}) and `Σ_s t(y|h^{(s)}) (h_1^{(s)} − μ_1)`
@@ -157,7 +167,7 @@ pub fn state_fisher(
         let b = fisher_factor(&q, &e, w1.as_ref())?;
         let (top, v) = dense::top_eigen_of_gram(b.as_ref())?;
         return Ok(StateFisher {
-            value: dense::to_row_major(dense::mul_tn(b.as_ref(), b.as_ref())?.as_ref()),
+            factor: b,
             top,
             top_vector: v,
             top_std_err: None,
@@ -238,7 +248,7 @@ pub fn state_fisher(
         (None, None)
     };
     Ok(StateFisher {
-        value: dense::to_row_major(dense::mul_tn(b.as_ref(), b.as_ref())?.as_ref()),
+        factor: b,
         top,
         top_vector: v,
         top_std_err: se,
@@ -264,7 +274,7 @@ mod tests {
         let x = [1.0, 0.0, 1.0, 1.0, 0.0, 0.3];
         let s = state_fisher(&m, &x, 100, 4, 0).unwrap();
         let e = crate::exact::fisher_input(&m, &x).unwrap();
-        for (a, b) in s.value.iter().zip(&e) {
+        for (a, b) in s.value().unwrap().iter().zip(&e) {
             assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
@@ -284,13 +294,19 @@ mod tests {
             "bias-corrected {bc} ± {se} vs exact {exact_top} (raw {})",
             s.top
         );
-        for (a, b) in s.value.iter().zip(&e) {
+        for (a, b) in s.value().unwrap().iter().zip(&e) {
             assert!((a - b).abs() < 0.05 * exact_top + 1e-6, "{a} vs {b}");
         }
         // Deterministic and seeded.
         let again = state_fisher(&m, &x, 200_000, 8, 3).unwrap();
-        assert_eq!(again.value, s.value);
-        assert_ne!(state_fisher(&m, &x, 200_000, 8, 4).unwrap().value, s.value);
+        assert_eq!(again.value().unwrap(), s.value().unwrap());
+        assert_ne!(
+            state_fisher(&m, &x, 200_000, 8, 4)
+                .unwrap()
+                .value()
+                .unwrap(),
+            s.value().unwrap()
+        );
     }
 
     #[test]
