@@ -666,7 +666,8 @@ fn verify_soft_bias_finds_random_fixed_answers() {
 }
 
 /// The kept guard measurement comes out of the code at HEAD: its command, run again, writes the
-/// same `guard_eval.json` (the file has no timings). The first kept run had silently stopped
+/// same `guard_eval.json` (the file has no timings), on one thread where the kept run used two.
+/// The first kept run had silently stopped
 /// reproducing after a merge changed the MLP clones; this test keeps that from happening again
 /// (about 45 s on 2 cores).
 #[test]
@@ -676,6 +677,8 @@ fn kept_guard_run_is_reproduced_by_the_code_at_head() {
     let (ok, _, err) = rgshield(&[
         "bench",
         "guard",
+        "--threads",
+        "1",
         "--out",
         &s(tmp.path()),
         "--deltas",
