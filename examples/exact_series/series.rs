@@ -27,6 +27,7 @@ use rgshield::linalg::dense;
 use rgshield::model::kernels::up_probs_f64;
 use rgshield::model::stack_widths;
 use rgshield::rg::fisher::{first_layer_bound, mean_field_reading, top_eigen};
+use rgshield::rg::state_fisher::product_bernoulli;
 use rgshield::{DeepRbm, Error, Rbm, Result};
 
 /// Largest enumerated layer width: `rgshield::exact`'s.
@@ -34,22 +35,6 @@ pub use rgshield::exact::MAX_WIDTH;
 
 /// Inputs pushed together through the kernels (one matrix product per layer and block).
 pub const BLOCK: usize = 10;
-
-/// Product-Bernoulli distribution over the 2^n states (unit i = bit i of the state index) with
-/// unit means `p`, by doubling.
-pub fn product_bernoulli(p: &[f64], out: &mut [f64]) {
-    debug_assert_eq!(out.len(), 1 << p.len());
-    out[0] = 1.0;
-    let mut len = 1usize;
-    for &pi in p {
-        for s in 0..len {
-            let v = out[s];
-            out[s + len] = v * pi;
-            out[s] = v * (1.0 - pi);
-        }
-        len <<= 1;
-    }
-}
 
 /// The up kernel of an RBM as a dense matrix `K[t, s] = t(h_up = t | h_down = s)`
 /// (`2^{n_up} × 2^{n_down}`).

@@ -72,19 +72,20 @@ struct BlockSums {
     n: usize,
 }
 
-/// `t(y|·)` for every state y of `n` units from the unit probabilities `p`.
-fn state_probs(p: &[f32], out: &mut [f64]) {
-    let n = p.len();
-    for (s, o) in out.iter_mut().enumerate() {
-        let mut v = 1.0f64;
-        for (i, &pi) in p.iter().enumerate().take(n) {
-            v *= if (s >> i) & 1 == 1 {
-                pi as f64
-            } else {
-                1.0 - pi as f64
-            };
+/// The product-Bernoulli distribution over the `2^n` states of `n` units (unit i = bit i of the
+/// state index) with unit means `p`, into `out` (length `2^n`), by doubling: `O(2^n)`, each
+/// state's probability the product of its factors in unit order.
+pub fn product_bernoulli(p: &[f64], out: &mut [f64]) {
+    debug_assert_eq!(out.len(), 1 << p.len());
+    out[0] = 1.0;
+    let mut len = 1usize;
+    for &pi in p {
+        for s in 0..len {
+            let v = out[s];
+            out[s + len] = v * pi;
+            out[s] = v * (1.0 - pi);
         }
-        *o = v;
+        len <<= 1;
     }
 }
 
@@ -156,7 +157,7 @@ pub fn state_fisher(
     let mu1 = r1.up_probs(x, 1);
     if n == 1 {
         let mut q = vec![0.0f64; states];
-        state_probs(&mu1, &mut q);
+        product_bernoulli(&mu1.iter().map(|&v| v as f64).collect::<Vec<_>>(), &mut q);
         let mut e = vec![0.0f64; states * n1];
         for y in 0..states {
             for j in 0..n1 {
@@ -189,8 +190,12 @@ pub fn state_fisher(
             // T (b × 2^{n_N}): t_N(y|h^{(s)}); C (b × n_1): h_1^{(s)} − μ_1; the sums are Tᵀ1, TᵀC.
             let mut t = Mat::<f64>::zeros(b, states);
             let mut row = vec![0.0f64; states];
+            let mut p = vec![0.0f64; n_out];
             for s in 0..b {
-                state_probs(&py[s * n_out..(s + 1) * n_out], &mut row);
+                for (pi, &v) in p.iter_mut().zip(&py[s * n_out..(s + 1) * n_out]) {
+                    *pi = v as f64;
+                }
+                product_bernoulli(&p, &mut row);
                 for (y, &v) in row.iter().enumerate() {
                     t[(s, y)] = v;
                 }
@@ -266,6 +271,18 @@ mod tests {
     fn stack(widths: &[usize], seed: u64) -> DeepRbm {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         DeepRbm::random(widths, 1.0, &mut rng).unwrap()
+    }
+
+    #[test]
+    fn product_bernoulli_is_the_exact_distribution() {
+        let p = [0.1, 0.7, 0.35, 0.9];
+        let mut out = vec![0.0; 16];
+        product_bernoulli(&p, &mut out);
+        let exact = crate::exact::product_bernoulli(&p);
+        for (a, b) in out.iter().zip(&exact) {
+            assert!((a - b).abs() < 1e-15, "{a} vs {b}");
+        }
+        assert!((out.iter().sum::<f64>() - 1.0).abs() < 1e-15);
     }
 
     #[test]
